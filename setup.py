@@ -1,0 +1,32 @@
+"""litevit: lightweight ViTs (ViT-Tiny, Hiera-Tiny) pre-trained with MAE + distillation,
+then used for semantic segmentation (mmsegmentation) and one-stream tracking (LaSOT)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="litevit",
+    version="0.1.0",
+    description="MAE + distillation pre-training of small ViTs for segmentation and tracking",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["backbones*", "pretrain*", "seg*", "track*"]),
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "timm>=1.0.9,<2",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pillow>=10",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        # OpenMMLab stack: mmseg 1.2.2 asserts 2.0.0rc4 <= mmcv < 2.2.0 (full mmcv, compiled ops).
+        "mmengine>=0.10.4,<0.11",
+        "mmcv>=2.0.0rc4,<2.2.0",
+        "mmsegmentation==1.2.2",
+        # mmcv / mmseg runtime needs, declared because mmcv is installed from our own wheel.
+        "addict", "yapf", "pyyaml", "packaging", "prettytable", "scipy", "ftfy", "regex",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
+    },
+)

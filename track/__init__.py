@@ -1,0 +1,1 @@
+"""One-stream OSTrack-style tracking: model, training, inference and LaSOT evaluation."""

@@ -1,0 +1,278 @@
+"""LaSOT sequence reader: frame paths, ground-truth boxes and visibility flags.
+
+Layout (as distributed by the benchmark)::
+
+    <root>/testing_set.txt                   optional, one sequence name a line
+    <root>/training_set.txt                  optional
+    <root>/<class>/<class>-<id>/img/00000001.jpg ...   8-digit, 1-based
+    <root>/<class>/<class>-<id>/groundtruth.txt        x,y,w,h a line (1-based pixels)
+    <root>/<class>/<class>-<id>/full_occlusion.txt     one comma-separated row of 0/1
+    <root>/<class>/<class>-<id>/out_of_view.txt        one comma-separated row of 0/1
+    <root>/<class>/<class>-<id>/nlp.txt                one line of text
+
+The text parsers (``read_boxes``, ``read_flags``) are shared with ``track.evaluation``, which
+reads tracker result files with the same rules.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_FILES = {"test": "testing_set.txt", "train": "training_set.txt"}
+FRAME_NAME = "{:08d}.jpg"
+
+
+def _split_fields(line: str) -> list[str]:
+    """Fields of one text line separated by commas, tabs or spaces (any mix)."""
+    return line.replace(",", " ").replace("\t", " ").split()
+
+
+def _text_lines(path: Path) -> list[str]:
+    """Lines of a text file without the trailing blank ones; names the file when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def read_boxes(path: str | Path) -> np.ndarray:
+    """Read one ``x,y,w,h`` box a line (comma, tab or whitespace separated, floats allowed).
+
+    Returns a float64 array (N, 4); ``nan`` entries are kept (the metric decides what they
+    mean). Raises ValueError naming the file and the 1-based line number of a malformed line
+    (blank lines are only allowed at the end of the file).
+    """
+    path = Path(path)
+    rows = [_split_fields(line) for line in _text_lines(path)]
+    if not rows:
+        return np.zeros((0, 4), dtype=np.float64)
+    if {len(row) for row in rows} == {4}:
+        try:
+            return np.array(rows, dtype=np.float64)
+        except ValueError:
+            pass
+    for number, row in enumerate(rows, start=1):  # slow path: find the offending line
+        try:
+            if len(row) != 4:
+                raise ValueError
+            [float(value) for value in row]
+        except ValueError:
+            text = " ".join(row) if row else "<blank>"
+            raise ValueError(f"{path}:{number}: expected 4 numbers x,y,w,h separated by commas, "
+                             f"tabs or spaces, got {text!r}") from None
+    raise AssertionError("unreachable")
+
+
+def read_flags(path: str | Path) -> np.ndarray:
+    """Read 0/1 flags: one comma-separated row (LaSOT) or one flag a line (toolkit ``absent/``).
+
+    Returns a bool array (N,). Raises ValueError naming the file, line and entry of any value
+    other than 0 or 1.
+    """
+    path = Path(path)
+    flags: list[bool] = []
+    for number, line in enumerate(_text_lines(path), start=1):
+        for position, value in enumerate(_split_fields(line), start=1):
+            try:
+                number_value = float(value)
+            except ValueError:
+                number_value = -1.0
+            if number_value not in (0.0, 1.0):
+                raise ValueError(f"{path}:{number}: entry {position} is {value!r}, "
+                                 "expected 0 or 1")
+            flags.append(number_value == 1.0)
+    return np.array(flags, dtype=bool)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array (H, W, 3) with OpenCV.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file when it cannot
+    be decoded or a JPEG is truncated (OpenCV would otherwise return a half-grey image).
+    """
+    import cv2  # here, so that reading annotations (evaluation) does not need OpenCV
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    data = np.fromfile(path, dtype=np.uint8)
+    raw = data.tobytes()
+    if raw[:2] == b"\xff\xd8":  # JPEG: a complete file has an end-of-image marker after its last scan
+        last_scan = raw.rfind(b"\xff\xda")
+        if last_scan < 0 or raw.find(b"\xff\xd9", last_scan) < 0:
+            raise ValueError(f"corrupt or truncated JPEG: {path}")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"cannot decode image: {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_sequence_list(path: str | Path) -> list[str]:
+    """Sequence names of a split file, one a line (blank lines ignored)."""
+    return [line.strip() for line in _text_lines(Path(path)) if line.strip()]
+
+
+def sequence_class(name: str) -> str:
+    """Class of a LaSOT sequence name: ``"airplane-1"`` -> ``"airplane"``."""
+    class_name, sep, index = name.rpartition("-")
+    if not sep or not class_name or not index:
+        raise ValueError(f"not a LaSOT sequence name (<class>-<id>): {name!r}")
+    return class_name
+
+
+@dataclass
+class LasotSequence:
+    """One LaSOT sequence: frame paths, boxes (1-based x,y,w,h) and per-frame flags."""
+
+    name: str
+    class_name: str
+    path: Path
+    frames: list[Path]
+    gt_boxes: np.ndarray                 # (N, 4) float64
+    full_occlusion: np.ndarray           # (N,) bool
+    out_of_view: np.ndarray              # (N,) bool
+    nlp: str | None = None
+    visible: np.ndarray = field(init=False)  # (N,) bool
+
+    def __post_init__(self) -> None:
+        positive = (self.gt_boxes[:, 2] > 0) & (self.gt_boxes[:, 3] > 0)
+        self.visible = ~self.full_occlusion & ~self.out_of_view & positive
+
+    @property
+    def absent(self) -> np.ndarray:
+        """Target fully occluded or out of view (the toolkit's ``absent`` flag), (N,) bool."""
+        return self.full_occlusion | self.out_of_view
+
+    def __len__(self) -> int:
+        return len(self.gt_boxes)
+
+    def image(self, index: int) -> np.ndarray:
+        """Frame ``index`` (0-based) as RGB uint8."""
+        return read_image(self.frames[index])
+
+
+def load_sequence(seq_dir: str | Path, check_images: bool = True) -> LasotSequence:
+    """Read one ``<class>/<class>-<id>`` folder.
+
+    With ``check_images`` the ``img/`` folder must hold exactly ``00000001.jpg`` ..
+    ``<N>.jpg`` for the N ground-truth rows; without it the frame paths are only built.
+    Raises FileNotFoundError / ValueError naming the file at fault.
+    """
+    seq_dir = Path(seq_dir)
+    if not seq_dir.is_dir():
+        raise FileNotFoundError(f"sequence folder not found: {seq_dir}")
+    gt_path = seq_dir / "groundtruth.txt"
+    boxes = read_boxes(gt_path)
+    if np.isnan(boxes).any():
+        line = int(np.isnan(boxes).any(axis=1).argmax()) + 1
+        raise ValueError(f"{gt_path}:{line}: NaN in a ground-truth box")
+    count = len(boxes)
+    if count == 0:
+        raise ValueError(f"{gt_path}: no boxes")
+    flags = {}
+    for flag_name in ("full_occlusion", "out_of_view"):
+        flag_path = seq_dir / f"{flag_name}.txt"
+        values = read_flags(flag_path)
+        if len(values) != count:
+            raise ValueError(f"{flag_path}: {len(values)} flags but {gt_path.name} has "
+                             f"{count} rows")
+        flags[flag_name] = values
+    img_dir = seq_dir / "img"
+    frames = [img_dir / FRAME_NAME.format(i) for i in range(1, count + 1)]
+    if check_images:
+        if not img_dir.is_dir():
+            raise FileNotFoundError(f"image folder not found: {img_dir}")
+        present = {p.name for p in img_dir.iterdir() if p.suffix.lower() == ".jpg"}
+        expected = {p.name for p in frames}
+        if present != expected:
+            missing = sorted(expected - present)
+            extra = sorted(present - expected)
+            detail = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}")
+            raise ValueError(f"{img_dir}: {len(present)} JPEG frames but {gt_path.name} has "
+                             f"{count} rows ({detail})")
+    nlp_path = seq_dir / "nlp.txt"
+    nlp = nlp_path.read_text(encoding="utf-8").strip() if nlp_path.is_file() else None
+    return LasotSequence(name=seq_dir.name, class_name=sequence_class(seq_dir.name),
+                         path=seq_dir, frames=frames, gt_boxes=boxes,
+                         full_occlusion=flags["full_occlusion"],
+                         out_of_view=flags["out_of_view"], nlp=nlp)
+
+
+def _all_sequence_names(root: Path) -> list[str]:
+    """Every ``<class>/<class>-<id>`` folder holding a groundtruth.txt, sorted by class then id."""
+    names = [p.parent.name for p in root.glob("*/*/groundtruth.txt")
+             if p.parent.name.startswith(p.parent.parent.name + "-")]
+
+    def key(name: str) -> tuple[str, int | float, str]:
+        class_name, _, index = name.rpartition("-")
+        return (class_name, int(index) if index.isdigit() else float("inf"), index)
+
+    return sorted(names, key=key)
+
+
+def list_sequences(root: str | Path, split: str | None = None) -> list[str]:
+    """Sequence names of a LaSOT root for ``split`` ("test", "train" or None for all).
+
+    "test" reads ``testing_set.txt``; "train" reads ``training_set.txt``, or else takes every
+    sequence folder not listed in ``testing_set.txt`` (LaSOT's 1120/280 protocol); a missing
+    split file otherwise falls back to every sequence folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"LaSOT root not found: {root}")
+    if split not in (None, "test", "train"):
+        raise ValueError(f"unknown split {split!r}: use 'test', 'train' or None")
+    if split is not None and (root / SPLIT_FILES[split]).is_file():
+        return read_sequence_list(root / SPLIT_FILES[split])
+    names = _all_sequence_names(root)
+    if split == "train" and (root / SPLIT_FILES["test"]).is_file():
+        test = set(read_sequence_list(root / SPLIT_FILES["test"]))
+        names = [n for n in names if n not in test]
+    return names
+
+
+class LasotDataset:
+    """Sequences of a LaSOT root, loaded on first access and cached.
+
+    Args:
+        root: dataset root (the folder holding the class folders).
+        split: "test", "train" or None (all sequence folders); see ``list_sequences``.
+        check_images: verify each sequence's ``img/`` folder against its box count on load.
+    """
+
+    def __init__(self, root: str | Path, split: str | None = "test",
+                 check_images: bool = True) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.check_images = check_images
+        self.sequence_names = list_sequences(self.root, split)
+        split_file = self.root / SPLIT_FILES[split] if split else None
+        for name in self.sequence_names:
+            seq_dir = self.sequence_dir(name)
+            if not seq_dir.is_dir():
+                where = f" (listed in {split_file})" if split_file and split_file.is_file() else ""
+                raise FileNotFoundError(f"sequence folder not found: {seq_dir}{where}")
+        self._cache: dict[str, LasotSequence] = {}
+
+    def sequence_dir(self, name: str) -> Path:
+        """Folder of sequence ``name``: ``<root>/<class>/<name>``."""
+        return self.root / sequence_class(name) / name
+
+    def __len__(self) -> int:
+        return len(self.sequence_names)
+
+    def __getitem__(self, key: int | str) -> LasotSequence:
+        name = self.sequence_names[key] if isinstance(key, int) else key
+        if name not in self._cache:
+            self._cache[name] = load_sequence(self.sequence_dir(name), self.check_images)
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[LasotSequence]:
+        for name in self.sequence_names:
+            yield self[name]
