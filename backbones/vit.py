@@ -389,23 +389,23 @@ class VisionTransformer(nn.Module):
 @register_backbone
 def vit_tiny(**kwargs) -> VisionTransformer:
     """ViT-Tiny/16 as MAE-Lite: 192 dim, 12 blocks, 12 heads (head dim 16), 5.7M parameters."""
-    return VisionTransformer(embed_dim=192, depth=12, num_heads=12, **kwargs)
+    return VisionTransformer(**{"embed_dim": 192, "depth": 12, "num_heads": 12, **kwargs})
 
 
 @register_backbone
 def vit_tiny_rpe(**kwargs) -> VisionTransformer:
     """ViT-Tiny/16 with per-block relative position bias and global pooling (the "+RPE" model)."""
     kwargs = {"rel_pos_bias": True, "pos_embed": "none", "global_pool": "avg", **kwargs}
-    return VisionTransformer(embed_dim=192, depth=12, num_heads=12, **kwargs)
+    return VisionTransformer(**{"embed_dim": 192, "depth": 12, "num_heads": 12, **kwargs})
 
 
 @register_backbone
 def vit_small(**kwargs) -> VisionTransformer:
     """ViT-Small/16: 384 dim, 12 blocks, 6 heads."""
-    return VisionTransformer(embed_dim=384, depth=12, num_heads=6, **kwargs)
+    return VisionTransformer(**{"embed_dim": 384, "depth": 12, "num_heads": 6, **kwargs})
 
 
 @register_backbone
 def vit_base(**kwargs) -> VisionTransformer:
     """ViT-Base/16: 768 dim, 12 blocks, 12 heads (the MAE teacher)."""
-    return VisionTransformer(embed_dim=768, depth=12, num_heads=12, **kwargs)
+    return VisionTransformer(**{"embed_dim": 768, "depth": 12, "num_heads": 12, **kwargs})

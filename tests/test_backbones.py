@@ -1,0 +1,173 @@
+"""Backbone definitions: parameter counts, parity with timm, attention paths, feature maps."""
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.models.beit import Beit
+from timm.models.hiera import Hiera as TimmHiera
+from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+from backbones import build_backbone, list_backbones, sincos_pos_embed_2d
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_registry_names_and_unknown():
+    assert {"vit_tiny", "vit_tiny_rpe", "vit_small", "vit_base", "hiera_tiny", "hiera_base"} <= set(list_backbones())
+    with pytest.raises(KeyError, match="unknown backbone 'vit_huge'"):
+        build_backbone("vit_huge")
+
+
+def test_parameter_counts():
+    assert n_params(build_backbone("vit_tiny")) == 5_717_416
+    assert n_params(build_backbone("hiera_tiny")) == 6_694_966
+    assert 6.2e6 < n_params(build_backbone("hiera_tiny", num_classes=0)) < 6.4e6
+    assert n_params(build_backbone("vit_base")) == n_params(TimmViT(embed_dim=768, depth=12, num_heads=12))
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_vit_tiny_matches_timm(explicit: bool):
+    ref = TimmViT(embed_dim=192, depth=12, num_heads=12).eval()
+    ours = build_backbone("vit_tiny").eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = ref(x)
+        if explicit:  # every block through the logits path
+            tokens, grid = ours.embed(x)
+            tokens, logits = ours.forward_blocks(tokens, grid, logits_from=range(12))
+            got = ours.forward_head(ours.norm(tokens))
+            assert len(logits) == 12 and logits[11].shape == (2, 12, 197, 197)
+        else:
+            got = ours(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_vit_tiny_rpe_matches_timm_beit():
+    ref = Beit(embed_dim=192, depth=12, num_heads=12, use_abs_pos_emb=False, use_rel_pos_bias=True,
+               global_pool="avg").eval()
+    for n, p in ref.named_parameters():  # timm initialises biases and tables to zero: make them count
+        if "bias" in n:
+            p.data.normal_(std=0.2)
+    ours = build_backbone("vit_tiny_rpe").eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=0)
+
+
+def test_logits_are_scaled_q_dot_k():
+    torch.manual_seed(1)
+    m = build_backbone("vit_tiny", num_classes=0).eval()
+    blk = m.blocks[5]
+    x = torch.randn(2, 197, 192)
+    with torch.no_grad():
+        out_fused = blk(x)
+        out_explicit, logits = blk(x, return_logits=True)
+        q, k, _ = blk.attn.qkv(blk.norm1(x)).reshape(2, 197, 3, 12, 16).permute(2, 0, 3, 1, 4)
+    torch.testing.assert_close(logits, q @ k.transpose(-2, -1) / 4.0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_fused, out_explicit, atol=1e-5, rtol=0)
+
+
+def test_rpe_block_paths_agree_and_bias_resizes():
+    m = build_backbone("vit_tiny_rpe", num_classes=0).eval()
+    for blk in m.blocks:
+        blk.attn.relative_position_bias_table.data.normal_(std=0.5)
+    x = torch.randn(1, 3, 320, 256)  # 20 x 16 grid, not the 14 x 14 of the table
+    with torch.no_grad():
+        tokens, grid = m.embed(x)
+        a, _ = m.forward_blocks(tokens, grid)
+        b, logits = m.forward_blocks(tokens, grid, logits_from=[0, -1])
+    assert grid == (20, 16) and sorted(logits) == [0, 11]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="grid"):
+        m.blocks[0](tokens)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_hiera_tiny_matches_timm(explicit: bool):
+    kwargs = dict(embed_dim=46, num_heads=1, stages=(1, 2, 7, 2))
+    ref = TimmHiera(**kwargs).eval()
+    ours = build_backbone("hiera_tiny").eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = ref(x)
+        if explicit:
+            feats, _, logits = ours.forward_features_with_logits(x, logits_from=[1, 11])
+            got = ours.forward_head(feats)
+            assert logits[11].shape == (2, 8, 49, 49)
+            assert logits[1].ndim == 5  # mask-unit attention keeps its window axis
+            assert all(blk.attn.logits is None and not blk.attn.keep_logits for blk in ours.blocks)
+        else:
+            got = ours(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_hiera_masked_forward_with_logits():
+    m = build_backbone("hiera_tiny", q_pool=2, num_classes=0).eval()
+    x = torch.randn(2, 3, 224, 224)
+    mask = m.get_random_mask(x, mask_ratio=0.4)
+    with torch.no_grad():
+        plain = m.forward_features(x, mask=mask)
+        feats, inter, logits = m.forward_features_with_logits(x, mask=mask, logits_from=[11])
+    torch.testing.assert_close(feats, plain, atol=1e-5, rtol=0)
+    kept = int(mask[0].sum())
+    assert logits[11].shape[:2] == (2, 8) and logits[11].shape[-1] == feats.shape[1] == kept * 4
+    assert len(inter) == 4
+
+
+def test_feature_maps_strides_and_channels():
+    x = torch.randn(1, 3, 256, 320)
+    vit = build_backbone("vit_tiny", num_classes=0).eval()
+    with torch.no_grad():
+        maps = vit.forward_intermediates(x, [3, 5, 7, 11], intermediates_only=True)
+    assert [tuple(f.shape) for f in maps] == [(1, 192, 16, 20)] * 4
+    hiera = build_backbone("hiera_tiny", num_classes=0).eval()
+    assert hiera.stage_channels == [46, 92, 184, 368]
+    with torch.no_grad():
+        maps = hiera.forward_intermediates(torch.randn(1, 3, 224, 224), intermediates_only=True)
+    assert [tuple(f.shape) for f in maps] == [(1, 46, 56, 56), (1, 92, 28, 28), (1, 184, 14, 14), (1, 368, 7, 7)]
+
+
+def test_vit_other_grid_uses_resampled_position_embedding():
+    m = build_backbone("vit_tiny", num_classes=0).eval()
+    tokens, grid = m.patch_tokens(torch.zeros(1, 3, 64, 96))
+    assert grid == (4, 6) and tokens.shape == (1, 24, 192)
+    pos = m.position_embedding((4, 6))
+    assert pos.shape == (1, 25, 192)
+    torch.testing.assert_close(pos[:, :1], m.pos_embed[:, :1])  # class position untouched
+
+
+def test_sincos_layout():
+    emb = sincos_pos_embed_2d(8, (2, 3))
+    assert emb.shape == (1, 7, 8) and torch.all(emb[0, 0] == 0)
+    # first half encodes the column (x), second half the row (y): token (row 1, col 2)
+    row, col = 1, 2
+    token = emb[0, 1 + row * 3 + col]
+    omega = 1.0 / 10000 ** (torch.arange(2, dtype=torch.float64) / 2.0)
+    expected = torch.cat([torch.sin(col * omega), torch.cos(col * omega), torch.sin(row * omega),
+                          torch.cos(row * omega)]).float()
+    torch.testing.assert_close(token, expected)
+
+
+def test_vit_avg_pool_uses_fc_norm():
+    m = build_backbone("vit_tiny", global_pool="avg", num_classes=10)
+    keys = m.state_dict().keys()
+    assert "fc_norm.weight" in keys and "norm.weight" not in keys
+    with pytest.raises(ValueError, match="global_pool"):
+        build_backbone("vit_tiny", global_pool="max")
+
+
+def test_hubconf_offline(tmp_path):
+    import hubconf
+    from backbones import save_backbone
+
+    src = build_backbone("vit_tiny", num_classes=0)
+    path = save_backbone(src, tmp_path / "w.pth", arch="vit_tiny")
+    model = torch.hub.load(str(hubconf.__file__).rsplit("/", 1)[0], "vit_tiny", source="local",
+                           weights=str(path), num_classes=0)
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
