@@ -263,7 +263,11 @@ def _load_toolkit_sequence(root: Path, name: str) -> SequenceAnnotation:
 
 
 def _load_dataset_sequence(root: Path, name: str) -> SequenceAnnotation:
-    sequence = load_sequence(root / sequence_class(name) / name, check_images=False)
+    seq_dir = root / sequence_class(name) / name
+    if not seq_dir.is_dir() and (root / f"{name}.txt").is_file():
+        raise FileNotFoundError(f"{root / 'absent'} not found: the toolkit layout needs "
+                                f"absent/<seq>.txt beside {root / (name + '.txt')}")
+    sequence = load_sequence(seq_dir, check_images=False)
     return SequenceAnnotation(name, sequence.gt_boxes, sequence.absent,
                               _read_attributes(root / "att" / f"{name}.txt"),
                               str(sequence.path / "groundtruth.txt"))
@@ -373,6 +377,8 @@ def _check_protocol(protocol: str) -> None:
 def missing_results(results_dir: str | Path, sequences: Sequence[str]) -> list[str]:
     """Sequences without a ``<results_dir>/<seq>.txt`` file."""
     results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"results folder not found: {results_dir}")
     return [s for s in sequences if not (results_dir / f"{s}.txt").is_file()]
 
 
@@ -395,8 +401,6 @@ def evaluate_tracker(results_dir: str | Path,
     """
     _check_protocol(protocol)
     results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise FileNotFoundError(f"results folder not found: {results_dir}")
     if not isinstance(annos, Mapping):
         annos = load_annotations(annos)
     names = list(annos) if sequences is None else list(sequences)
@@ -486,7 +490,8 @@ def results_to_json(results: Sequence[EvalResult]) -> dict:
     return {r.name: r.to_dict() for r in results}
 
 
-def _atomic_target(path: Path):
+def _atomic_target(path: Path) -> Path:
+    """A fresh temporary file beside ``path`` (same file system, so os.replace is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)

@@ -25,3 +25,16 @@ def build_dataset(name: str, **kwargs: Any) -> Any:
 
 __all__ = ["DATASETS", "LasotDataset", "LasotSequence", "build_dataset", "load_sequence",
            "read_image", "register_dataset"]
+
+# Training readers (one interface for the pair sampler, see track.datasets.base).
+from .base import SequenceReader  # noqa: E402
+from .coco import CocoDataset  # noqa: E402
+from .got10k import Got10kDataset  # noqa: E402
+from .trackingnet import TrackingNetDataset  # noqa: E402
+from .training import TRAIN_DATASETS, LasotTrainDataset, build_train_dataset  # noqa: E402
+
+register_dataset("got10k", Got10kDataset)
+register_dataset("trackingnet", TrackingNetDataset)
+register_dataset("coco", CocoDataset)
+__all__ += ["CocoDataset", "Got10kDataset", "LasotTrainDataset", "SequenceReader",
+            "TRAIN_DATASETS", "TrackingNetDataset", "build_train_dataset"]

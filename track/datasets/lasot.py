@@ -103,7 +103,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {path}")
     data = np.fromfile(path, dtype=np.uint8)
     raw = data.tobytes()
-    if raw[:2] == b"\xff\xd8":  # JPEG: a complete file has an end-of-image marker after its last scan
+    if raw[:2] == b"\xff\xd8":  # a complete JPEG has an end-of-image marker after its last scan
         last_scan = raw.rfind(b"\xff\xda")
         if last_scan < 0 or raw.find(b"\xff\xd9", last_scan) < 0:
             raise ValueError(f"corrupt or truncated JPEG: {path}")
@@ -133,12 +133,12 @@ class LasotSequence:
     name: str
     class_name: str
     path: Path
-    frames: list[Path]
-    gt_boxes: np.ndarray                 # (N, 4) float64
-    full_occlusion: np.ndarray           # (N,) bool
-    out_of_view: np.ndarray              # (N,) bool
+    frames: list[Path] = field(repr=False)
+    gt_boxes: np.ndarray = field(repr=False)        # (N, 4) float64
+    full_occlusion: np.ndarray = field(repr=False)  # (N,) bool
+    out_of_view: np.ndarray = field(repr=False)     # (N,) bool
     nlp: str | None = None
-    visible: np.ndarray = field(init=False)  # (N,) bool
+    visible: np.ndarray = field(init=False, repr=False)  # (N,) bool
 
     def __post_init__(self) -> None:
         positive = (self.gt_boxes[:, 2] > 0) & (self.gt_boxes[:, 3] > 0)
