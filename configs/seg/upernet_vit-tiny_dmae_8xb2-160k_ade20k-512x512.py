@@ -1,0 +1,6 @@
+"""UperNet + ViT-Tiny pre-trained with D-MAE (MAE-Lite, attention distillation), otherwise as the MAE config.
+
+Pretrained weights: LITEVIT_PRETRAINED or --cfg-options model.pretrained=PATH.
+"""
+_base_ = './upernet_vit-tiny_mae_8xb2-160k_ade20k-512x512.py'
+model = dict(pretrained='{{$LITEVIT_PRETRAINED:checkpoints/vit_tiny_dmae_400e.pth}}')
