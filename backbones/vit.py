@@ -89,7 +89,20 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def relative_position_bias(self, grid: Grid) -> torch.Tensor:
-        """[heads, 1 + H*W, 1 + H*W] bias for a token grid (class token first)."""
+        """[heads, 1 + H*W, 1 + H*W] bias for a token grid (class token first).
+
+        Without autograd (inference) the expanded bias is cached until the table changes.
+        """
+        if torch.is_grad_enabled():
+            return self._expand_bias(grid)
+        table = self.relative_position_bias_table
+        key = (tuple(grid), table.data_ptr(), table._version, table.device)
+        cached = getattr(self, "_bias_cache", None)
+        if cached is None or cached[0] != key:
+            self._bias_cache = cached = (key, self._expand_bias(grid))
+        return cached[1]
+
+    def _expand_bias(self, grid: Grid) -> torch.Tensor:
         table, index = self.relative_position_bias_table, self.relative_position_index
         if tuple(grid) != tuple(self.rel_pos_window):
             num_rel = (2 * grid[0] - 1) * (2 * grid[1] - 1) + 3
