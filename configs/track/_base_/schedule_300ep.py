@@ -1,0 +1,26 @@
+# Optimisation of the recipe: AdamW, lr 4e-4 (backbone x 0.1), weight decay 1e-4, 300 epochs with
+# the learning rate x 0.1 from epoch 240, gradient clipping at 0.1, batch 128 in total (32 per GPU
+# on 4 GPUs; batch_size is the total, split over the processes), candidate-elimination keep ratio
+# 1.0 before epoch 20, cosine to 0.7 over epochs 20-100, then 0.7.
+train = dict(
+    epochs=300,
+    batch_size=128,
+    lr=4e-4,
+    backbone_lr_mult=0.1,
+    weight_decay=1e-4,
+    lr_drop_epochs=[240],
+    lr_drop_factor=0.1,
+    grad_clip=0.1,
+    ce=dict(start_epoch=20, end_epoch=100, final_ratio=0.7),
+    amp=None,  # None, "bf16" (CPU or GPU) or "fp16" (GPU, with GradScaler)
+    device="auto",
+    num_threads=None,  # torch CPU threads of this process (None: torch's default)
+    seed=42,
+    log_interval=50,
+    checkpoint_interval=0,  # steps between mid-epoch checkpoints (0: at epoch ends only)
+    save_epoch_interval=20,  # keep epoch_XXXX.pth every this many epochs (0: latest only)
+    max_steps=None,  # stop (with a checkpoint) after this many steps in total
+    progress=True,
+    plot=True,
+)
+loss = dict(giou_weight=2.0, l1_weight=5.0, focal_weight=1.0, alpha=2.0, beta=4.0)
