@@ -1,0 +1,339 @@
+"""Crops and box mapping, the per-frame tracker, and the tracking tools end to end."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from track.model import build_tracker
+from track.processing import (CropBox, box_cxcywh_to_xywh, box_cxcywh_to_xyxy, box_xywh_to_cxcywh,
+                              box_xywh_to_xyxy, box_xyxy_to_cxcywh, box_xyxy_to_xywh, clip_box, crop_and_resize,
+                              crop_visible_fraction, crop_window, hann_window, hann_window_2d, jittered_box,
+                              map_box_back, map_box_to_crop, map_crop_box_to_image, normalise)
+from track.tracker import InferenceNetwork, Tracker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: the machine running the suite is shared, and spinning threads waste it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_tracker().eval()
+
+
+@pytest.fixture(scope="module")
+def tracker(model):
+    return Tracker(model)
+
+
+def _noise_image(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------- processing
+
+def test_hann_window_hand_values():
+    # 0.5 (1 - cos(2 pi k / 5)) for k = 1..4: cos(72 deg) = 0.309017, cos(144 deg) = -0.809017
+    expected = [0.5 * (1 - 0.30901699), 0.5 * (1 + 0.80901699), 0.5 * (1 + 0.80901699), 0.5 * (1 - 0.30901699)]
+    torch.testing.assert_close(hann_window(4), torch.tensor(expected), atol=1e-6, rtol=0)
+    assert not np.allclose(hann_window(4).numpy(), np.hanning(4))   # np.hanning is zero at both ends
+    window = hann_window_2d(16)
+    assert window.shape == (16, 16) and window.min() > 0
+    torch.testing.assert_close(window[3, 5], hann_window(16)[3] * hann_window(16)[5])
+
+
+def test_crop_window_hand_values():
+    # side = ceil(sqrt(30 * 40) * 2) = ceil(69.28) = 70; centre (25, 40) -> corner round(25 - 35), round(40 - 35)
+    assert crop_window((10, 20, 30, 40), 2.0) == CropBox(-10, 5, 70)
+    assert crop_window((0, 0, 16, 16), 4.0) == CropBox(-24, -24, 64)
+    # jitter: sizes x (2, 0.5) -> 60 x 20; centre moved by (0.5, -1) * sqrt(60 * 20)
+    x, y, w, h = jittered_box((10, 20, 30, 40), jitter_center=(0.5, -1.0), jitter_scale=(2.0, 0.5))
+    size = math.sqrt(60 * 20)
+    assert (w, h) == (60, 20)
+    assert math.isclose(x + w / 2, 25 + 0.5 * size) and math.isclose(y + h / 2, 40 - size)
+    for bad in [(0, 0, 0, 5), (0, 0, 5, -1), (0, 0, float("nan"), 5)]:
+        with pytest.raises(ValueError):
+            crop_window(bad, 2.0)
+
+
+def test_crop_inside_is_the_image_slice():
+    image = _noise_image()
+    crop = crop_and_resize(image, (40, 30, 16, 16), 2.0, 32)          # side 32 -> scale 1
+    assert crop.scale == 1.0 and crop.crop_box == CropBox(32, 22, 32)
+    assert np.array_equal(crop.image, image[22:54, 32:64])
+
+
+def test_crop_resize_matches_opencv_resize():
+    """Down- and up-scaled crops sample the same pixel centres as cv2.resize of the window."""
+    image = _noise_image()
+    down = crop_and_resize(image, (40, 30, 32, 32), 2.0, 32)          # window 64 -> 32
+    x1, y1, side = down.crop_box
+    reference = cv2.resize(image[y1:y1 + side, x1:x1 + side], (32, 32), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(down.image.astype(int) - reference).max() <= 1
+    up = crop_and_resize(image, (40, 30, 8, 8), 2.0, 32)              # window 16 -> 32
+    x1, y1, side = up.crop_box
+    reference = cv2.resize(image[y1:y1 + side, x1:x1 + side], (32, 32), interpolation=cv2.INTER_LINEAR)
+    # inside the window; the outermost ring differs (resize replicates the window's edge,
+    # the crop reads the real neighbouring pixels)
+    assert np.abs(up.image.astype(int) - reference)[1:-1, 1:-1].max() <= 1
+
+
+def test_crop_at_border_pads_with_zeros():
+    image = _noise_image()                                            # all pixels >= 1
+    crop = crop_and_resize(image, (0, 0, 10, 10), 4.0, 40)            # window (-15, -15) side 40, scale 1
+    assert crop.crop_box == CropBox(-15, -15, 40)
+    assert (crop.image[:15] == 0).all() and (crop.image[:, :15] == 0).all()
+    assert np.array_equal(crop.image[15:, 15:], image[:25, :25])
+    corner = crop_and_resize(image, (150, 110, 20, 20), 4.0, 40)     # bottom-right, scale 0.5
+    x1, y1, side = corner.crop_box
+    inside = (image.shape[1] - x1) * 40 // side
+    assert (corner.image[:, inside + 1:] == 0).all() and corner.image[: inside - 1, : inside - 1].min() > 0
+    assert crop_visible_fraction(crop.crop_box, image.shape) == pytest.approx(25 * 25 / 1600)
+    assert crop_visible_fraction(CropBox(500, 500, 10), image.shape) == 0.0
+
+
+def test_box_mapping_round_trip():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        prev = np.array([*rng.uniform(-20, 300, 2), *rng.uniform(2, 120, 2)])
+        box = prev + rng.normal(0, 5, 4) * [1, 1, 0.2, 0.2]
+        window = crop_window(prev, 4.0)
+        normalised = map_box_to_crop(box, window, 256)
+        np.testing.assert_allclose(map_crop_box_to_image(normalised, window), box, atol=1e-9)
+        np.testing.assert_allclose(map_box_back(normalised, prev, 4.0, 256), box, atol=1e-9)
+        pixels = map_box_to_crop(box, window, 256, normalised=False)
+        np.testing.assert_allclose(pixels, [(box[0] - window.x1) * 256 / window.side,
+                                            (box[1] - window.y1) * 256 / window.side,
+                                            box[2] * 256 / window.side, box[3] * 256 / window.side])
+    # the box a crop was cut around sits at the crop centre (up to the corner's rounding)
+    box = (100.0, 50.0, 40.0, 10.0)                                   # side ceil(20 * 4) = 80, exact corner
+    np.testing.assert_allclose(map_box_to_crop(box, crop_window(box, 4.0), 256), [0.5, 0.5, 0.5, 0.125])
+
+
+def test_box_conversions():
+    xywh = np.array([[10.0, 20.0, 30.0, 40.0]])
+    np.testing.assert_allclose(box_xywh_to_cxcywh(xywh), [[25, 40, 30, 40]])
+    np.testing.assert_allclose(box_xywh_to_xyxy(xywh), [[10, 20, 40, 60]])
+    np.testing.assert_allclose(box_cxcywh_to_xyxy(box_xywh_to_cxcywh(xywh)), [[10, 20, 40, 60]])
+    np.testing.assert_allclose(box_xyxy_to_xywh(box_xywh_to_xyxy(xywh)), xywh)
+    np.testing.assert_allclose(box_cxcywh_to_xywh(box_xyxy_to_cxcywh(np.array([[10.0, 20, 40, 60]]))), xywh)
+    tensor = torch.tensor([[0.5, 0.5, 0.2, 0.4]], requires_grad=True)
+    out = box_cxcywh_to_xyxy(tensor)
+    assert isinstance(out, torch.Tensor) and out.requires_grad
+    torch.testing.assert_close(out, torch.tensor([[0.4, 0.3, 0.6, 0.7]]))
+
+
+def test_clip_box_hand_values():
+    np.testing.assert_allclose(clip_box((10, 10, 20, 20), 100, 100), [10, 10, 20, 20])
+    np.testing.assert_allclose(clip_box((-30, 95, 50, 50), 100, 100), [0, 90, 20, 10])
+    np.testing.assert_allclose(clip_box((120, -50, 10, 20), 100, 100), [90, 0, 10, 10])
+
+
+def test_normalise_values():
+    pixel = np.array([[[0, 128, 255]]], dtype=np.uint8)
+    out = normalise(pixel)
+    expected = [(0 / 255 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (255 / 255 - 0.406) / 0.225]
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor(expected, dtype=torch.float32))
+    assert normalise(np.zeros((2, 5, 6, 3), np.uint8)).shape == (2, 3, 5, 6)
+
+
+# ---------------------------------------------------------------------------- tracker
+
+def test_inference_network_matches_model(model):
+    """Folded normalisation + folded BatchNorm + cached template tokens + fused-attention CE
+    compute what the model computes from normalised crops."""
+    rng = np.random.default_rng(1)
+    template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    search = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    with torch.no_grad():
+        for m in model.head.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    fast = InferenceNetwork(model)
+    score, offset, size = fast(fast.template_tokens(template), search)
+    with torch.inference_mode():
+        reference = model(normalise(template)[None], normalise(search)[None])
+    torch.testing.assert_close(score, reference["score_map"], rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(offset, reference["offset_map"], rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(size, reference["size_map"], rtol=1e-4, atol=2e-5)
+
+
+def test_onnxruntime_backend_matches_torch(model):
+    rng = np.random.default_rng(2)
+    template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    search = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    torch_net, ort_net = InferenceNetwork(model), InferenceNetwork(model, backend="onnxruntime")
+    tokens = torch_net.template_tokens(template)
+    for a, b in zip(torch_net(tokens, search), ort_net(tokens, search)):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="onnxruntime"):
+        InferenceNetwork(model, dtype="bf16", backend="onnxruntime")
+
+
+def test_reference_forward_is_the_same_network(model):
+    from track.benchmark import reference_forward
+
+    g = torch.Generator().manual_seed(3)
+    z, x = torch.randn(1, 3, 128, 128, generator=g), torch.randn(1, 3, 256, 256, generator=g)
+    with torch.inference_mode():
+        ours = model(z, x)
+    theirs = reference_forward(model, z, x)
+    torch.testing.assert_close(theirs["score_map"], ours["score_map"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(theirs["pred_boxes"], ours["pred_boxes"], rtol=1e-4, atol=1e-5)
+
+
+def test_tracker_step_follows_the_protocol(model, tracker):
+    """One step by hand: crop around the previous box, windowed peak, decode, map back, clip."""
+    image = _noise_image(200, 300, seed=4)
+    tracker.initialize(image, (100, 60, 40, 30))
+    box, score = tracker.track(image)
+    crop = crop_and_resize(image, (100, 60, 40, 30), 4.0, 256)
+    with torch.inference_mode():
+        template = crop_and_resize(image, (100, 60, 40, 30), 2.0, 128)
+        out = model(normalise(template.image)[None], normalise(crop.image)[None])
+    windowed = out["score_map"] * hann_window_2d(16)
+    row, col = divmod(int(windowed.flatten().argmax()), 16)
+    cx = (col + out["offset_map"][0, 0, row, col].item()) / 16
+    cy = (row + out["offset_map"][0, 1, row, col].item()) / 16
+    w, h = out["size_map"][0, :, row, col].tolist()
+    expected = clip_box(map_crop_box_to_image((cx, cy, w, h), crop.crop_box), 200, 300, 10)
+    np.testing.assert_allclose(box, expected, rtol=1e-4, atol=1e-3)
+    assert score == pytest.approx(out["score_map"].max().item(), rel=1e-4)
+    assert tracker.lost == (score < tracker.lost_threshold)
+
+
+@pytest.mark.parametrize("bad_box", [(10, 10, 0, 5), (10, 10, -3, 5), (10, 10, 5, float("nan")),
+                                     (500, 10, 20, 20), (-50, 10, 20, 20), (10, 10, 5)])
+def test_bad_initial_box(tracker, bad_box):
+    with pytest.raises(ValueError):
+        tracker.initialize(_noise_image(), bad_box)
+
+
+def test_bad_frames(tracker):
+    with pytest.raises(ValueError, match="uint8"):
+        tracker.initialize(_noise_image().astype(np.float32), (10, 10, 20, 20))
+    with pytest.raises(ValueError, match="shape"):
+        tracker.initialize(np.zeros((10, 10, 2), np.uint8), (1, 1, 5, 5))
+    fresh = Tracker(build_tracker())
+    with pytest.raises(RuntimeError, match="initialize"):
+        fresh.track(_noise_image())
+
+
+def test_grayscale_and_rgba_frames(tracker):
+    rgb = _noise_image()
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    rgba = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
+    for first, later in [(gray, gray), (gray[..., None], gray[..., None]), (rgba, rgba), (rgb, gray)]:
+        tracker.initialize(first, (50, 40, 30, 20))
+        box, score = tracker.track(later)
+        assert box.shape == (4,) and np.isfinite(box).all() and 0 < score < 1
+    tracker.initialize(rgb, (50, 40, 30, 20))
+    box_rgb, _ = tracker.track(rgb)
+    tracker.initialize(rgba, (50, 40, 30, 20))
+    box_rgba, _ = tracker.track(rgba)
+    np.testing.assert_allclose(box_rgb, box_rgba)                     # alpha is ignored
+
+
+def test_target_leaving_the_frame(tracker):
+    """A target at the border, boxes partly outside, frames of another size: boxes stay valid."""
+    image = _noise_image(120, 160)
+    tracker.initialize(image, (150, 110, 40, 30))                     # mostly outside the image
+    for frame in [image, np.zeros_like(image), _noise_image(60, 80, seed=2), image]:
+        box, score = tracker.track(frame)
+        height, width = frame.shape[:2]
+        assert np.isfinite(box).all() and box[2] >= 10 and box[3] >= 10
+        assert 0 <= box[0] <= width - 10 and 0 <= box[1] <= height - 10
+        assert box[0] + box[2] >= 10 and box[1] + box[3] >= 10
+    tracker.state = np.array([-500.0, -500.0, 3.0, 3.0])              # far outside: all-padding crop
+    box, _ = tracker.track(image)
+    assert np.isfinite(box).all()
+
+
+def test_bf16_tracker(model):
+    image = _noise_image(200, 300, seed=5)
+    bf16 = Tracker(model, dtype="bf16")
+    bf16.initialize(image, (100, 60, 40, 30))
+    box, score = bf16.track(image)
+    assert np.isfinite(box).all() and 0 < score < 1
+    with pytest.raises(ValueError, match="dtype"):
+        Tracker(model, dtype="fp16")
+
+
+# ---------------------------------------------------------------------------- tools
+
+def _run_tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_track_test_tool_writes_scorable_results(tmp_path):
+    from track.synthetic import make_lasot_dataset
+
+    root = tmp_path / "lasot"
+    names = make_lasot_dataset(root, classes=("car", "dog"), seqs_per_class=1, num_frames=6,
+                               size=(160, 120), test_per_class=1)
+    out = tmp_path / "results"
+    config = str(REPO / "configs" / "track" / "_base_" / "model.py")
+    first = _run_tool("tools/track_test.py", config, "none", "--lasot-root", str(root), "--out", str(out),
+                      "--workers", "2", "--threads", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in names:
+        boxes = np.loadtxt(out / f"{name}.txt", delimiter=",")
+        times = np.loadtxt(out / f"{name}_time.txt")
+        gt = np.loadtxt(root / name.split("-")[0] / name / "groundtruth.txt", delimiter=",")
+        assert boxes.shape == (6, 4) and times.shape == (6,)
+        np.testing.assert_allclose(boxes[0], gt[0])                    # frame 1 = the initial box
+    assert not list(out.glob(".*"))                                   # no temporary files left
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    second = _run_tool("tools/track_test.py", config, "none", "--lasot-root", str(root), "--out", str(out))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 already finished" in second.stdout and "0 to run" in second.stdout
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    scored = _run_tool("tools/eval_lasot.py", "--results", str(out), "--annos", str(root), "--quiet",
+                       "--json", str(tmp_path / "scores.json"))
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    import json
+
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert "AUC" in scored.stdout and scores
+
+
+def test_track_video_tool(tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    assert writer.isOpened()
+    for i in range(7):
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        cv2.rectangle(frame, (30 + 5 * i, 40), (60 + 5 * i, 70), (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "tracked.mp4"
+    result = _run_tool("tools/track_video.py", str(video), "--init", "30,40,31,31", "--out", str(out),
+                       "--threads", "1", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    capture = cv2.VideoCapture(str(out))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    assert count == 7
+    lines = out.with_suffix(".txt").read_text().splitlines()
+    assert lines[0] == "frame,x,y,w,h,score,lost" and len(lines) == 8
+    assert lines[1].startswith("1,30.00,40.00,31.00,31.00")
+    bad = _run_tool("tools/track_video.py", str(video), "--init", "0,0,0,10", "--out", str(tmp_path / "x.mp4"))
+    assert bad.returncode != 0 and "positive width" in bad.stderr

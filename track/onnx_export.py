@@ -1,0 +1,131 @@
+"""Export the tracker network to ONNX and check it against PyTorch with onnxruntime.
+
+The exported graph takes ImageNet-normalised ``template`` [B, 3, 128, 128] and ``search``
+[B, 3, 256, 256] (batch dimension dynamic) and returns ``score_map`` [B, 1, 16, 16],
+``size_map`` [B, 2, 16, 16], ``offset_map`` [B, 2, 16, 16] and ``pred_boxes`` [B, 4]
+(normalised cxcywh at the un-windowed score peak). Candidate elimination is part of the graph
+(TopK + GatherElements + ScatterElements) with the keep ratio fixed at export time.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .model import OneStreamTracker
+
+__all__ = ["OUTPUT_NAMES", "TrackerExport", "check_onnx", "export_module_bytes", "export_onnx"]
+
+INPUT_NAMES = ("template", "search")
+OUTPUT_NAMES = ("score_map", "size_map", "offset_map", "pred_boxes")
+
+
+class TrackerExport(nn.Module):
+    """``OneStreamTracker`` with tuple outputs and a fixed CE keep ratio, for tracing."""
+
+    def __init__(self, model: OneStreamTracker, ce_keep_ratio: float | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.ce_keep_ratio = ce_keep_ratio
+
+    def forward(self, template: torch.Tensor, search: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(template, search, self.ce_keep_ratio)
+        return tuple(out[name] for name in OUTPUT_NAMES)
+
+
+def _example_inputs(model: OneStreamTracker, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 3, model.template_size, model.template_size, generator=generator),
+            torch.randn(batch, 3, model.search_size, model.search_size, generator=generator))
+
+
+def export_onnx(model: OneStreamTracker, path: str | Path, opset: int = 17, ce_keep_ratio: float | None = None,
+                dynamic_batch: bool = True, dynamo: bool | None = None) -> Path:
+    """Write the network as ONNX (atomically: temporary file, then rename); returns the path.
+
+    ``dynamo=None`` tries the TorchDynamo exporter first and falls back to the TorchScript one
+    (``dynamo=False``) when it is unavailable (no ``onnxscript``) or fails.
+    """
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17, got {opset}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = TrackerExport(model.eval(), ce_keep_ratio).eval()
+    inputs = _example_inputs(model)
+    attempts = [True, False] if dynamo is None else [dynamo]
+    errors = []
+    for use_dynamo in attempts:
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
+        os.close(handle)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if use_dynamo:
+                    batch = torch.export.Dim("batch", min=1, max=1024)
+                    shapes = ({0: batch}, {0: batch}) if dynamic_batch else None
+                    torch.onnx.export(wrapper, inputs, temp, input_names=list(INPUT_NAMES),
+                                      output_names=list(OUTPUT_NAMES), opset_version=opset,
+                                      dynamo=True, dynamic_shapes=shapes, external_data=False)
+                else:
+                    axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES} if dynamic_batch else None
+                    torch.onnx.export(wrapper, inputs, temp, input_names=list(INPUT_NAMES),
+                                      output_names=list(OUTPUT_NAMES), opset_version=opset,
+                                      dynamo=False, dynamic_axes=axes)
+            os.replace(temp, path)
+            return path
+        except Exception as error:  # noqa: BLE001 - reported below with every attempt
+            errors.append(f"dynamo={use_dynamo}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+    raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+
+
+def export_module_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
+                        output_names: list[str], opset: int = 17) -> bytes:
+    """Export a module with fixed input shapes to an in-memory ONNX model (TorchScript exporter,
+    which needs no extra package; the dynamo exporter is tried when it fails)."""
+    errors = []
+    for use_dynamo in (False, True):
+        buffer = io.BytesIO()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if use_dynamo:
+                    program = torch.onnx.export(module, inputs, input_names=input_names, output_names=output_names,
+                                                opset_version=opset, dynamo=True)
+                    return program.model_proto.SerializeToString()
+                torch.onnx.export(module, inputs, buffer, input_names=input_names, output_names=output_names,
+                                  opset_version=opset, dynamo=False)
+            return buffer.getvalue()
+        except Exception as error:  # noqa: BLE001 - reported below with every attempt
+            errors.append(f"dynamo={use_dynamo}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+    raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+
+
+def check_onnx(path: str | Path, model: OneStreamTracker, batch: int = 1, ce_keep_ratio: float | None = None,
+               seed: int = 1, threads: int = 1) -> dict[str, Any]:
+    """Run the ONNX file with onnxruntime and PyTorch on the same random inputs.
+
+    Returns ``{"max_abs_diff": {output: value}, "same_peak": bool}`` (same_peak: the score maps
+    peak at the same cell for every sample).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    template, search = _example_inputs(model, batch, seed)
+    onnx_out = session.run(list(OUTPUT_NAMES), {"template": template.numpy(), "search": search.numpy()})
+    with torch.inference_mode():
+        torch_out = TrackerExport(model.eval(), ce_keep_ratio)(template, search)
+    diffs = {name: float(np.abs(o - t.numpy()).max()) for name, o, t in zip(OUTPUT_NAMES, onnx_out, torch_out)}
+    same_peak = bool((onnx_out[0].reshape(batch, -1).argmax(1) == torch_out[0].reshape(batch, -1).argmax(1).numpy()).all())
+    return {"max_abs_diff": diffs, "same_peak": same_peak}
