@@ -1,0 +1,94 @@
+"""From a config to the module the engine trains, and to the transforms its data needs.
+
+Every task module takes ``(images, labels)`` and returns a dict of named loss terms with their
+sum under ``"loss"``, so one engine serves pre-training, fine-tuning and linear probing.
+
+Config keys read here (see ``configs/pretrain``):
+
+* ``task``: ``"pretrain"`` | ``"finetune"`` | ``"linprobe"``.
+* ``model``: pre-training: ``name`` (one of :data:`PRETRAIN_MODELS`) + factory arguments
+  (``img_size``, ``mask_ratio``, ``decode_idx``, ``depth`` ...); fine-tuning / probing:
+  ``arch`` (a ``backbones`` name), ``num_classes``, ``pretrained`` + backbone arguments.
+* ``distill``: None, or ``teacher_arch``, ``teacher_ckpt`` (file in its official format, or
+  ``"random"`` for smoke runs), ``teacher_block``, ``student_block``, ``weight``,
+  ``teacher_overrides``.
+* ``mixup`` (fine-tuning): ``mixup_alpha``, ``cutmix_alpha``, ``label_smoothing``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch.nn as nn
+
+from .data import eval_transform, finetune_train_transform, mae_train_transform
+from .distill import AttentionDistillation, DistilledMAE, build_teacher
+from .finetune import ClassificationTask, LinearProbe, build_classifier
+from .mae import d2mae_vit_tiny, mae_vit_tiny
+from .mae_hiera import mae_hiera_tiny
+
+__all__ = ["PRETRAIN_MODELS", "TASKS", "build_task", "build_transforms", "export_arch"]
+
+# name -> (factory, backbone arch of the exported encoder)
+PRETRAIN_MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
+    "mae_vit_tiny": (mae_vit_tiny, "vit_tiny"),
+    "d2mae_vit_tiny": (d2mae_vit_tiny, "vit_tiny"),
+    "mae_hiera_tiny": (mae_hiera_tiny, "hiera_tiny"),
+}
+TASKS = ("pretrain", "finetune", "linprobe")
+
+
+def export_arch(model_cfg: Mapping[str, Any]) -> str:
+    return PRETRAIN_MODELS[model_cfg["name"]][1]
+
+
+def _model_kwargs(model_cfg: Mapping[str, Any], *drop: str) -> dict[str, Any]:
+    return {k: v for k, v in model_cfg.items() if k not in drop}
+
+
+def build_task(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """(task module, info for the run's metadata) for ``cfg["task"]``."""
+    task = cfg.get("task", "pretrain")
+    model_cfg = dict(cfg["model"])
+    if task == "pretrain":
+        name = model_cfg.get("name")
+        if name not in PRETRAIN_MODELS:
+            raise KeyError(f"model.name must be one of {sorted(PRETRAIN_MODELS)}, got {name!r}")
+        student = PRETRAIN_MODELS[name][0](**_model_kwargs(model_cfg, "name"))
+        info: dict[str, Any] = {"model": name, "arch": PRETRAIN_MODELS[name][1], "random_teacher": False}
+        distill_cfg = cfg.get("distill")
+        if not distill_cfg:
+            return DistilledMAE(student), info
+        img_size = model_cfg.get("img_size", 224)
+        teacher, teacher_info = build_teacher(
+            distill_cfg["teacher_arch"], distill_cfg.get("teacher_ckpt"), img_size,
+            allow_random=bool(distill_cfg.get("allow_random_teacher", False)),
+            **dict(distill_cfg.get("teacher_overrides") or {}))
+        info.update(teacher_info)
+        student_block = distill_cfg.get("student_block", -1)
+        blk = student.blocks[student_block]
+        heads = blk.attn.num_heads if hasattr(blk.attn, "num_heads") else blk.attn.heads
+        distill = AttentionDistillation(teacher, heads, distill_cfg.get("teacher_block", -1),
+                                        weight=float(distill_cfg.get("weight", 1.0)))
+        return DistilledMAE(student, distill, student_block), info
+    if task in ("finetune", "linprobe"):
+        arch, num_classes = model_cfg.pop("arch"), int(model_cfg.pop("num_classes"))
+        pretrained = model_cfg.pop("pretrained", None)
+        model, info = build_classifier(arch, num_classes, pretrained, **model_cfg)
+        info.update({"arch": arch, "num_classes": num_classes})
+        if task == "linprobe":
+            return ClassificationTask(LinearProbe(model, num_classes), num_classes), info
+        mix = dict(cfg.get("mixup") or {})
+        return ClassificationTask(model, num_classes, **mix), info
+    raise KeyError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def build_transforms(cfg: Mapping[str, Any]) -> tuple[Callable, Callable]:
+    """(train transform, eval transform) for the task."""
+    task = cfg.get("task", "pretrain")
+    aug = dict(cfg["data"].get("aug") or {})
+    img_size = cfg["model"].get("img_size", 224)
+    if task in ("pretrain", "linprobe"):
+        train = mae_train_transform(img_size, **aug)
+    else:
+        train = finetune_train_transform(img_size, **aug)
+    return train, eval_transform(img_size, crop_pct=cfg["data"].get("crop_pct", 0.875))

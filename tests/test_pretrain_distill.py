@@ -1,0 +1,192 @@
+"""Attention distillation: same visible patches for teacher and student, loss value, gradients,
+teacher loading."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backbones import build_backbone
+from pretrain.distill import AttentionDistillation, DistilledMAE, build_teacher
+from pretrain.mae import MaskedAutoencoderViT, d2mae_vit_tiny
+from pretrain.mae_hiera import mae_hiera_tiny
+
+
+def _student(**kw) -> MaskedAutoencoderViT:
+    return MaskedAutoencoderViT(**{"img_size": 64, "embed_dim": 48, "depth": 2, "num_heads": 12, **kw})
+
+
+def _teacher(depth: int = 2):
+    teacher, _ = build_teacher("vit_small", "random", 64, depth=depth)
+    return teacher
+
+
+def _reference_teacher_logits(teacher, imgs, ids_keep, block):
+    """Conv patch embedding of every patch, gather, class token, blocks -> logits of `block`."""
+    tokens, _ = teacher.patch_tokens(imgs)
+    tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+    x = torch.cat([teacher.class_token(imgs.shape[0]), tokens], dim=1)
+    for blk in teacher.blocks[:block]:
+        x = blk(x)
+    return teacher.blocks[block](x, return_logits=True)[1]
+
+
+def test_teacher_sees_the_students_visible_patches():
+    torch.manual_seed(0)
+    student, teacher = _student(), _teacher()
+    model = DistilledMAE(student, AttentionDistillation(teacher, 12, teacher_block=1), student_block=-1).eval()
+    imgs, noise = torch.randn(2, 3, 64, 64), torch.rand(2, 16)
+    ids_keep = torch.argsort(noise, dim=1)[:, :4]
+    terms = model(imgs, noise=noise)
+    enc = student.forward_encoder(imgs, noise, logits_from=(1,))
+    assert torch.equal(enc.ids_keep, ids_keep)
+    target = _reference_teacher_logits(teacher, imgs, ids_keep, 1)
+    assert target.shape == (2, 6, 5, 5)
+    expected = F.mse_loss(model.distill.adapter(enc.attn_logits[1]), target)
+    torch.testing.assert_close(terms["loss_attn"], expected, rtol=1e-5, atol=1e-6)
+    # another shuffle gives the teacher other tokens, hence another loss
+    other = _reference_teacher_logits(teacher, imgs, torch.flip(ids_keep, [0]), 1)
+    assert not torch.allclose(other, target)
+    torch.testing.assert_close(terms["loss"], terms["loss_mae"] + terms["loss_attn"])
+
+
+def test_distillation_zero_when_logits_agree_and_gradients_reach_adapter_and_student():
+    torch.manual_seed(0)
+    student = _student(embed_dim=192, depth=2)
+    teacher = build_backbone("vit_tiny", num_classes=0, img_size=64, depth=2, pos_embed="sincos")
+    teacher.load_state_dict({k: v for k, v in student.state_dict().items() if k in teacher.state_dict()})
+    distill = AttentionDistillation(teacher, 12, teacher_block=1)
+    with torch.no_grad():
+        distill.adapter.weight.copy_(torch.eye(12)[..., None, None])
+    imgs = torch.randn(2, 3, 64, 64)
+    ids_keep = student.random_masking(2)[0]
+    student_logits = distill.teacher_logits(imgs, ids_keep).clone().requires_grad_(True)
+    term = distill(student_logits, imgs, ids_keep)["loss_attn"]
+    assert term.item() == 0.0
+    term.backward()
+    assert torch.count_nonzero(student_logits.grad) == 0 and torch.count_nonzero(distill.adapter.weight.grad) == 0
+    distill.adapter.weight.grad = None
+
+    # end to end: a student whose encoder equals the teacher produces the teacher's logits
+    model = DistilledMAE(student, distill, student_block=1)
+    terms = model(imgs)
+    assert terms["loss_attn"].item() < 1e-10
+
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        distill.adapter.weight.add_(0.1 * torch.randn_like(distill.adapter.weight))
+    terms = model(imgs)
+    assert terms["loss_attn"].item() > 0
+    terms["loss_attn"].backward()
+    assert distill.adapter.weight.grad.abs().sum() > 0
+    assert student.blocks[1].attn.qkv.weight.grad.abs().sum() > 0
+    assert student.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_teacher_stays_frozen_in_eval_and_out_of_checkpoints():
+    model = DistilledMAE(_student(), AttentionDistillation(_teacher(), 12, 1), -1)
+    model.train()
+    assert model.student.training and not model.distill.teacher.training
+    state = model.state_dict()
+    assert "distill.adapter.weight" in state and not any(".teacher." in k for k in state)
+    model.load_state_dict(state)  # strict: the teacher's weights are not expected back
+
+
+def test_d2mae_distils_the_logits_block_against_the_teachers_last_block():
+    torch.manual_seed(0)
+    student = d2mae_vit_tiny(img_size=64, depth=3, decode_idx=2)
+    teacher = _teacher(depth=3)
+    model = DistilledMAE(student, AttentionDistillation(teacher, 12, teacher_block=-1), student_block=-1)
+    assert model.student_block == 3 and model.distill.teacher_block == 2
+    imgs, noise = torch.randn(2, 3, 64, 64), torch.rand(2, 16)
+    terms = model(imgs, noise=noise)
+    enc = student.forward_encoder(imgs, noise, logits_from=(3,))
+    target = _reference_teacher_logits(teacher, imgs, enc.ids_keep, 2)
+    torch.testing.assert_close(terms["loss_attn"], F.mse_loss(model.distill.adapter(enc.attn_logits[3]), target),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_hiera_distillation_uses_the_same_mask_units():
+    torch.manual_seed(0)
+    student = mae_hiera_tiny(img_size=64, mask_ratio=0.5)
+    teacher, _ = build_teacher("hiera_tiny", "random", 64)
+    model = DistilledMAE(student, AttentionDistillation(teacher, 8, teacher_block=11), student_block=11)
+    assert model.distill.adapter.weight.shape == (8, 8, 1, 1)
+    imgs, noise = torch.randn(1, 3, 64, 64), torch.tensor([[0.1, 0.9, 0.8, 0.2]])
+    terms = model(imgs, noise=noise)
+    keep = torch.tensor([[True, False, False, True]])
+    _, _, t_logits = teacher.forward_features_with_logits(imgs, keep, logits_from=(11,))
+    _, _, s_logits = student.forward_features_with_logits(imgs, keep, logits_from=(11,))
+    assert t_logits[11].shape == (1, 8, 8, 8)
+    expected = F.mse_loss(model.distill.adapter(s_logits[11]), t_logits[11])
+    torch.testing.assert_close(terms["loss_attn"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_checkpoint_in_official_mae_format(tmp_path):
+    source = build_backbone("vit_tiny", num_classes=0, img_size=64, depth=2, pos_embed="sincos")
+    state = {**source.state_dict(), "mask_token": torch.zeros(1, 1, 8), "decoder_embed.weight": torch.zeros(8, 192)}
+    path = tmp_path / "mae_pretrain_vit_tiny.pth"
+    torch.save({"model": state}, path)
+    teacher, info = build_teacher("vit_tiny", path, 64, depth=2)
+    assert info["random_teacher"] is False and info["teacher_ckpt"] == str(path)
+    for k, v in source.state_dict().items():
+        assert torch.equal(teacher.state_dict()[k], v), k
+    assert not teacher.training
+
+
+def test_missing_teacher_file_and_implicit_random_teacher_are_errors(tmp_path):
+    missing = tmp_path / "no_such_teacher.pth"
+    with pytest.raises(FileNotFoundError, match="no_such_teacher.pth"):
+        build_teacher("vit_tiny", missing, 64, depth=1)
+    with pytest.raises(ValueError, match="teacher checkpoint"):
+        build_teacher("vit_tiny", None, 64, depth=1)
+    _, info = build_teacher("vit_tiny", None, 64, allow_random=True, depth=1)
+    assert info["random_teacher"] is True
+    _, info = build_teacher("vit_tiny", "random", 64, depth=1)
+    assert info["random_teacher"] is True
+
+
+def test_reference_teacher_path_gives_the_same_target():
+    """The benchmark's baseline (teacher runs every block, explicit attention, all patches embedded)
+    computes the same distillation target as the truncated teacher."""
+    torch.manual_seed(0)
+    teacher = _teacher(depth=3)
+    ours = AttentionDistillation(teacher, 12, teacher_block=1)
+    reference = AttentionDistillation(teacher, 12, teacher_block=1, teacher_full_forward=True)
+    imgs = torch.randn(2, 3, 64, 64)
+    ids_keep = torch.argsort(torch.rand(2, 16), dim=1)[:, :4]
+    torch.testing.assert_close(ours.teacher_logits(imgs, ids_keep), reference.teacher_logits(imgs, ids_keep),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_models_compute_the_same_losses():
+    from pretrain.benchmark import build_benchmark_model, pretrain_throughput
+
+    torch.manual_seed(0)
+    ours = build_benchmark_model("d2mae_vit_tiny", "ours", img_size=32)
+    reference = build_benchmark_model("d2mae_vit_tiny", "reference", img_size=32, teacher=ours.distill.teacher)
+    reference.load_state_dict(ours.state_dict())
+    imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 4)
+    a, b = ours(imgs, noise=noise), reference(imgs, noise=noise)
+    for key in ("loss_mae", "loss_attn"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    result = pretrain_throughput("mae_vit_tiny", batch=2, dtype="bf16", steps=1, warmup=0, img_size=32)
+    assert result["img_per_s"] > 0 and result["steps"] == 1 and result["dtype"] == "bf16"
+
+
+def test_teacher_weights_stored_in_bf16_give_exactly_the_autocast_result():
+    torch.manual_seed(0)
+    teacher = _teacher(depth=2)
+    plain = AttentionDistillation(teacher, 12, teacher_block=1)
+    imgs = torch.randn(2, 3, 64, 64)
+    ids_keep = torch.argsort(torch.rand(2, 16), dim=1)[:, :4]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = plain.teacher_logits(imgs, ids_keep)
+    stored = AttentionDistillation(_teacher(depth=2), 12, teacher_block=1)
+    stored.teacher.load_state_dict(teacher.state_dict())
+    stored.store_teacher_matmul_weights(torch.bfloat16)
+    assert stored.teacher.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert stored.teacher.blocks[0].norm1.weight.dtype == torch.float32
+    assert torch.equal(stored.teacher_logits(imgs, ids_keep), expected)  # runs under autocast by itself

@@ -1,0 +1,174 @@
+"""Training engine end to end on generated JPEG folders: exact resumption, 2-rank torchrun,
+export into the backbones, fine-tuning layer decay, linear probing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from backbones import build_backbone, load_pretrained, read_checkpoint
+from pretrain.data import make_imagenet_folder
+from pretrain.engine import Trainer, read_log, run
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "pretrain" / "demo"
+
+
+def demo_cfg(name: str, data: Path, work_dir: Path, **options) -> dict:
+    cfg = Config.fromfile(str(DEMO / f"{name}.py"))
+    cfg.merge_from_dict({"data.root": str(data), "work_dir": str(work_dir), "runtime.progress_bar": False,
+                         "recipe": name, **options})
+    return cfg.to_dict()
+
+
+def _train_records(log: list[dict]) -> list[dict]:
+    return [r for r in log if "event" not in r]
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path):
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=2, per_class=12, size=72, seed=0)  # 24 images: 3 batches of 8 an epoch
+    options = {"runtime.deterministic": True, "schedule.epochs": 2, "schedule.warmup_epochs": 1,
+               "model.drop_path_rate": 0.1}  # drop path draws from the RNG too
+    full = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "full", **{**options, "data.num_workers": 2}))
+    assert full["finished"] and full["update"] == 6
+
+    stopped = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "split", **options, **{"runtime.max_updates": 4}))
+    assert not stopped["finished"] and (stopped["epoch"], stopped["step"], stopped["update"]) == (1, 1, 4)
+    resumed = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "split", **options), resume=True)
+    assert resumed["finished"] and resumed["update"] == 6
+
+    a, b = read_checkpoint(tmp_path / "full" / "last.pth"), read_checkpoint(tmp_path / "split" / "last.pth")
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    losses_full = {r["update"]: r["loss"] for r in _train_records(read_log(tmp_path / "full" / "log.jsonl"))}
+    losses_split = {r["update"]: r["loss"] for r in _train_records(read_log(tmp_path / "split" / "log.jsonl"))}
+    assert losses_full == losses_split
+    assert not torch.are_deterministic_algorithms_enabled()  # the run restored the global setting
+
+
+def test_torchrun_two_ranks_learn_and_stay_in_sync(tmp_path):
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=4, per_class=16, size=72, seed=0)  # 64 images
+    files = sorted((data / "train").glob("*/*.JPEG"))
+    files[3].write_bytes(b"\x00" * 100)  # unreadable: skipped, counted, never fatal
+    files[40].write_bytes(files[40].read_bytes()[:300])
+    work = tmp_path / "work"
+    epochs = 4
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tools" / "pretrain.py"), str(DEMO / "d2mae_vit_tiny_demo.py"), "--data", str(data),
+           "--work-dir", str(work), "--cfg-options", "runtime.progress_bar=False", "optim.base_lr=0.02",
+           "optim.total_batch=32", f"schedule.epochs={epochs}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = read_log(work / "log.jsonl")
+    start, end = log[0], log[-1]
+    assert start["world_size"] == 2 and start["accum_iter"] == 2 and start["effective_batch"] == 32
+    assert start["lr"] == pytest.approx(0.02 * 32 / 256)
+    assert start["random_teacher"] is True
+    records = _train_records(log)
+    assert len(records) == epochs * 2  # 32 images per rank = 4 batches of 8 = 2 updates an epoch
+    first, last = sum(r["loss"] for r in records[:2]) / 2, sum(r["loss"] for r in records[-2:]) / 2
+    assert last < first - 0.05, [r["loss"] for r in records]
+    assert {"loss_mae", "loss_attn"} <= set(records[0])
+    assert end["ranks_in_sync"] and len(end["rank_weight_digests"]) == 2
+    assert end["skipped_images"] == 2 * epochs
+    assert "skipped unreadable image" in proc.stderr
+    meta = read_checkpoint(work / "backbone.pth")["meta"]
+    assert meta["random_teacher"] is True and meta["recipe"] == "d2mae_vit_tiny_demo"
+
+
+def test_export_d2mae_keeps_twelve_blocks_and_loads_into_vit_tiny(tmp_path):
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=1, per_class=4, size=40, seed=0)
+    work = tmp_path / "d2"
+    summary = run(demo_cfg("d2mae_vit_tiny_demo", data, work, **{
+        "model.img_size": 32, "model.depth": 12, "model.decode_idx": 8, "data.batch_size": 4,
+        "schedule.epochs": 1, "distill.teacher_overrides.depth": 1, "distill.teacher_block": 0}))
+    export = read_checkpoint(summary["export"])
+    state, meta = export["state_dict"], export["meta"]
+    assert meta["arch"] == "vit_tiny" and meta["random_teacher"] is True and meta["epochs"] == 1
+    blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
+    assert blocks == set(range(12))
+    assert not any(k.startswith(("decoder", "mask_token", "distill", "teacher")) for k in state)
+    model = build_backbone("vit_tiny", num_classes=0, img_size=32)
+    result = load_pretrained(model, summary["export"], strict=True)
+    assert not result.missing and not result.unexpected
+    trained = read_checkpoint(work / "last.pth")["model"]
+    assert torch.equal(model.blocks[11].mlp.fc2.weight, trained["student.blocks.11.mlp.fc2.weight"])
+    assert "student.blocks.12.attn.qkv.weight" in trained  # the logits block was trained, then dropped
+    # the default 224 px backbone takes it too (position embedding resampled)
+    assert not load_pretrained(build_backbone("vit_tiny", num_classes=0), summary["export"]).missing
+
+
+def test_export_hiera_loads_into_hiera_tiny(tmp_path):
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=1, per_class=2, size=72, seed=0)
+    summary = run(demo_cfg("dmae_hiera_tiny_demo", data, tmp_path / "hiera", **{"data.batch_size": 2}))
+    export = read_checkpoint(summary["export"])
+    assert export["meta"]["arch"] == "hiera_tiny" and export["meta"]["random_teacher"] is True
+    assert "head.norm.weight" in export["state_dict"]
+    assert not any("fusion" in k or k.startswith("decoder") for k in export["state_dict"])
+    model = build_backbone("hiera_tiny", num_classes=0, img_size=64)
+    result = load_pretrained(model, summary["export"], strict=True)
+    assert not result.missing and not result.unexpected
+
+
+def test_finetune_layer_decay_groups_and_lr_scaling(tmp_path):
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=4, per_class=4, size=40, seed=0)  # 2 batches of 8: one update of 16
+    trainer = Trainer(demo_cfg("finetune_vit_tiny_demo", data, tmp_path / "ft", **{
+        "model.depth": 12, "model.img_size": 32, "optim.total_batch": 16}))
+    assert trainer.accum == 2 and trainer.lr == pytest.approx(1e-3 * 16 / 256)
+    model = trainer.task.model
+    params = dict(model.named_parameters())
+    group_of = {id(p): g for g in trainer.optimizer.param_groups for p in g["params"]}
+
+    def scale(name: str) -> float:
+        return group_of[id(params[name])]["lr_scale"]
+
+    for name in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        assert scale(name) == pytest.approx(0.85 ** 13), name
+    for i in range(12):
+        assert scale(f"blocks.{i}.attn.qkv.weight") == pytest.approx(0.85 ** (12 - i))
+        assert scale(f"blocks.{i}.norm1.bias") == pytest.approx(0.85 ** (12 - i))
+    for name in ("fc_norm.weight", "head.weight", "head.bias"):
+        assert scale(name) == pytest.approx(1.0), name
+    assert group_of[id(params["blocks.3.mlp.fc1.weight"])]["weight_decay"] == 0.05
+    for name in ("blocks.3.mlp.fc1.bias", "cls_token", "pos_embed", "fc_norm.weight"):
+        assert group_of[id(params[name])]["weight_decay"] == 0.0, name
+    trainer.scheduler.step_update(trainer.updates_per_epoch)  # end of the 1-epoch warm-up: full lr
+    for g in trainer.optimizer.param_groups:
+        assert g["lr"] == pytest.approx(trainer.lr * g["lr_scale"])
+
+
+def test_linear_probe_trains_only_the_head(tmp_path):
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=4, per_class=4, size=72, seed=0, val_per_class=2)
+    trainer = Trainer(demo_cfg("linprobe_vit_tiny_demo", data, tmp_path / "lp", **{"schedule.epochs": 1}))
+    probe = trainer.task.model
+    assert not any(p.requires_grad for p in probe.backbone.parameters())
+    bn, fc = probe.head
+    assert isinstance(bn, torch.nn.BatchNorm1d) and not bn.affine
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert optimised == {id(fc.weight), id(fc.bias)}
+    before = {k: v.clone() for k, v in probe.backbone.state_dict().items()}
+    head_before = fc.weight.clone()
+    summary = trainer.fit()
+    assert probe.backbone.training is False
+    assert all(torch.equal(before[k], v) for k, v in probe.backbone.state_dict().items())
+    assert not torch.equal(head_before, fc.weight)
+    assert bn.num_batches_tracked.item() > 0
+    assert 0.0 <= summary["top1"] <= summary["top5"] <= 100.0 and summary["images"] == 8
+    metrics = json.loads((tmp_path / "lp" / "metrics.json").read_text())
+    assert metrics["top1"] == summary["top1"]
