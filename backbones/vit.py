@@ -303,6 +303,11 @@ class VisionTransformer(nn.Module):
         return {"pos_embed", "cls_token"} | {
             n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's layer grouping (layer-wise lr decay): stem -> 0, ``blocks.i`` -> i + 1, rest last."""
+        return {"stem": r"^(?:cls_token|pos_embed|patch_embed)", "blocks": r"^blocks\.(\d+)\."}
+
     @property
     def depth(self) -> int:
         return len(self.blocks)

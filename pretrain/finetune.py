@@ -45,28 +45,11 @@ def build_classifier(arch: str, num_classes: int, pretrained: str | os.PathLike 
     return model, info
 
 
-class _ViTLayers:
-    """The two things timm's ``param_groups_layer_decay`` reads from a model, for models without
-    a ``group_matcher``: patch embed / class token / positions -> layer 0, ``blocks.i`` -> i + 1,
-    anything else (norms, head) unmatched -> the last layer."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self._model = model
-
-    def named_parameters(self, *args, **kwargs):
-        return self._model.named_parameters(*args, **kwargs)
-
-    @staticmethod
-    def group_matcher(coarse: bool = False) -> dict[str, Any]:
-        return {"stem": r"^(?:cls_token|pos_embed|patch_embed)", "blocks": r"^blocks\.(\d+)\."}
-
-
 def layer_decay_param_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]:
     """Parameter groups with ``lr_scale = layer_decay ** (last_layer - layer)`` and no weight
     decay on 1-D parameters or the model's ``no_weight_decay()`` names."""
     no_wd = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    view = model if hasattr(model, "group_matcher") else _ViTLayers(model)
-    return param_groups_layer_decay(view, weight_decay=weight_decay, no_weight_decay_list=no_wd,
+    return param_groups_layer_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_wd,
                                     layer_decay=layer_decay)
 
 
