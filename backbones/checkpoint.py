@@ -25,7 +25,6 @@ import argparse
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,6 +34,8 @@ import torch.nn as nn
 from timm.layers import resample_abs_pos_embed
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table
 from timm.models.hiera import checkpoint_filter_fn as hiera_official_to_timm
+
+from .fileio import atomic_path
 
 __all__ = ["LoadResult", "read_checkpoint", "detect_format", "backbone_state_dict", "load_pretrained",
            "save_backbone", "load_backbone", "CheckpointError"]
@@ -220,18 +221,9 @@ def save_backbone(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path) as temp:
+        torch.save(obj, temp)
+    return Path(path)
 
 
 def load_backbone(path: str | os.PathLike, arch: str | None = None, strict: bool = True,

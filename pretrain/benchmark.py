@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import time
@@ -37,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.optim import create_optimizer_v2
+
+from backbones import atomic_path, atomic_write_json, atomic_write_text
 
 from .distill import AttentionDistillation, DistilledMAE, build_teacher
 from .mae import d2mae_vit_tiny, mae_vit_tiny
@@ -146,17 +147,14 @@ def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", st
 
 
 def _write_outputs(results: list[dict[str, Any]], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out.with_suffix(".json"))
+    atomic_write_json(out.with_suffix(".json"), results)
     lines = ["| model | precision | batch | threads | ours img/s | reference img/s | ratio | ratio (CPU time) "
              "| load avg |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['threads']} | {r['ours']['img_per_s']:.1f} | "
                      f"{r['reference']['img_per_s']:.1f} | {r['ratio']:.2f}x | {r['ratio_cpu_time']:.2f}x | "
                      f"{r['load_average']:.1f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -176,7 +174,8 @@ def _write_outputs(results: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylabel(f"images / s (batch {results[0]['batch']})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=100)
+    with atomic_path(out.with_suffix(".png")) as temp:
+        fig.savefig(temp, dpi=100)
     plt.close(fig)
 
 

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from backbones import atomic_save, read_checkpoint
+from backbones import atomic_path, atomic_save, atomic_write_json, read_checkpoint
 
 from .data import ImageFolderDataset, SkipSampler, collate_skipping
 from .finetune import evaluate, layer_decay_param_groups
@@ -469,7 +469,7 @@ class Trainer:
         self.log.write(summary)
         if self.info.is_main:
             if metrics:
-                atomic_write_json(self.work_dir / "metrics.json", metrics)
+                atomic_write_json(self.work_dir / "metrics.json", metrics, default=str)
             plot_log(self.work_dir / "log.jsonl", self.work_dir / "loss.png")
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
@@ -485,12 +485,6 @@ def _plain(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return str(obj)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -521,10 +515,9 @@ def plot_log(log_path: Path, png_path: Path) -> Path | None:
     ax_lr.set_xlabel("update")
     ax_lr.set_ylabel("lr")
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(png_path) as temp:
+        fig.savefig(temp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, png_path)
     return png_path
 
 

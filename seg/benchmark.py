@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,6 +26,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from backbones import atomic_path, atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "seg"
@@ -170,14 +170,6 @@ def seg_latency(config_path: str | os.PathLike = CONFIG_DIR / LATENCY_CONFIG, th
         torch.set_num_threads(previous_threads)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _markdown(stats: list[dict], latency: dict | None) -> str:
     lines = ["| config | params (M) | params w/o aux (M) | backbone (M) | GFLOPs | GMACs |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -222,11 +214,9 @@ def _plot(stats: list[dict], latency: dict | None, path: Path) -> None:
         ax.set_xlabel(f"median CPU latency (ms), {latency['threads']} threads, batch 1")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -244,8 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = dict(stats=stats, latency=latency)
     print(_markdown(stats, latency))
     if args.out is not None:
-        _write_text_atomic(args.out.with_suffix(".json"), json.dumps(report, indent=2))
-        _write_text_atomic(args.out.with_suffix(".md"), _markdown(stats, latency))
+        atomic_write_json(args.out.with_suffix(".json"), report)
+        atomic_write_text(args.out.with_suffix(".md"), _markdown(stats, latency))
         _plot(stats, latency, args.out.with_suffix(".png"))
         print(f"wrote {args.out.with_suffix('.json')}, .md, .png")
     return report

@@ -19,16 +19,16 @@ like mmseg, such a pixel counts in the GT area but in no prediction area (a miss
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
+
+from backbones import atomic_write_json
 
 AreaTuple = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -260,19 +260,9 @@ def to_json_safe(value):
     return value
 
 
-def write_json(data: dict, path: str | os.PathLike) -> None:
+def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Write ``data`` as JSON (NaN -> null) atomically: a temp file beside it, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(to_json_safe(data), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return atomic_write_json(path, to_json_safe(data), allow_nan=False)
 
 
 def format_table(result: dict) -> str:

@@ -12,11 +12,12 @@ with some "other" regions in between, so a tiny model can fit them.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from backbones import atomic_write_bytes
 
 ADE_DIRNAME = "ADEChallengeData2016"
 SPLITS = {"training": "ADE_train", "validation": "ADE_val"}
@@ -123,13 +124,6 @@ def render_sample(seed: int, split: str, index: int, size: tuple[int, int] = (16
     return np.clip(np.round(image), 0, 255).astype(np.uint8), layout
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def make_ade20k_dataset(root: str | os.PathLike, num_train: int = 8, num_val: int = 4,
                         size: tuple[int, int] = (160, 120), num_classes: int = 150,
                         seed: int = 0) -> Path:
@@ -159,6 +153,6 @@ def make_ade20k_dataset(root: str | os.PathLike, num_train: int = 8, num_val: in
             ok_png, png = cv2.imencode(".png", label)
             if not (ok_jpg and ok_png):
                 raise RuntimeError(f"OpenCV failed to encode {stem}")
-            _write_atomic(image_dir / f"{stem}.jpg", jpg.tobytes())
-            _write_atomic(label_dir / f"{stem}.png", png.tobytes())
+            atomic_write_bytes(image_dir / f"{stem}.jpg", jpg.tobytes())
+            atomic_write_bytes(label_dir / f"{stem}.png", png.tobytes())
     return data_root

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
+
+from backbones import atomic_path, atomic_write_bytes
 
 
 def ade20k_palette() -> np.ndarray:
@@ -76,16 +77,11 @@ def overlay(image_rgb: np.ndarray, label_map: np.ndarray,
 def write_png(path: str | os.PathLike, image_rgb: np.ndarray) -> Path:
     """Write an RGB uint8 image as PNG atomically (temp file beside it, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image_rgb),
                                                  cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError(f"OpenCV failed to encode {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data.tobytes())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, data.tobytes())
 
 
 def save_overlays(images: Sequence[np.ndarray], preds: Sequence[np.ndarray],
@@ -150,11 +146,7 @@ def plot_per_class_iou(result: dict, path: str | os.PathLike, max_classes: int =
     ax.set_title(f"mIoU {result['mIoU']:.2f}  aAcc {result['aAcc']:.2f}  "
                  f"mAcc {result['mAcc']:.2f}")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

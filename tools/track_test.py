@@ -19,7 +19,6 @@ import argparse
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -51,17 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-
-
 def result_paths(out: Path, name: str) -> tuple[Path, Path]:
     return out / f"{name}.txt", out / f"{name}_time.txt"
 
@@ -89,6 +77,7 @@ def _init_worker(config: str, checkpoint: str, dtype: str, threads: int, lost_th
 def track_sequence(task: tuple[str, str, str, bool]) -> tuple[str, int, float]:
     """Track one sequence in this process and write its two files; returns (name, frames, fps)."""
     root, name, out, show_frames = task
+    from backbones import atomic_write_text
     from track.datasets.lasot import load_sequence, sequence_class
 
     sequence = load_sequence(Path(root) / sequence_class(name) / name)
@@ -98,8 +87,8 @@ def track_sequence(task: tuple[str, str, str, bool]) -> tuple[str, int, float]:
         frames = tqdm(frames, total=len(sequence), desc=name, leave=False, unit="frame")
     boxes, _, seconds = tracker.track_sequence(frames, sequence.gt_boxes[0])
     box_path, time_path = result_paths(Path(out), name)
-    _atomic_write(box_path, "".join(",".join(f"{v:.4f}" for v in box) + "\n" for box in boxes))
-    _atomic_write(time_path, "".join(f"{t:.6f}\n" for t in seconds))
+    atomic_write_text(box_path, "".join(",".join(f"{v:.4f}" for v in box) + "\n" for box in boxes))
+    atomic_write_text(time_path, "".join(f"{t:.6f}\n" for t in seconds))
     return name, len(boxes), float(len(seconds) / max(seconds.sum(), 1e-9))
 
 

@@ -11,9 +11,7 @@ temporary name and renamed when done. Without ``--checkpoint`` the network is un
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,6 +63,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     import torch
 
+    from backbones import atomic_path, atomic_write_text
     from track.config import load_config, model_from_checkpoint, tracker_kwargs
     from track.tracker import Tracker
 
@@ -85,52 +84,45 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"error: cannot open video: {args.video}")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_video = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.stem}.", suffix=".mp4")
-    os.close(handle)
     text_path = args.out.with_suffix(".txt")
     writer, lines = None, []
     try:
-        progress = tqdm(total=total, unit="frame", disable=args.quiet, desc=args.video.name)
-        index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            if index == 0:
-                try:
-                    tracker.initialize(rgb, args.init)
-                except ValueError as error:
-                    raise SystemExit(f"error: --init: {error}") from None
-                box, score, lost = tracker.state.copy(), 1.0, False
-                height, width = frame.shape[:2]
-                writer = cv2.VideoWriter(temp_video, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-                if not writer.isOpened():
-                    raise SystemExit(f"error: cannot write video {args.out} (mp4v codec)")
-            else:
-                box, score = tracker.track(rgb)
-                lost = tracker.lost
-            writer.write(draw(frame, box, score, lost, index + 1))
-            lines.append(f"{index + 1}," + ",".join(f"{v:.2f}" for v in box) + f",{score:.4f},{int(lost)}\n")
-            index += 1
-            progress.update()
-        progress.close()
-        if index == 0:
-            raise SystemExit(f"error: no frames could be read from {args.video}")
-        writer.release()
-        writer = None
-        os.replace(temp_video, args.out)
-        handle, temp_text = tempfile.mkstemp(dir=args.out.parent, prefix=f".{text_path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write("frame,x,y,w,h,score,lost\n" + "".join(lines))
-        os.replace(temp_text, text_path)
+        with atomic_path(args.out) as temp_video:
+            try:
+                progress = tqdm(total=total, unit="frame", disable=args.quiet, desc=args.video.name)
+                index = 0
+                while True:
+                    ok, frame = capture.read()
+                    if not ok:
+                        break
+                    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                    if index == 0:
+                        try:
+                            tracker.initialize(rgb, args.init)
+                        except ValueError as error:
+                            raise SystemExit(f"error: --init: {error}") from None
+                        box, score, lost = tracker.state.copy(), 1.0, False
+                        height, width = frame.shape[:2]
+                        writer = cv2.VideoWriter(str(temp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                                 (width, height))
+                        if not writer.isOpened():
+                            raise SystemExit(f"error: cannot write video {args.out} (mp4v codec)")
+                    else:
+                        box, score = tracker.track(rgb)
+                        lost = tracker.lost
+                    writer.write(draw(frame, box, score, lost, index + 1))
+                    lines.append(f"{index + 1}," + ",".join(f"{v:.2f}" for v in box) + f",{score:.4f},{int(lost)}\n")
+                    index += 1
+                    progress.update()
+                progress.close()
+                if index == 0:
+                    raise SystemExit(f"error: no frames could be read from {args.video}")
+            finally:
+                if writer is not None:
+                    writer.release()
+        atomic_write_text(text_path, "frame,x,y,w,h,score,lost\n" + "".join(lines))
     finally:
         capture.release()
-        if writer is not None:
-            writer.release()
-        if os.path.exists(temp_video):
-            os.unlink(temp_video)
     lost_frames = sum(line.rstrip().endswith(",1") for line in lines)
     print(f"wrote {args.out} ({index} frames, {lost_frames} lost) and {text_path}")
     return args.out

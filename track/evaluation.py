@@ -31,9 +31,6 @@ sequence length, then averaged over sequences; AUC is the mean of the 21-point s
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,24 +487,11 @@ def results_to_json(results: Sequence[EvalResult]) -> dict:
     return {r.name: r.to_dict() for r in results}
 
 
-def _atomic_target(path: Path) -> Path:
-    """A fresh temporary file beside ``path`` (same file system, so os.replace is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    return Path(temp)
-
-
 def write_json(data: dict, path: str | Path) -> Path:
     """Write ``data`` as indented JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    temp = _atomic_target(path)
-    try:
-        temp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    from backbones import atomic_write_json  # here, so that scoring results does not need torch
+
+    return atomic_write_json(path, data)
 
 
 def save_plots(results: Sequence[EvalResult], out_dir: str | Path,
@@ -516,6 +500,8 @@ def save_plots(results: Sequence[EvalResult], out_dir: str | Path,
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from backbones import atomic_path
 
     out_dir = Path(out_dir)
     specs = (
@@ -539,12 +525,10 @@ def save_plots(results: Sequence[EvalResult], out_dir: str | Path,
         ax.legend(loc="lower left" if score_attr == "AUC" else "lower right", fontsize=8)
         fig.tight_layout()
         path = out_dir / file_name
-        temp = _atomic_target(path)
         try:
-            fig.savefig(temp, format="png")
-            os.replace(temp, path)
+            with atomic_path(path) as temp:
+                fig.savefig(temp, format="png")
         finally:
-            temp.unlink(missing_ok=True)
             plt.close(fig)
         written.append(path)
     return written

@@ -9,8 +9,6 @@ The exported graph takes ImageNet-normalised ``template`` [B, 3, 128, 128] and `
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+
+from backbones import atomic_path
 
 from .model import OneStreamTracker
 
@@ -56,35 +56,28 @@ def export_onnx(model: OneStreamTracker, path: str | Path, opset: int = 17, ce_k
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = TrackerExport(model.eval(), ce_keep_ratio).eval()
     inputs = _example_inputs(model)
     attempts = [True, False] if dynamo is None else [dynamo]
     errors = []
     for use_dynamo in attempts:
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-        os.close(handle)
         try:
-            with warnings.catch_warnings():
+            with atomic_path(path) as temp, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if use_dynamo:
                     batch = torch.export.Dim("batch", min=1, max=1024)
                     shapes = ({0: batch}, {0: batch}) if dynamic_batch else None
-                    torch.onnx.export(wrapper, inputs, temp, input_names=list(INPUT_NAMES),
+                    torch.onnx.export(wrapper, inputs, str(temp), input_names=list(INPUT_NAMES),
                                       output_names=list(OUTPUT_NAMES), opset_version=opset,
                                       dynamo=True, dynamic_shapes=shapes, external_data=False)
                 else:
                     axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES} if dynamic_batch else None
-                    torch.onnx.export(wrapper, inputs, temp, input_names=list(INPUT_NAMES),
+                    torch.onnx.export(wrapper, inputs, str(temp), input_names=list(INPUT_NAMES),
                                       output_names=list(OUTPUT_NAMES), opset_version=opset,
                                       dynamo=False, dynamic_axes=axes)
-            os.replace(temp, path)
             return path
         except Exception as error:  # noqa: BLE001 - reported below with every attempt
             errors.append(f"dynamo={use_dynamo}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
     raise RuntimeError("ONNX export failed: " + " | ".join(errors))
 
 

@@ -245,17 +245,6 @@ def synthesize_sequence(rng: np.random.Generator, num_frames: int = 60,
     return SyntheticSequence(frames, boxes, occluded, out_of_view, nlp)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary file in the same folder, then rename)."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
-
-
 def write_sequence(seq_dir: str | Path, sequence: SyntheticSequence,
                    jpeg_quality: int = 90) -> Path:
     """Write ``sequence`` as a LaSOT sequence folder (built in a temporary folder, then renamed)."""
@@ -303,6 +292,8 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
     for class_name in classes:
         if not class_name or "/" in class_name or class_name.startswith("."):
             raise ValueError(f"invalid class name {class_name!r}")
+    from backbones import atomic_write_text  # here, so that importing this module does not need torch
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     names, test, train = [], [], []
@@ -317,7 +308,7 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
             write_sequence(root / class_name / name, sequence)
             names.append(name)
             (test if seq_id <= test_per_class else train).append(name)
-    _write_text(root / "testing_set.txt", "".join(f"{n}\n" for n in test))
+    atomic_write_text(root / "testing_set.txt", "".join(f"{n}\n" for n in test))
     if write_training_set and train:
-        _write_text(root / "training_set.txt", "".join(f"{n}\n" for n in train))
+        atomic_write_text(root / "training_set.txt", "".join(f"{n}\n" for n in train))
     return names

@@ -31,7 +31,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from backbones import atomic_save, read_checkpoint
+from backbones import atomic_path, atomic_save, atomic_write_json, read_checkpoint
 from track.datasets.training import build_train_dataset
 from track.losses import TrackingLoss
 from track.config import build_model
@@ -141,12 +141,6 @@ def _hms(seconds: float) -> str:
     """Seconds as ``H:MM:SS`` (hours not wrapped at a day)."""
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
 
 
 def _cfg_dict(cfg: Any) -> dict[str, Any]:
@@ -301,10 +295,9 @@ def plot_log(log_path: str | Path, png_path: str | Path) -> Path:
     lines = ax_lr.get_lines() + ax_keep.get_lines()
     ax_lr.legend(lines, [line.get_label() for line in lines], loc="lower left")
     fig.tight_layout()
-    temp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(temp, dpi=100)
+    with atomic_path(png_path) as temp:
+        fig.savefig(temp, dpi=100)
     plt.close(fig)
-    os.replace(temp, png_path)
     return png_path
 
 
@@ -444,7 +437,7 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
     meta = {"model": _plain(model_cfg), "config": _plain(cfg), "arch": model_cfg.get("backbone"),
             "world_size": world_size}
     if rank == 0:
-        _write_text_atomic(work_dir / "config.json", json.dumps(_plain(cfg), indent=2))
+        atomic_write_json(work_dir / "config.json", _plain(cfg))
     log = JsonLog(work_dir / LOG_FILE, rank == 0)
     if load_result is not None:
         log.write({"type": "init", "pretrained": str(pretrained), "format": load_result.format,

@@ -1,0 +1,74 @@
+"""Writing files atomically: a temporary file in the target's folder, then ``os.replace``.
+
+A reader (or a run that resumes after being killed) sees either the old file or the complete new
+one, never a half-written file. The temporary file lies in the same folder so that the rename
+stays on one file system, where POSIX makes it atomic.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+
+
+def _new_temp_file(path: Path) -> Path:
+    """Create an empty ``.<stem>-tmp-<random><suffix>`` beside ``path``.
+
+    No dot between the stem and the suffix, so the temporary file has exactly the target's
+    extension (none when the target has none). Made with ``O_EXCL`` rather than
+    ``tempfile.mkstemp`` so that it gets the mode a plain ``open(path, "w")`` gives (umask
+    applied), not mkstemp's owner-only 0600.
+    """
+    while True:
+        temp = path.with_name(f".{path.stem}-tmp-{secrets.token_hex(4)}{path.suffix}")
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return temp
+        except FileExistsError:
+            continue
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it replaces ``path``.
+
+    The temporary name ends with the target's extension (``.scores-tmp-1a2b3c4d.png``), so
+    writers that pick the format from the extension (``cv2.imwrite``, ``savefig``,
+    ``torch.onnx.export``, ``cv2.VideoWriter``) behave as they would on ``path``. Missing parent
+    folders are created. If the block raises, the temporary file is removed, ``path`` is left as
+    it was and the exception propagates.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _new_temp_file(path)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as temp:
+        temp.write_text(text, encoding=encoding)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, **json_kwargs: Any) -> Path:
+    """Write ``json.dumps(data, **json_kwargs)`` (``indent=2`` unless given) and a newline atomically."""
+    json_kwargs.setdefault("indent", 2)
+    return atomic_write_text(path, json.dumps(data, **json_kwargs) + "\n")
