@@ -10,7 +10,7 @@ from .fileio import atomic_path, atomic_write_bytes, atomic_write_json, atomic_w
 from .hiera import Hiera, HieraAttention, hiera_base, hiera_tiny
 from .registry import build_backbone, list_backbones, register_backbone
 from .vit import Attention, Block, LogitsBlock, VisionTransformer, sincos_pos_embed_2d, vit_base, vit_small, \
-    vit_tiny, vit_tiny_rpe
+    vit_tiny, vit_tiny_rpe, xavier_init_
 
 __all__ = [
     "Attention", "Block", "CheckpointError", "Hiera", "HieraAttention", "LoadResult", "LogitsBlock",
@@ -18,5 +18,5 @@ __all__ = [
     "atomic_write_text", "backbone_state_dict", "build_backbone", "detect_format",
     "hiera_base", "hiera_tiny", "list_backbones", "load_backbone", "load_pretrained", "read_checkpoint",
     "register_backbone", "save_backbone", "sincos_pos_embed_2d", "vit_base", "vit_small", "vit_tiny",
-    "vit_tiny_rpe",
+    "vit_tiny_rpe", "xavier_init_",
 ]

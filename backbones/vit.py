@@ -24,7 +24,7 @@ from timm.models.beit import gen_relative_position_index
 
 from .registry import register_backbone
 
-__all__ = ["Attention", "Block", "LogitsBlock", "VisionTransformer", "sincos_pos_embed_2d"]
+__all__ = ["Attention", "Block", "LogitsBlock", "VisionTransformer", "sincos_pos_embed_2d", "xavier_init_"]
 
 Grid = tuple[int, int]
 
@@ -47,6 +47,18 @@ def sincos_pos_embed_2d(embed_dim: int, grid: Grid, cls_token: bool = True) -> t
     if cls_token:
         emb = torch.cat([torch.zeros(1, embed_dim), emb], dim=0)
     return emb[None]
+
+
+def xavier_init_(module: nn.Module) -> None:
+    """MAE's initialisation of a module tree: xavier-uniform Linear weights, zero biases, unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class Attention(nn.Module):
@@ -286,17 +298,9 @@ class VisionTransformer(nn.Module):
         nn.init.normal_(self.cls_token, std=0.02)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear):
-                if name == "head":
-                    trunc_normal_(m.weight, std=2e-5)
-                else:
-                    nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init_(self)
+        if isinstance(self.head, nn.Linear):
+            trunc_normal_(self.head.weight, std=2e-5)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import Block, LogitsBlock, VisionTransformer, sincos_pos_embed_2d
+from backbones import Block, LogitsBlock, VisionTransformer, sincos_pos_embed_2d, xavier_init_
 
 __all__ = ["MaskedAutoencoderViT", "MaskedEncoding", "MAEOutput", "random_masking", "patchify", "unpatchify",
            "embed_visible_patches", "mae_vit_tiny", "d2mae_vit_tiny", "VIT_ARCHS"]
@@ -217,14 +217,7 @@ class MaskedAutoencoderViT(VisionTransformer):
         extra = [self.decoder_embed, *self.decoder_blocks, self.decoder_norm, self.decoder_pred]
         extra += [blk for blk in self.blocks if isinstance(blk, LogitsBlock)]
         for part in extra:
-            for m in part.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.xavier_uniform_(m.weight)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+            xavier_init_(part)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from timm.models.hiera import HieraBlock, undo_windowing
 
-from backbones import Hiera
+from backbones import Hiera, xavier_init_
 
 from .mae import patchify
 
@@ -118,14 +118,7 @@ class MaskedAutoencoderHiera(Hiera):
     def _init_mae_weights(self) -> None:
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.decoder_pos_embed, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init_(self)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
