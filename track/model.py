@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -32,7 +31,7 @@ from timm.layers import resample_abs_pos_embed
 from backbones import (CheckpointError, LoadResult, VisionTransformer, atomic_save, build_backbone,
                        load_pretrained, read_checkpoint)
 
-__all__ = ["CE_TEMPLATE_RANGES", "CenterHead", "OneStreamTracker", "TrackerLoadResult", "build_tracker",
+__all__ = ["CE_TEMPLATE_RANGES", "CenterHead", "OneStreamTracker", "build_tracker",
            "decode_boxes", "load_tracker_checkpoint", "ostrack_to_ours", "ours_to_ostrack",
            "save_tracker_checkpoint", "template_centre_indices"]
 
@@ -351,19 +350,6 @@ def ours_to_ostrack(key: str) -> str:
     return key
 
 
-@dataclass
-class TrackerLoadResult:
-    """What ``load_tracker_checkpoint`` did: source layout, unmatched keys by name, resized keys."""
-
-    format: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    resized: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return str(LoadResult(self.format, self.missing, self.unexpected, [], self.resized))
-
-
 def _tracker_state_dict(ckpt: Mapping[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:
     """(layout, state dict in our names) of a tracker checkpoint of any known layout."""
     for container in ("net", "state_dict", "model"):
@@ -390,7 +376,7 @@ def _tracker_state_dict(ckpt: Mapping[str, Any]) -> tuple[str, dict[str, torch.T
 
 
 def load_tracker_checkpoint(model: OneStreamTracker, path_or_state: str | Mapping[str, Any],
-                            strict: bool = False) -> TrackerLoadResult:
+                            strict: bool = False) -> LoadResult:
     """Load a whole-tracker checkpoint: OSTrack / MAE-Lite tracking files (``{"net": ...}`` with
     ``backbone.*`` / ``box_head.*`` keys) or our own (``save_tracker_checkpoint``, or training
     files holding ``net`` / ``state_dict`` / ``model``).
@@ -405,7 +391,7 @@ def load_tracker_checkpoint(model: OneStreamTracker, path_or_state: str | Mappin
         fmt, sd = _tracker_state_dict(source)
     except CheckpointError as e:
         raise CheckpointError(where + str(e)) from None
-    result = TrackerLoadResult(fmt)
+    result = LoadResult(fmt)
     own = model.state_dict()
     for key, value in list(sd.items()):
         target = own.get(key)
