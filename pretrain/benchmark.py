@@ -42,7 +42,8 @@ from backbones import atomic_path, atomic_write_json, atomic_write_text
 from .distill import AttentionDistillation, DistilledMAE, build_teacher
 from .mae import d2mae_vit_tiny, mae_vit_tiny
 
-__all__ = ["pretrain_throughput", "compare_throughput", "build_benchmark_model", "IMPLS", "MODELS"]
+__all__ = ["pretrain_throughput", "compare_throughput", "build_benchmark_model", "step_breakdown",
+           "IMPLS", "MODELS"]
 
 IMPLS = ("ours", "reference")
 MODELS = ("mae_vit_tiny", "d2mae_vit_tiny")
@@ -146,6 +147,42 @@ def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", st
             "load_average": os.getloadavg()[0]}
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation", "aten::mkldnn_convolution",
+              "aten::convolution_backward", "mkldnn::_linear_pointwise")
+ATTENTION_OPS = ("aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_softmax_backward_data")
+
+
+def step_breakdown(model_name: str, batch: int = 64, dtype: str = "fp32", impl: str = "ours", steps: int = 2,
+                   img_size: int = 224) -> dict[str, float]:
+    """Where one training step spends its time (ms per step, torch profiler self time): the matrix
+    products of the linear layers and patch embedding (``MATMUL_OPS``), attention (fused kernels,
+    or the batched products and softmax of explicit attention: ``ATTENTION_OPS``), everything else.
+
+    The matmul part is what any implementation of the same model on the same kernels must spend:
+    ``reference step time / our matmul time`` bounds the ratio an implementation could reach if all
+    the rest were free.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    stepper = _Stepper(build_benchmark_model(model_name, impl, img_size, dtype=dtype), impl, batch, img_size, dtype)
+    stepper.step(record=False)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            stepper.step(record=False)
+    parts = {"matmul_ms": 0.0, "attention_ms": 0.0, "other_ms": 0.0}
+    for event in prof.key_averages():
+        if event.key in MATMUL_OPS:
+            part = "matmul_ms"
+        elif "scaled_dot_product" in event.key or event.key in ATTENTION_OPS:
+            part = "attention_ms"
+        else:
+            part = "other_ms"
+        parts[part] += event.self_cpu_time_total / 1e3 / steps
+    parts["total_ms"] = sum(parts.values())
+    return parts
+
+
 def _write_outputs(results: list[dict[str, Any]], out: Path) -> None:
     atomic_write_json(out.with_suffix(".json"), results)
     lines = ["| model | precision | batch | threads | ours img/s | reference img/s | ratio | ratio (CPU time) "
@@ -154,6 +191,20 @@ def _write_outputs(results: list[dict[str, Any]], out: Path) -> None:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['threads']} | {r['ours']['img_per_s']:.1f} | "
                      f"{r['reference']['img_per_s']:.1f} | {r['ratio']:.2f}x | {r['ratio_cpu_time']:.2f}x | "
                      f"{r['load_average']:.1f} |")
+    if any("breakdown" in r for r in results):
+        lines += ["", "Time per step (ms, profiled): matrix products of the linear layers / attention / the rest. "
+                  "Bound = reference step time / our matrix-product time: the ratio reachable if "
+                  "everything but the matrix products cost nothing.", "",
+                  "| model | precision | ours: matmul / attention / rest | reference: matmul / attention / rest "
+                  "| bound |", "|---|---|---|---|---:|"]
+        for r in results:
+            if "breakdown" not in r:
+                continue
+            ours, ref = r["breakdown"]["ours"], r["breakdown"]["reference"]
+            ref_step_ms = 1e3 * r["batch"] / r["reference"]["img_per_s"]
+            lines.append(f"| {r['model']} | {r['dtype']} | {ours['matmul_ms']:.0f} / {ours['attention_ms']:.0f} / "
+                         f"{ours['other_ms']:.0f} | {ref['matmul_ms']:.0f} / {ref['attention_ms']:.0f} / "
+                         f"{ref['other_ms']:.0f} | {ref_step_ms / ours['matmul_ms']:.2f}x |")
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -187,6 +238,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also profile where each step's time goes (matrix products / attention / rest)")
     parser.add_argument("--out", type=Path, default=Path("results/pretrain_throughput"),
                         help="writes OUT.json, OUT.md and OUT.png")
     args = parser.parse_args(argv)
@@ -196,6 +249,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for model_name in args.models:
         for dtype in args.dtypes:
             r = compare_throughput(model_name, args.batch, dtype, args.steps, args.warmup)
+            if args.breakdown:
+                r["breakdown"] = {impl: step_breakdown(model_name, args.batch, dtype, impl) for impl in IMPLS}
             print(f"{model_name} {dtype}: ours {r['ours']['img_per_s']:.1f} img/s, reference "
                   f"{r['reference']['img_per_s']:.1f} img/s, ratio {r['ratio']:.2f}x "
                   f"(CPU time {r['ratio_cpu_time']:.2f}x, load {r['load_average']:.1f})", flush=True)

@@ -113,8 +113,17 @@ def normalize_patches(patches: torch.Tensor, eps: float = 1.0e-6) -> torch.Tenso
 
 
 def _gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """x [B, L, D], ids [B, K] -> [B, K, D] (one vectorised gather)."""
-    return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    """x [B, L, D] (or [1, L, D], shared by the batch), ids [B, K] -> [B, K, D].
+
+    Whole rows are copied with one ``index_select`` over the flattened batch: on CPU that is
+    several times faster than ``torch.gather`` with an index expanded over D, forward and backward.
+    """
+    B, K = ids.shape
+    L, D = x.shape[1], x.shape[2]
+    if x.shape[0] == 1 or x.stride(0) == 0:
+        return x[0].index_select(0, ids.reshape(-1)).view(B, K, D)
+    flat = (ids + torch.arange(B, device=ids.device).unsqueeze(1) * L).reshape(-1)
+    return x.reshape(B * L, D).index_select(0, flat).view(B, K, D)
 
 
 def embed_visible_patches(vit: VisionTransformer, imgs: torch.Tensor, ids_keep: torch.Tensor,

@@ -176,6 +176,17 @@ def test_benchmark_models_compute_the_same_losses():
     assert result["img_per_s"] > 0 and result["steps"] == 1 and result["dtype"] == "bf16"
 
 
+def test_step_breakdown_accounts_for_the_whole_step():
+    """The profiled parts add up to the total; a ViT step spends time in each part, and explicit
+    attention (the reference) puts its batched products under attention, not under matmul."""
+    from pretrain.benchmark import step_breakdown
+
+    for impl in ("ours", "reference"):
+        parts = step_breakdown("mae_vit_tiny", batch=2, impl=impl, steps=1, img_size=32)
+        assert parts["total_ms"] == pytest.approx(parts["matmul_ms"] + parts["attention_ms"] + parts["other_ms"])
+        assert min(parts["matmul_ms"], parts["attention_ms"], parts["other_ms"]) > 0
+
+
 def test_teacher_weights_stored_in_bf16_give_exactly_the_autocast_result():
     torch.manual_seed(0)
     teacher = _teacher(depth=2)

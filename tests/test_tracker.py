@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,68 @@ def test_inference_network_matches_model(model):
     torch.testing.assert_close(size, reference["size_map"], rtol=1e-4, atol=2e-5)
 
 
+def test_offset_size_at_equals_the_full_maps():
+    """The offset / size branches run on one cell's receptive field give the full maps' values at
+    every cell of the map, borders and corners included (BatchNorm with non-trivial statistics)."""
+    from track.model import CenterHead
+
+    torch.manual_seed(5)
+    head = CenterHead(24, width=32).eval()
+    with torch.no_grad():
+        for m in head.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        feat = torch.randn(2, 24, 16, 16)
+        _, offset_map, size_map = head(feat)
+        cells = torch.arange(256)
+        offset, size = head.offset_size_at(feat.repeat_interleave(256, 0), cells.repeat(2))
+    expected_offset = offset_map.flatten(2).permute(0, 2, 1).reshape(-1, 2)
+    expected_size = size_map.flatten(2).permute(0, 2, 1).reshape(-1, 2)
+    torch.testing.assert_close(offset, expected_offset, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(size, expected_size, rtol=1e-5, atol=1e-6)
+
+
+def test_locate_is_the_windowed_decode(model):
+    """``locate`` (score branch on the whole map, offset / size at the chosen cell) returns the box
+    that ``decode_boxes`` reads from the windowed full maps, and the raw peak as the score; the
+    inference copy (folded normalisation and BatchNorm) returns the same."""
+    from track.model import decode_boxes
+
+    rng = np.random.default_rng(6)
+    template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    search = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    window = hann_window_2d(16).view(1, 1, 16, 16)
+    with torch.inference_mode():
+        tokens = model.embed_template(normalise(template)[None])
+        out = model.forward_tokens(tokens, normalise(search)[None])
+        expected_box, _ = decode_boxes(out["score_map"] * window, out["offset_map"], out["size_map"])
+        box, peak = model.locate(tokens, normalise(search)[None], window)
+    torch.testing.assert_close(box, expected_box, rtol=0, atol=1e-6)
+    torch.testing.assert_close(peak, out["score_map"].flatten(1).max(1).values)
+    fast = InferenceNetwork(model)
+    fast_box, fast_peak = fast.locate(fast.template_tokens(template), search, window)
+    torch.testing.assert_close(fast_box, expected_box[0], rtol=1e-4, atol=1e-5)
+    assert fast_peak == pytest.approx(float(peak), abs=1e-5)
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
+def test_compiled_network_matches_eager(model):
+    """The frozen, compiled per-frame step returns the eager step's box and peak (fp32)."""
+    rng = np.random.default_rng(7)
+    template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    window = hann_window_2d(16).view(1, 1, 16, 16)
+    eager, compiled = InferenceNetwork(model), InferenceNetwork(model, compile=True)
+    tokens = eager.template_tokens(template)
+    for _ in range(2):  # the second call runs the cached compiled graph
+        search = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        box, peak = eager.locate(tokens, search, window)
+        compiled_box, compiled_peak = compiled.locate(tokens, search, window)
+        torch.testing.assert_close(compiled_box, box, rtol=1e-4, atol=1e-4)
+        assert compiled_peak == pytest.approx(peak, abs=1e-4)
+    assert len(compiled._compiled) == 1
+
+
 def test_onnxruntime_backend_matches_torch(model):
     rng = np.random.default_rng(2)
     template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
@@ -231,6 +294,9 @@ def test_bad_frames(tracker):
     with pytest.raises(ValueError, match="shape"):
         tracker.initialize(np.zeros((10, 10, 2), np.uint8), (1, 1, 5, 5))
     fresh = Tracker(build_tracker())
+    with pytest.raises(RuntimeError, match="initialize"):
+        fresh.track(_noise_image())
+    fresh.warm_up(60, 80)  # tracks a blank frame, then forgets it: initialize is needed again
     with pytest.raises(RuntimeError, match="initialize"):
         fresh.track(_noise_image())
 
@@ -337,3 +403,34 @@ def test_track_video_tool(tmp_path):
     assert lines[1].startswith("1,30.00,40.00,31.00,31.00")
     bad = _run_tool("tools/track_video.py", str(video), "--init", "0,0,0,10", "--out", str(tmp_path / "x.mp4"))
     assert bad.returncode != 0 and "positive width" in bad.stderr
+
+
+# ---------------------------------------------------------------------------- benchmark helpers
+
+def test_box_iou_hand_values():
+    from track.benchmark import box_iou
+
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
+    b = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 5, 5]], dtype=float)
+    # identical; half overlap: 50 / (100 + 100 - 50); disjoint
+    np.testing.assert_allclose(box_iou(a, b), [1.0, 50 / 150, 0.0])
+
+
+def test_agreement_on_a_lasot_layout(tmp_path):
+    """bf16-vs-fp32 agreement read from a LaSOT-layout folder through the benchmark's command line:
+    every tracked frame is counted once, the fractions are fractions, and the JSON holds them."""
+    import json
+
+    from track.benchmark import main
+    from track.synthetic import make_lasot_dataset
+
+    root = tmp_path / "lasot"
+    make_lasot_dataset(root, ("car",), seqs_per_class=2, num_frames=6, size=(160, 120), test_per_class=2,
+                       write_training_set=False)
+    config = REPO / "configs/track/vit_tiny_ce_tiny_synthetic.py"
+    main(["--config", str(config), "--dtype", "fp32", "--frames", "3", "--threads", "1", "--agreement", str(root),
+          "--json", str(tmp_path / "speed.json")])
+    agreement = json.loads((tmp_path / "speed.json").read_text())["agreement"]
+    assert agreement["sequences"] == 2 and agreement["frames"] == 2 * 5
+    assert 0.0 <= agreement["per_frame"] <= 1.0 and 0.0 <= agreement["free_running"] <= 1.0
+    assert 0.0 <= agreement["mean_iou_per_frame"] <= 1.0

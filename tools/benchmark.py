@@ -95,7 +95,8 @@ def section_pretrain(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
     from pretrain.benchmark import main
 
     steps = ["--steps", "3", "--warmup", "1"] if args.quick else []
-    results = main(["--out", str(out / "pretrain_throughput"), "--threads", str(args.threads), *steps])
+    results = main(["--out", str(out / "pretrain_throughput"), "--threads", str(args.threads), "--breakdown",
+                    *steps])
     return (out / "pretrain_throughput.md").read_text(), results
 
 
@@ -110,18 +111,23 @@ def section_seg(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
 def section_track(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
     from track.benchmark import main
 
+    compiler = shutil.which("c++") or shutil.which("g++")
     results = main(["--frames", "40" if args.quick else "150", "--threads", str(args.threads),
+                    *(["--compile"] if compiler else []),
                     "--json", str(out / "track_speed.json"), "--plot", str(out / "track_speed.png")])
-    rows = ["| precision | full step fps | network fps | reference-style full step fps | "
+    rows = ["| precision | network runs | full step fps | network fps | reference-style full step fps | "
             "reference-style network fps | full speed-up | network speed-up |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        rows.append(f"| {r['dtype']} | {r['full_fps']:.1f} | {r['network_fps']:.1f} | "
+        runtime = "torch.compile (frozen)" if r.get("compile") else "eager"
+        rows.append(f"| {r['dtype']} | {runtime} | {r['full_fps']:.1f} | {r['network_fps']:.1f} | "
                     f"{r.get('baseline_full_fps', float('nan')):.1f} | "
                     f"{r.get('baseline_network_fps', float('nan')):.1f} | "
                     f"{r.get('full_speedup', float('nan')):.2f}x | {r.get('network_speedup', float('nan')):.2f}x |")
     rows.append(f"\nbatch 1, {args.threads} threads, 640x360 frames; full step = crop, normalise, network, "
-                "decode, map back. Reference-style = the same network run the way the reference code does.")
+                "decode, map back (`Tracker.track`); compiled = `Tracker(compile=True)`. Reference-style = "
+                "the same network run the way the reference code does, timed in the same run."
+                + ("" if compiler else " No C++ compiler found: the compiled rows are left out."))
     return "\n".join(rows), results
 
 

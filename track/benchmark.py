@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
@@ -33,7 +34,7 @@ from .model import OneStreamTracker, build_tracker, decode_boxes
 from .processing import IMAGENET_MEAN, IMAGENET_STD, hann_window_2d
 from .tracker import Tracker
 
-__all__ = ["ReferenceStep", "bf16_agreement", "box_iou", "demo_frames", "reference_forward",
+__all__ = ["ReferenceStep", "bf16_agreement", "box_iou", "demo_frames", "lasot_agreement", "reference_forward",
            "reference_sample_target", "save_speed_plot", "tracking_speed"]
 
 
@@ -185,7 +186,8 @@ def tracking_speed(dtype: str = "fp32", frames: int = 100, threads: int = 2,
     """Frames per second (from the median per-frame time) of the full step and the network alone.
 
     Returns ``full_fps`` (``Tracker.track``: crop, network, decode, map back), ``network_fps``
-    (network from cached template tokens), ``crop_ms``, and with ``baseline`` the same for
+    (``InferenceNetwork.locate``: from the crop and cached template tokens to the decoded box in
+    the crop; the baseline's network stops at the three maps), ``crop_ms``, and with ``baseline`` the same for
     ``ReferenceStep`` (``baseline_full_fps``, ``baseline_network_fps``) and the ratios
     ``full_speedup`` / ``network_speedup``. Ours and the baseline alternate frame by frame, so
     both see the same load from other processes. Random weights run as fast as trained ones
@@ -218,7 +220,8 @@ def tracking_speed(dtype: str = "fp32", frames: int = 100, threads: int = 2,
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
     crop = tracker._search_crop.copy()
-    network_calls = [lambda: tracker.network(tracker._template_tokens, crop)]
+    network_calls = [lambda: tracker.network.locate(tracker._template_tokens, crop, tracker.window,
+                                                    tracker.ce_keep_ratio)]
     if reference:
         search = _reference_normalise(reference_sample_target(images[1], boxes[1], 4.0, model.search_size)[0])
         network_calls.append(lambda: reference.network(search))
@@ -267,15 +270,17 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple[Sequence[np.ndarray], Sequence[float]]],
-                   iou_threshold: float = 0.9) -> dict[str, Any]:
+                   iou_threshold: float = 0.9, compile: bool = False, **tracker_kwargs: Any) -> dict[str, Any]:
     """How often bf16 boxes match fp32 boxes (IoU > ``iou_threshold``).
 
     ``sequences``: (frames, initial box) pairs. ``per_frame``: both precisions see the same
     search crop every frame (the bf16 network is run from the fp32 tracker's previous box), so a
     single disagreement is counted once; ``free_running``: two independent trackers, where one
-    early divergence counts for every later frame.
+    early divergence counts for every later frame. ``compile`` compares the compiled trackers;
+    ``tracker_kwargs`` go to every ``Tracker``.
     """
-    fp32, bf16, free = Tracker(model, dtype="fp32"), Tracker(model, dtype="bf16"), Tracker(model, dtype="bf16")
+    fp32, bf16, free = (Tracker(model, dtype=dtype, compile=compile, **tracker_kwargs)
+                        for dtype in ("fp32", "bf16", "bf16"))
     same_input, running = [], []
     for frames, init_box in sequences:
         fp32.initialize(frames[0], init_box)
@@ -293,6 +298,19 @@ def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple[Sequence[n
             "per_frame": float((same_input > iou_threshold).mean()) if len(same_input) else float("nan"),
             "free_running": float((running > iou_threshold).mean()) if len(running) else float("nan"),
             "mean_iou_per_frame": float(same_input.mean()) if len(same_input) else float("nan")}
+
+
+def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test", **kwargs: Any) -> dict[str, Any]:
+    """``bf16_agreement`` over the ``split`` sequences of a LaSOT-layout root (frames decoded from
+    disk, first ground-truth box as the initial box); ``kwargs`` go to ``bf16_agreement``."""
+    from .datasets.lasot import list_sequences, load_sequence, sequence_class
+
+    root = Path(lasot_root)
+    sequences = []
+    for name in list_sequences(root, split):
+        sequence = load_sequence(root / sequence_class(name) / name)
+        sequences.append(([sequence.image(i) for i in range(len(sequence))], sequence.gt_boxes[0]))
+    return {"sequences": len(sequences), **bf16_agreement(model, sequences, **kwargs)}
 
 
 def save_speed_plot(results: Sequence[dict[str, Any]], path: str) -> str:
@@ -334,16 +352,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint", default=None, help="tracker checkpoint (default: random weights)")
+    parser.add_argument("--config", default=None, help="tracker config of the checkpoint (default: the base model)")
+    parser.add_argument("--agreement", default=None, metavar="LASOT_ROOT",
+                        help="also measure bf16-vs-fp32 box agreement on the test sequences of this LaSOT-layout root")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd network")
     parser.add_argument("--onnxruntime", action="store_true", help="also time the onnxruntime backend (fp32)")
     args = parser.parse_args(argv)
-    model = build_tracker()
-    if args.checkpoint:
-        from .model import load_tracker_checkpoint
+    from .config import load_config, model_from_checkpoint, tracker_kwargs
 
-        print(load_tracker_checkpoint(model, args.checkpoint))
+    cfg = load_config(args.config)
+    model, source = model_from_checkpoint(cfg, args.checkpoint)
+    print(f"weights: {source}")
     runs = [(dtype, False, "torch") for dtype in args.dtype]
     runs += [(dtype, True, "torch") for dtype in args.dtype if args.compile]
     runs += [("fp32", False, "onnxruntime")] if args.onnxruntime else []
@@ -351,10 +372,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for dtype, compiled, backend in runs:
         results.append(tracking_speed(dtype, args.frames, args.threads, model, compile=compiled, backend=backend))
         print(json.dumps(results[-1]), flush=True)
+    agreement = None
+    if args.agreement:
+        agreement = lasot_agreement(model, args.agreement, compile=args.compile, **tracker_kwargs(cfg))
+        print(json.dumps({"agreement": agreement}), flush=True)
     if args.json:
         from .evaluation import write_json
 
-        write_json({"speed": results}, args.json)
+        write_json({"speed": results, **({"agreement": agreement} if agreement else {})}, args.json)
     if args.plot:
         print(f"wrote {save_speed_plot(results, args.plot)}")
     return results

@@ -32,7 +32,7 @@ from backbones import (CheckpointError, LoadResult, VisionTransformer, atomic_sa
                        load_pretrained, read_checkpoint)
 
 __all__ = ["CE_TEMPLATE_RANGES", "CenterHead", "OneStreamTracker", "build_tracker",
-           "decode_boxes", "load_tracker_checkpoint", "ostrack_to_ours", "ours_to_ostrack",
+           "box_at", "decode_boxes", "load_tracker_checkpoint", "ostrack_to_ours", "ours_to_ostrack",
            "save_tracker_checkpoint", "template_centre_indices"]
 
 CE_TEMPLATE_RANGES = ("ctr_point", "ctr_rec", "all")
@@ -92,10 +92,44 @@ class CenterHead(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """feat [B, C, H, W] -> score [B, 1, H, W], offset [B, 2, H, W], size [B, 2, H, W]."""
-        score = self.score(feat).float().sigmoid().clamp(SCORE_EPS, 1.0 - SCORE_EPS)
         offset = self.offset(feat).float()
         size = self.size(feat).float().sigmoid()
-        return score, offset, size
+        return self.score_map(feat), offset, size
+
+    def score_map(self, feat: torch.Tensor) -> torch.Tensor:
+        """feat [B, C, H, W] -> score [B, 1, H, W] (the score branch alone)."""
+        return self.score(feat).float().sigmoid().clamp(SCORE_EPS, 1.0 - SCORE_EPS)
+
+    def offset_size_at(self, feat: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offset [B, 2] and size [B, 2] at one flat position ``index`` [B] of each map.
+
+        Equal to reading ``forward(feat)``'s offset / size maps at ``index``, at a fraction of the
+        cost: each branch runs only on the receptive field of that cell (9x9 inputs for four 3x3
+        convolutions), with unpadded convolutions whose outputs outside the map are set to zero,
+        which is what the full map's zero padding feeds the next layer.
+        """
+        B, C, H, W = feat.shape
+        radius = len(self.offset) - 1                     # one per 3x3 conv layer
+        side = 2 * radius + 1
+        steps = torch.arange(side, device=feat.device)
+        rows = (index // W).unsqueeze(1) + steps - radius  # [B, side], map coordinates
+        cols = (index % W).unsqueeze(1) + steps - radius
+        padded = F.pad(feat, (radius, radius, radius, radius)).flatten(2)
+        flat = (rows + radius).unsqueeze(2) * (W + 2 * radius) + (cols + radius).unsqueeze(1)
+        window = padded.gather(2, flat.view(B, 1, side * side).expand(B, C, side * side)).view(B, C, side, side)
+        inside = (((rows >= 0) & (rows < H)).unsqueeze(2) & ((cols >= 0) & (cols < W)).unsqueeze(1)).unsqueeze(1)
+        outputs = []
+        for branch in (self.offset, self.size):
+            x = window
+            for depth, layer in enumerate(branch[:-1], start=1):
+                for module in layer:
+                    if isinstance(module, nn.Conv2d):
+                        x = F.conv2d(x, module.weight, module.bias, module.stride, 0, module.dilation, module.groups)
+                    else:
+                        x = module(x)
+                x = x * inside[..., depth:side - depth, depth:side - depth].to(x.dtype)
+            outputs.append(branch[-1](x).float().flatten(1))  # [B, 2]
+        return outputs[0], outputs[1].sigmoid()
 
 
 def decode_boxes(score_map: torch.Tensor, offset_map: torch.Tensor,
@@ -107,9 +141,14 @@ def decode_boxes(score_map: torch.Tensor, offset_map: torch.Tensor,
     gather_at = index.view(B, 1, 1).expand(B, 2, 1)
     offset = offset_map.flatten(2).gather(2, gather_at).squeeze(2)          # [B, 2]
     size = size_map.flatten(2).gather(2, gather_at).squeeze(2)              # [B, 2]
-    cx = ((index % W).to(offset.dtype) + offset[:, 0]) / W
-    cy = ((index // W).to(offset.dtype) + offset[:, 1]) / H
-    return torch.stack([cx, cy, size[:, 0], size[:, 1]], dim=1), peak
+    return box_at(index, offset, size, H, W), peak
+
+
+def box_at(index: torch.Tensor, offset: torch.Tensor, size: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Normalised cxcywh boxes [B, 4] from the flat cell ``index`` [B] and that cell's offset / size [B, 2]."""
+    cx = ((index % width).to(offset.dtype) + offset[:, 0]) / width
+    cy = ((index // width).to(offset.dtype) + offset[:, 1]) / height
+    return torch.stack([cx, cy, size[:, 0], size[:, 1]], dim=1)
 
 
 # ---------------------------------------------------------------------------- the tracker network
@@ -246,8 +285,25 @@ class OneStreamTracker(nn.Module):
         ``keep_index`` [B, k] original positions of the search tokens that reached the head,
         ``removed_mask`` [B, H*W] (True = eliminated), ``keep_indices`` / ``ce_scores``: per CE
         stage, the kept positions and the attention score of each candidate before it.
-        ``details=False`` returns the three maps only (the per-frame tracking path).
+        ``details=False`` returns the three maps only.
         """
+        feat, keep_index, keep_indices, ce_scores = self.forward_features(template_tokens, search, ce_keep_ratio)
+        score_map, offset_map, size_map = self.head(feat)
+        if not details:
+            return {"score_map": score_map, "offset_map": offset_map, "size_map": size_map}
+        boxes, peak = decode_boxes(score_map, offset_map, size_map)
+        B, num_search = keep_index.shape[0], feat.shape[2] * feat.shape[3]
+        removed = torch.ones(B, num_search, dtype=torch.bool, device=feat.device).scatter(
+            1, keep_index, torch.zeros_like(keep_index, dtype=torch.bool))
+        return {"score_map": score_map, "offset_map": offset_map, "size_map": size_map,
+                "pred_boxes": boxes, "pred_scores": peak, "keep_index": keep_index,
+                "removed_mask": removed, "keep_indices": keep_indices, "ce_scores": ce_scores}
+
+    def forward_features(self, template_tokens: torch.Tensor, search: torch.Tensor,
+                         ce_keep_ratio: float | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Backbone with CE: (search feature map [B, C, H, W] with zeros at eliminated positions,
+        final keep_index [B, k], per-stage keep indices, per-stage CE scores)."""
         keep_ratio = self.ce_keep_ratio if ce_keep_ratio is None else float(ce_keep_ratio)
         x = self.embed_search(search)
         B, num_search, C = x.shape
@@ -272,15 +328,22 @@ class OneStreamTracker(nn.Module):
                 tokens = block(tokens)
         tokens = self.backbone.norm(tokens)
         feat = self.restore_search_map(tokens[:, num_template:], keep_index, num_search)
-        score_map, offset_map, size_map = self.head(feat)
-        if not details:
-            return {"score_map": score_map, "offset_map": offset_map, "size_map": size_map}
-        boxes, peak = decode_boxes(score_map, offset_map, size_map)
-        removed = torch.ones(B, num_search, dtype=torch.bool, device=x.device).scatter(
-            1, keep_index, torch.zeros_like(keep_index, dtype=torch.bool))
-        return {"score_map": score_map, "offset_map": offset_map, "size_map": size_map,
-                "pred_boxes": boxes, "pred_scores": peak, "keep_index": keep_index,
-                "removed_mask": removed, "keep_indices": keep_indices, "ce_scores": ce_scores}
+        return feat, keep_index, keep_indices, ce_scores
+
+    def locate(self, template_tokens: torch.Tensor, search: torch.Tensor, window: torch.Tensor | None = None,
+               ce_keep_ratio: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-frame tracking output: (box [B, 4] normalised cxcywh at the peak of
+        ``score_map * window``, peak [B] of the raw score map).
+
+        Equal to ``decode_boxes`` on the windowed maps of ``forward_tokens``, but the offset and
+        size branches run only around the chosen cell (``CenterHead.offset_size_at``).
+        """
+        feat = self.forward_features(template_tokens, search, ce_keep_ratio)[0]
+        score_map = self.head.score_map(feat)
+        response = score_map if window is None else score_map * window
+        index = response.flatten(1).max(dim=1).indices
+        offset, size = self.head.offset_size_at(feat, index)
+        return box_at(index, offset, size, feat.shape[2], feat.shape[3]), score_map.flatten(1).max(dim=1).values
 
     def restore_search_map(self, search_tokens: torch.Tensor, keep_index: torch.Tensor,
                            num_search: int) -> torch.Tensor:

@@ -11,11 +11,14 @@ by the tests): the network runs from a frozen copy (``InferenceNetwork``) whose 
 has the ImageNet normalisation folded in (it is linear and unpadded, so raw 0-255 crops go in),
 whose head convolutions have their BatchNorm folded in, whose template tokens are embedded once
 per sequence, and whose blocks all run fused attention (``fast_ce``: the CE scores come from the
-template-centre queries alone, not from an explicit N x N attention matrix). The crop is one
-``cv2.warpAffine`` into a preallocated buffer. For bf16 the matmul / conv weights of the copy are
-stored in bf16 once (autocast does not re-cast them every frame) while the CE scores stay float32,
-so that bf16 keeps the same candidates as fp32 more often. Optional: ``torch.compile`` and an
-onnxruntime backend for fp32 (see ``track/benchmark.py`` for measured speeds).
+template-centre queries alone, not from an explicit N x N attention matrix), and whose head runs
+the offset and size branches only on the receptive field of the chosen cell
+(``OneStreamTracker.locate``). The crop is one ``cv2.warpAffine`` into a preallocated buffer. For
+bf16 the matmul / conv weights of the copy are stored in bf16 once (autocast does not re-cast
+them every frame) while the CE scores stay float32, so that bf16 keeps the same candidates as
+fp32 more often. Optional: ``torch.compile`` of the frozen per-frame step (weights become
+constants, so oneDNN / MKL get them prepacked; the fastest CPU path) and an onnxruntime backend
+for fp32 (see ``track/benchmark.py`` for measured speeds).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch._inductor.config
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -62,6 +66,19 @@ class _MapsOnly(nn.Module):
         return out["score_map"], out["offset_map"], out["size_map"]
 
 
+class _Locate(nn.Module):
+    """``OneStreamTracker.locate`` with a fixed window and CE keep ratio: the module ``torch.compile``
+    freezes (weights become constants, so linear and conv weights are prepacked once)."""
+
+    def __init__(self, net: OneStreamTracker, window: torch.Tensor | None, ce_keep_ratio: float | None) -> None:
+        super().__init__()
+        self.net, self.ce_keep_ratio = net, ce_keep_ratio
+        self.register_buffer("window", window)
+
+    def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.locate(template_tokens, search, self.window, self.ce_keep_ratio)
+
+
 class InferenceNetwork(nn.Module):
     """A frozen, inference-arranged copy of a ``OneStreamTracker`` (the original is not touched).
 
@@ -69,7 +86,8 @@ class InferenceNetwork(nn.Module):
 
     Args:
         dtype: "fp32" or "bf16" (autocast over bf16-stored weights).
-        compile: ``torch.compile`` the per-frame network (torch backend).
+        compile: ``torch.compile`` the per-frame step ``locate`` with frozen weights (torch
+            backend; ``forward``, which returns the three maps, stays eager).
         backend: "torch", or "onnxruntime" (fp32 only): the per-frame network (from the template
             tokens and the raw search crop to the three maps) is exported to ONNX in memory and
             run by onnxruntime with ``torch.get_num_threads()`` threads; the template tokens
@@ -109,8 +127,8 @@ class InferenceNetwork(nn.Module):
         self._buffers: dict[torch.Size, torch.Tensor] = {}
         self.backend = backend
         self.session = self._onnxruntime_session(ce_keep_ratio) if backend == "onnxruntime" else None
-        if compile:  # ~1 min of compilation at the first frame, ~1.2x (fp32) to 1.4x (bf16) faster after
-            net.forward_tokens = torch.compile(net.forward_tokens, dynamic=False, options={"freezing": True})
+        self.compile = compile
+        self._compiled: dict[tuple, nn.Module] = {}
 
     def _onnxruntime_session(self, ce_keep_ratio: float | None) -> Any:
         import onnxruntime
@@ -166,6 +184,37 @@ class InferenceNetwork(nn.Module):
         return out["score_map"], out["offset_map"], out["size_map"]
 
 
+    @torch.inference_mode()
+    def locate(self, template_tokens: torch.Tensor, search_crop: np.ndarray, window: torch.Tensor | None = None,
+               ce_keep_ratio: float | None = None) -> tuple[torch.Tensor, float]:
+        """Search crop -> (box [4] normalised cxcywh in the crop at the peak of ``score * window``,
+        peak of the raw score map): ``OneStreamTracker.locate``, compiled when asked for."""
+        if self.session is not None:
+            score_map, offset_map, size_map = self.forward(template_tokens, search_crop, ce_keep_ratio)
+            response = score_map if window is None else score_map * window
+            return decode_boxes(response, offset_map, size_map)[0][0], float(score_map.max())
+        search = self._to_tensor(search_crop)
+        with self._autocast():
+            if self.compile:
+                # freezing set here, not through torch.compile(options=...), which does not apply it (torch 2.14)
+                with torch._inductor.config.patch(freezing=True):
+                    box, peak = self._compiled_step(window, ce_keep_ratio)(template_tokens, search)
+            else:
+                box, peak = self.net.locate(template_tokens, search, window, ce_keep_ratio)
+        return box[0], float(peak[0])
+
+    def _compiled_step(self, window: torch.Tensor | None, ce_keep_ratio: float | None) -> nn.Module:
+        """One frozen, compiled ``_Locate`` per (window, keep ratio); the first call of each compiles
+        (about 15 s here), later calls skip the guards on the frozen modules."""
+        key = (None if window is None else (window.data_ptr(), tuple(window.shape)), ce_keep_ratio)
+        step = self._compiled.get(key)
+        if step is None:
+            step = self._compiled[key] = torch.compile(
+                _Locate(self.net, window, ce_keep_ratio).eval(), dynamic=False,
+                options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
+        return step
+
+
 def check_image(image: Any, what: str = "image") -> np.ndarray:
     """An RGB uint8 view of a frame; grayscale (H, W) / (H, W, 1) and RGBA are converted.
 
@@ -212,8 +261,9 @@ class Tracker:
             reported as lost (``tracker.lost``); the box is still returned and followed.
         ce_keep_ratio: candidate-elimination keep ratio (default: the model's).
         window: multiply the score map by the Hann window (the protocol; off only for ablations).
-        compile: run the network through ``torch.compile`` (needs a C++ compiler; the first
-            frame then takes about a minute).
+        compile: run the per-frame network through ``torch.compile`` with frozen weights (needs
+            a C++ compiler; the first tracked frame then takes about 15 s, later ones are the
+            fastest this tracker runs on a CPU).
         backend: "torch" or "onnxruntime" (fp32; see ``InferenceNetwork``).
     """
 
@@ -261,11 +311,8 @@ class Tracker:
             raise RuntimeError("call initialize(first_frame, box) before track()")
         image = check_image(image, "frame")
         crop = crop_and_resize(image, self.state, self.search_factor, self.search_size, out=self._search_crop)
-        score_map, offset_map, size_map = self.network(self._template_tokens, crop.image, self.ce_keep_ratio)
-        peak = float(score_map.max())
-        response = score_map if self.window is None else score_map * self.window
-        box_in_crop, _ = decode_boxes(response, offset_map, size_map)
-        box = map_crop_box_to_image(box_in_crop[0].tolist(), crop.crop_box)
+        box_in_crop, peak = self.network.locate(self._template_tokens, crop.image, self.window, self.ce_keep_ratio)
+        box = map_crop_box_to_image(box_in_crop.tolist(), crop.crop_box)
         if not np.isfinite(box).all():  # only a broken network gets here; keep following the last box
             box = self.state.copy()
         box = clip_box(box, image.shape[0], image.shape[1], self.clip_margin)
@@ -273,6 +320,14 @@ class Tracker:
         self.score, self.lost = peak, peak < self.lost_threshold
         self.info = {"box": box.copy(), "score": peak, "lost": self.lost, "crop_box": crop.crop_box}
         return box.copy(), peak
+
+    def warm_up(self, height: int = 360, width: int = 640) -> None:
+        """Track one blank frame and forget it: with ``compile=True`` this compiles the network, so
+        that the first real frame is not timed with the compilation. ``initialize`` must follow."""
+        frame = np.zeros((height, width, 3), dtype=np.uint8)
+        self.initialize(frame, (width / 4, height / 4, width / 2, height / 2))
+        self.track(frame)
+        self.state, self._template_tokens, self.info = None, None, {}
 
     def track_sequence(self, frames, init_box: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run over an iterable of frames: (boxes (N, 4), scores (N,), seconds per frame (N,))."""
