@@ -237,6 +237,13 @@ def test_compiled_network_matches_eager(model):
     assert len(compiled._compiled) == 1
 
 
+def test_compile_modes_are_checked(model):
+    with pytest.raises(ValueError, match="max-autotune"):
+        InferenceNetwork(model, compile="fastest")
+    assert InferenceNetwork(model, compile=True).compile == "default"
+    assert InferenceNetwork(model, compile=False).compile is None
+
+
 def test_onnxruntime_backend_matches_torch(model):
     rng = np.random.default_rng(2)
     template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)

@@ -46,8 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                         help="network runtime (onnxruntime: fp32 only)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the per-frame network (fastest on CPU; ~15 s to compile per worker)")
+    parser.add_argument("--compile", nargs="?", const="default", default=None,
+                        choices=("default", "max-autotune"),
+                        help="torch.compile the per-frame network, fastest on CPU: default (~15 s to "
+                             "compile per worker) or max-autotune (~1 min; faster in bf16)")
     parser.add_argument("--lost-threshold", type=float, default=None, help="override the config's")
     return parser.parse_args(argv)
 
@@ -61,7 +63,7 @@ def is_finished(out: Path, name: str) -> bool:
 
 
 def _init_worker(config: str, checkpoint: str, dtype: str, threads: int, lost_threshold: float | None,
-                 backend: str = "torch", compile: bool = False) -> None:
+                 backend: str = "torch", compile: str | None = None) -> None:
     import torch
 
     from track.config import load_config, model_from_checkpoint, tracker_kwargs
@@ -73,7 +75,7 @@ def _init_worker(config: str, checkpoint: str, dtype: str, threads: int, lost_th
     kwargs = tracker_kwargs(cfg)
     if lost_threshold is not None:
         kwargs["lost_threshold"] = lost_threshold
-    tracker = Tracker(model, dtype=dtype, backend=backend, compile=compile, **kwargs)
+    tracker = Tracker(model, dtype=dtype, backend=backend, compile=compile or False, **kwargs)
     if compile:  # compile before the first sequence, so that its _time.txt holds tracking times
         tracker.warm_up()
     _WORKER.update(tracker=tracker, source=source)

@@ -32,7 +32,7 @@ import torch
 
 from .model import OneStreamTracker, build_tracker, decode_boxes
 from .processing import IMAGENET_MEAN, IMAGENET_STD, hann_window_2d
-from .tracker import Tracker
+from .tracker import COMPILE_MODES, Tracker
 
 __all__ = ["ReferenceStep", "bf16_agreement", "box_iou", "demo_frames", "lasot_agreement", "reference_forward",
            "reference_sample_target", "save_speed_plot", "tracking_speed"]
@@ -181,16 +181,17 @@ def _time_calls(fn, count: int, warmup: int) -> list[float]:
 
 def tracking_speed(dtype: str = "fp32", frames: int = 100, threads: int = 2,
                    model: OneStreamTracker | None = None, warmup: int = 10, baseline: bool = True,
-                   frame_size: tuple[int, int] = (640, 360), compile: bool = False,
-                   backend: str = "torch") -> dict[str, Any]:
+                   frame_size: tuple[int, int] = (640, 360), compile: bool | str = False,
+                   backend: str = "torch", block: int = 10) -> dict[str, Any]:
     """Frames per second (from the median per-frame time) of the full step and the network alone.
 
     Returns ``full_fps`` (``Tracker.track``: crop, network, decode, map back), ``network_fps``
     (``InferenceNetwork.locate``: from the crop and cached template tokens to the decoded box in
     the crop; the baseline's network stops at the three maps), ``crop_ms``, and with ``baseline`` the same for
     ``ReferenceStep`` (``baseline_full_fps``, ``baseline_network_fps``) and the ratios
-    ``full_speedup`` / ``network_speedup``. Ours and the baseline alternate frame by frame, so
-    both see the same load from other processes. Random weights run as fast as trained ones
+    ``full_speedup`` / ``network_speedup``. Ours and the baseline alternate in blocks of
+    ``block`` frames, so both see the same load from other processes, while within a block each
+    runs as it would alone (with caches warm: the median ignores a block's first frame). Random weights run as fast as trained ones
     (the only data-dependent work is which tokens CE keeps).
 
     ``*_cpu_ms`` are medians of the process CPU time per call (all threads together): on a
@@ -213,12 +214,13 @@ def tracking_speed(dtype: str = "fp32", frames: int = 100, threads: int = 2,
         runner.initialize(images[0], boxes[0])
     step_times: list[list[float]] = [[] for _ in runners]
     step_cpu: list[list[float]] = [[] for _ in runners]
-    for image in images[1:]:
+    for first in range(1, len(images), block):
         for runner, times, cpu in zip(runners, step_times, step_cpu):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            runner.track(image)
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
+            for image in images[first:first + block]:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                runner.track(image)
+                times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
     crop = tracker._search_crop.copy()
     network_calls = [lambda: tracker.network.locate(tracker._template_tokens, crop, tracker.window,
                                                     tracker.ce_keep_ratio)]
@@ -230,19 +232,20 @@ def tracking_speed(dtype: str = "fp32", frames: int = 100, threads: int = 2,
     for _ in range(warmup):
         for call in network_calls:
             call()
-    for _ in range(frames):
+    for first in range(0, frames, block):
         for call, times, cpu in zip(network_calls, network_times, network_cpu):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            call()
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
+            for _ in range(min(block, frames - first)):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                call()
+                times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
     crop_times = _time_calls(lambda: crop_and_resize(images[1], boxes[1], 4.0, model.search_size),
                              frames, warmup)
     def ms(values: Sequence[float]) -> float:
         return 1e3 * float(np.median(values))
 
     result: dict[str, Any] = {
-        "dtype": dtype, "backend": backend, "compile": compile, "threads": threads, "frames": frames,
+        "dtype": dtype, "backend": backend, "compile": compile, "threads": threads, "frames": frames, "block": block,
         "frame_size": list(frame_size),
         "full_fps": _fps(step_times[0]), "network_fps": _fps(network_times[0]),
         "full_cpu_ms": ms(step_cpu[0]), "network_cpu_ms": ms(network_cpu[0]), "crop_ms": ms(crop_times),
@@ -270,7 +273,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple[Sequence[np.ndarray], Sequence[float]]],
-                   iou_threshold: float = 0.9, compile: bool = False, **tracker_kwargs: Any) -> dict[str, Any]:
+                   iou_threshold: float = 0.9, compile: bool | str = False, **tracker_kwargs: Any) -> dict[str, Any]:
     """How often bf16 boxes match fp32 boxes (IoU > ``iou_threshold``).
 
     ``sequences``: (frames, initial box) pairs. ``per_frame``: both precisions see the same
@@ -321,7 +324,8 @@ def save_speed_plot(results: Sequence[dict[str, Any]], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['dtype']} {r['backend']}" + (" compiled" if r.get("compile") else "") for r in results]
+    labels = [f"{r['dtype']} {r['backend']}" + (f" compiled ({r['compile']})" if r.get("compile") else "")
+              for r in results]
     x = np.arange(len(labels))
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 3.2 * len(labels)), 4))
     series = [("baseline_full", "reference-style, full step"), ("full", "ours, full step"),
@@ -357,7 +361,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="also measure bf16-vs-fp32 box agreement on the test sequences of this LaSOT-layout root")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
-    parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd network")
+    parser.add_argument("--compile", nargs="*", default=None, choices=COMPILE_MODES, metavar="MODE",
+                        help=f"also time the torch.compile'd network in these modes {COMPILE_MODES} "
+                             "(no mode: default)")
     parser.add_argument("--onnxruntime", action="store_true", help="also time the onnxruntime backend (fp32)")
     args = parser.parse_args(argv)
     from .config import load_config, model_from_checkpoint, tracker_kwargs
@@ -366,7 +372,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     model, source = model_from_checkpoint(cfg, args.checkpoint)
     print(f"weights: {source}")
     runs = [(dtype, False, "torch") for dtype in args.dtype]
-    runs += [(dtype, True, "torch") for dtype in args.dtype if args.compile]
+    compile_modes = [] if args.compile is None else (args.compile or ["default"])
+    runs += [(dtype, mode, "torch") for mode in compile_modes for dtype in args.dtype]
     runs += [("fp32", False, "onnxruntime")] if args.onnxruntime else []
     results = []
     for dtype, compiled, backend in runs:
@@ -374,7 +381,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(json.dumps(results[-1]), flush=True)
     agreement = None
     if args.agreement:
-        agreement = lasot_agreement(model, args.agreement, compile=args.compile, **tracker_kwargs(cfg))
+        agreement = lasot_agreement(model, args.agreement, compile=compile_modes[0] if compile_modes else False,
+                                    **tracker_kwargs(cfg))
         print(json.dumps({"agreement": agreement}), flush=True)
     if args.json:
         from .evaluation import write_json

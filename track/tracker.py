@@ -37,9 +37,10 @@ from .model import OneStreamTracker, decode_boxes
 from .processing import (IMAGENET_MEAN, IMAGENET_STD, _as_rgb, clip_box, crop_and_resize,
                          hann_window_2d, map_crop_box_to_image)
 
-__all__ = ["DTYPES", "InferenceNetwork", "Tracker", "check_box", "check_image"]
+__all__ = ["COMPILE_MODES", "DTYPES", "InferenceNetwork", "Tracker", "check_box", "check_image"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+COMPILE_MODES = ("default", "max-autotune")
 
 
 def _fold_normalisation(conv: nn.Conv2d) -> None:
@@ -87,7 +88,9 @@ class InferenceNetwork(nn.Module):
     Args:
         dtype: "fp32" or "bf16" (autocast over bf16-stored weights).
         compile: ``torch.compile`` the per-frame step ``locate`` with frozen weights (torch
-            backend; ``forward``, which returns the three maps, stays eager).
+            backend; ``forward``, which returns the three maps, stays eager). True or
+            "default"; "max-autotune" also lets inductor time its own GEMM kernels against
+            oneDNN's (about 1 min to compile; faster for bf16, the same for fp32 here).
         backend: "torch", or "onnxruntime" (fp32 only): the per-frame network (from the template
             tokens and the raw search crop to the three maps) is exported to ONNX in memory and
             run by onnxruntime with ``torch.get_num_threads()`` threads; the template tokens
@@ -95,9 +98,13 @@ class InferenceNetwork(nn.Module):
         ce_keep_ratio: the CE keep ratio fixed in the onnxruntime graph (default: the model's).
     """
 
-    def __init__(self, model: OneStreamTracker, dtype: str = "fp32", compile: bool = False,
+    def __init__(self, model: OneStreamTracker, dtype: str = "fp32", compile: bool | str = False,
                  backend: str = "torch", ce_keep_ratio: float | None = None) -> None:
         super().__init__()
+        if compile is True:
+            compile = "default"
+        if compile not in (False, None, *COMPILE_MODES):
+            raise ValueError(f"compile must be a bool or one of {COMPILE_MODES}, got {compile!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if backend not in ("torch", "onnxruntime"):
@@ -127,7 +134,7 @@ class InferenceNetwork(nn.Module):
         self._buffers: dict[torch.Size, torch.Tensor] = {}
         self.backend = backend
         self.session = self._onnxruntime_session(ce_keep_ratio) if backend == "onnxruntime" else None
-        self.compile = compile
+        self.compile = compile or None
         self._compiled: dict[tuple, nn.Module] = {}
 
     def _onnxruntime_session(self, ce_keep_ratio: float | None) -> Any:
@@ -211,7 +218,8 @@ class InferenceNetwork(nn.Module):
         if step is None:
             step = self._compiled[key] = torch.compile(
                 _Locate(self.net, window, ce_keep_ratio).eval(), dynamic=False,
-                options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
+                options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+                         "max_autotune": self.compile == "max-autotune"})
         return step
 
 
@@ -262,8 +270,8 @@ class Tracker:
         ce_keep_ratio: candidate-elimination keep ratio (default: the model's).
         window: multiply the score map by the Hann window (the protocol; off only for ablations).
         compile: run the per-frame network through ``torch.compile`` with frozen weights (needs
-            a C++ compiler; the first tracked frame then takes about 15 s, later ones are the
-            fastest this tracker runs on a CPU).
+            a C++ compiler): True / "default" (the first tracked frame then takes about 15 s) or
+            "max-autotune" (about 1 min; the fastest bf16 mode). See ``InferenceNetwork``.
         backend: "torch" or "onnxruntime" (fp32; see ``InferenceNetwork``).
     """
 
@@ -272,7 +280,7 @@ class Tracker:
     def __init__(self, model: OneStreamTracker, template_factor: float = 2.0, search_factor: float = 4.0,
                  template_size: int | None = None, search_size: int | None = None, dtype: str = "fp32",
                  lost_threshold: float = 0.2, ce_keep_ratio: float | None = None, window: bool = True,
-                 compile: bool = False, backend: str = "torch") -> None:
+                 compile: bool | str = False, backend: str = "torch") -> None:
         template_size = model.template_size if template_size is None else template_size
         search_size = model.search_size if search_size is None else search_size
         if (template_size, search_size) != (model.template_size, model.search_size):
