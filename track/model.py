@@ -92,9 +92,8 @@ class CenterHead(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """feat [B, C, H, W] -> score [B, 1, H, W], offset [B, 2, H, W], size [B, 2, H, W]."""
-        offset = self.offset(feat).float()
-        size = self.size(feat).float().sigmoid()
-        return self.score_map(feat), offset, size
+        score = self.score_map(feat)
+        return score, self.offset(feat).float(), self.size(feat).float().sigmoid()
 
     def score_map(self, feat: torch.Tensor) -> torch.Tensor:
         """feat [B, C, H, W] -> score [B, 1, H, W] (the score branch alone)."""
