@@ -441,3 +441,4 @@ def test_agreement_on_a_lasot_layout(tmp_path):
     assert agreement["sequences"] == 2 and agreement["frames"] == 2 * 5
     assert 0.0 <= agreement["per_frame"] <= 1.0 and 0.0 <= agreement["free_running"] <= 1.0
     assert 0.0 <= agreement["mean_iou_per_frame"] <= 1.0
+    assert 0 <= agreement["frames_on_target"] <= agreement["frames"]  # ground truth read with the frames

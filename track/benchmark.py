@@ -10,7 +10,8 @@ BatchNorm, bf16 through autocast over fp32 weights, and the crop cut by ``copyMa
 machine, threads and frames, so it does not depend on how busy the machine is overall.
 
     python -m track.benchmark --dtype fp32 bf16 --frames 200 --threads 2 --onnxruntime \
-        --json speed.json --plot speed.png
+        --compile default max-autotune --json speed.json --plot speed.png
+    python -m track.benchmark --config CONFIG --checkpoint CKPT --agreement LASOT_ROOT   # + bf16 agreement
 
 On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` (threads that spin
 while waiting for a busy core make multi-threaded timings meaningless) and read the ``*_cpu_ms``
@@ -272,35 +273,47 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-12)
 
 
-def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple[Sequence[np.ndarray], Sequence[float]]],
-                   iou_threshold: float = 0.9, compile: bool | str = False, **tracker_kwargs: Any) -> dict[str, Any]:
+def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple], iou_threshold: float = 0.9,
+                   compile: bool | str = False, **tracker_kwargs: Any) -> dict[str, Any]:
     """How often bf16 boxes match fp32 boxes (IoU > ``iou_threshold``).
 
-    ``sequences``: (frames, initial box) pairs. ``per_frame``: both precisions see the same
-    search crop every frame (the bf16 network is run from the fp32 tracker's previous box), so a
-    single disagreement is counted once; ``free_running``: two independent trackers, where one
-    early divergence counts for every later frame. ``compile`` compares the compiled trackers;
-    ``tracker_kwargs`` go to every ``Tracker``.
+    ``sequences``: (frames, initial box) or (frames, initial box, ground-truth boxes [N, 4]).
+    ``per_frame``: both precisions see the same search crop every frame (the bf16 network is run
+    from the fp32 tracker's previous box), so a single disagreement is counted once;
+    ``free_running``: two independent trackers, where one early divergence counts for every later
+    frame. With ground truth, ``per_frame_on_target`` is ``per_frame`` over the frames where the
+    fp32 box overlaps the ground truth (IoU > 0.5; ``frames_on_target`` of them): whether bf16
+    changes the answer where the tracker is right, apart from frames it has already lost.
+    ``compile`` compares the compiled trackers; ``tracker_kwargs`` go to every ``Tracker``.
     """
     fp32, bf16, free = (Tracker(model, dtype=dtype, compile=compile, **tracker_kwargs)
                         for dtype in ("fp32", "bf16", "bf16"))
-    same_input, running = [], []
-    for frames, init_box in sequences:
+    same_input, running, on_target = [], [], []
+    for frames, init_box, *truth in sequences:
         fp32.initialize(frames[0], init_box)
         bf16.initialize(frames[0], init_box)
         free.initialize(frames[0], init_box)
-        for frame in frames[1:]:
+        for index, frame in enumerate(frames[1:], start=1):
             bf16.state = fp32.state.copy()
             box_bf16, _ = bf16.track(frame)
             box_fp32, _ = fp32.track(frame)
             box_free, _ = free.track(frame)
             same_input.append(box_iou(box_fp32, box_bf16)[0])
             running.append(box_iou(box_fp32, box_free)[0])
+            if truth:
+                on_target.append(box_iou(box_fp32, truth[0][index])[0] > 0.5)
+
+    def fraction(values: np.ndarray) -> float:
+        return float(values.mean()) if len(values) else float("nan")
+
     same_input, running = np.array(same_input), np.array(running)
-    return {"frames": int(len(same_input)), "iou_threshold": iou_threshold,
-            "per_frame": float((same_input > iou_threshold).mean()) if len(same_input) else float("nan"),
-            "free_running": float((running > iou_threshold).mean()) if len(running) else float("nan"),
-            "mean_iou_per_frame": float(same_input.mean()) if len(same_input) else float("nan")}
+    result = {"frames": int(len(same_input)), "iou_threshold": iou_threshold,
+              "per_frame": fraction(same_input > iou_threshold), "free_running": fraction(running > iou_threshold),
+              "mean_iou_per_frame": fraction(same_input)}
+    if on_target and len(on_target) == len(same_input):
+        hit = np.array(on_target)
+        result.update(frames_on_target=int(hit.sum()), per_frame_on_target=fraction(same_input[hit] > iou_threshold))
+    return result
 
 
 def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test", **kwargs: Any) -> dict[str, Any]:
@@ -312,7 +325,7 @@ def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test
     sequences = []
     for name in list_sequences(root, split):
         sequence = load_sequence(root / sequence_class(name) / name)
-        sequences.append(([sequence.image(i) for i in range(len(sequence))], sequence.gt_boxes[0]))
+        sequences.append(([sequence.image(i) for i in range(len(sequence))], sequence.gt_boxes[0], sequence.gt_boxes))
     return {"sequences": len(sequences), **bf16_agreement(model, sequences, **kwargs)}
 
 
