@@ -189,9 +189,8 @@ def tracking_speed(dtype: str = "fp32", frames: int = 100, threads: int = 2,
     Returns ``full_fps`` (``Tracker.track``: crop, network, decode, map back), ``network_fps``
     (``InferenceNetwork.locate``: from the crop and cached template tokens to the decoded box in
     the crop; the baseline's network stops at the three maps), ``crop_ms``, and with ``baseline``
-    the same for
-    ``ReferenceStep`` (``baseline_full_fps``, ``baseline_network_fps``) and the ratios
-    ``full_speedup`` / ``network_speedup``. Ours and the baseline alternate in blocks of
+    the same for ``ReferenceStep`` (``baseline_full_fps``, ``baseline_network_fps``) and the
+    ratios ``full_speedup`` / ``network_speedup``. Ours and the baseline alternate in blocks of
     ``block`` frames, so both see the same load from other processes, while within a block each
     runs as it would alone (with caches warm: the median ignores a block's first frame). Random
     weights run as fast as trained ones (the only data-dependent work is which tokens CE keeps).
