@@ -252,6 +252,11 @@ def test_onnxruntime_backend_matches_torch(model):
     tokens = torch_net.template_tokens(template)
     for a, b in zip(torch_net(tokens, search), ort_net(tokens, search)):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    window = hann_window_2d(16).view(1, 1, 16, 16)
+    box, peak = torch_net.locate(tokens, search, window)
+    ort_box, ort_peak = ort_net.locate(tokens, search, window)
+    torch.testing.assert_close(ort_box, box, rtol=1e-4, atol=1e-4)
+    assert ort_peak == pytest.approx(peak, abs=1e-4)
     with pytest.raises(ValueError, match="onnxruntime"):
         InferenceNetwork(model, dtype="bf16", backend="onnxruntime")
 
