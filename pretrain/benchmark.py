@@ -5,9 +5,11 @@ so that machine load hits both alike:
 
 * ``"ours"``: visible-only patch embedding, loss on the masked patches only (norm-pix target as
   one layer norm), attention kernel chosen per case (SDPA, but the explicit softmax for CPU
-  training under bf16 autocast, where SDPA's backward is several times slower), teacher run under ``no_grad``
-  only up to the distilled block with its matmul weights stored in bf16 for bf16 runs (what autocast
-  would cast them to each step), fused AdamW (one kernel for all parameters).
+  training under bf16 autocast, where SDPA's backward is several times slower), teacher run
+  under ``no_grad`` only up to the distilled block, with its matmul weights stored in bf16 for
+  bf16 runs (what autocast would cast them to each step) and as a frozen ``torch.compile`` graph
+  when a C++ compiler is present (``compile_teacher``, as the full D-MAE / D²-MAE recipes set),
+  fused AdamW (one kernel for all parameters).
 * ``"reference"``: the reference implementation's choices (MAE-Lite on timm 0.3.2): conv patch
   embedding of every patch before masking, explicit softmax attention in every block, the loss
   over every patch weighted by the mask, the teacher running its whole encoder (every block,
@@ -66,11 +68,18 @@ def build_benchmark_model(model_name: str, impl: str = "ours", img_size: int = 2
         student = d2mae_vit_tiny(**student_kw)
         if not ref and dtype == "bf16":
             teacher = copy.deepcopy(teacher)
-        distill = AttentionDistillation(teacher, student.num_heads, teacher_block=11, teacher_full_forward=ref)
+        distill = AttentionDistillation(teacher, student.num_heads, teacher_block=11, teacher_full_forward=ref,
+                                        compile_teacher=not ref and _has_compiler())
         if not ref and dtype == "bf16":
             distill.store_teacher_matmul_weights(torch.bfloat16)
         return DistilledMAE(student, distill, student_block=-1)
     raise ValueError(f"model_name must be one of {MODELS}, got {model_name!r}")
+
+
+def _has_compiler() -> bool:
+    import shutil
+
+    return bool(shutil.which("c++") or shutil.which("g++"))
 
 
 def _optimizer(model: nn.Module, impl: str) -> torch.optim.Optimizer:
@@ -148,7 +157,7 @@ def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", st
 
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation", "aten::mkldnn_convolution",
-              "aten::convolution_backward", "mkldnn::_linear_pointwise")
+              "aten::convolution_backward", "mkldnn::_linear_pointwise", "mkl::_mkl_linear")
 ATTENTION_OPS = ("aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_softmax_backward_data")
 
 

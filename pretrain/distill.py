@@ -12,6 +12,7 @@ named loss terms plus their sum under ``"loss"``.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -23,7 +24,8 @@ from backbones import CheckpointError, Hiera, VisionTransformer, build_backbone,
 from .mae import MaskedAutoencoderViT, embed_visible_patches
 from .mae_hiera import MaskedAutoencoderHiera
 
-__all__ = ["AttentionDistillation", "DistilledMAE", "build_teacher", "RANDOM_TEACHER"]
+__all__ = ["AttentionDistillation", "DistilledMAE", "build_teacher", "teacher_attention_logits",
+           "RANDOM_TEACHER"]
 
 RANDOM_TEACHER = "random"
 
@@ -73,10 +75,12 @@ class AttentionDistillation(nn.Module):
         weight: loss weight (1.0).
         teacher_full_forward: run every teacher block with explicit attention and embed all
             patches, as the reference implementation does (benchmark baseline only).
+        compile_teacher: run the teacher as a frozen ``torch.compile`` graph (see
+            :meth:`_run_teacher`; same logits, ~1.1x (fp32) to 1.2x (bf16) faster D²-MAE steps on CPU).
     """
 
     def __init__(self, teacher: nn.Module, student_heads: int, teacher_block: int, weight: float = 1.0,
-                 teacher_full_forward: bool = False) -> None:
+                 teacher_full_forward: bool = False, compile_teacher: bool = False) -> None:
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
         self.teacher_block = teacher_block % len(teacher.blocks)
@@ -86,6 +90,8 @@ class AttentionDistillation(nn.Module):
         self.weight = weight
         self.teacher_full_forward = teacher_full_forward
         self.teacher_compute_dtype: torch.dtype | None = None
+        self.compile_teacher = compile_teacher and not teacher_full_forward
+        self._drop_compiled_teacher()
         # Training checkpoints hold the adapter only: the teacher comes from its own file.
         self.register_state_dict_post_hook(self._drop_teacher_keys)
         self.register_load_state_dict_post_hook(self._teacher_keys_not_expected)
@@ -115,42 +121,57 @@ class AttentionDistillation(nn.Module):
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 m.to(dtype)
         self.teacher_compute_dtype = dtype
+        self._drop_compiled_teacher()
+
+    def _drop_compiled_teacher(self) -> None:
+        # a plain attribute, not a submodule: it holds the teacher's weights as frozen constants and
+        # must neither enter state dicts nor outlive a change of the teacher's dtype or device
+        object.__setattr__(self, "_compiled_teacher", None)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._drop_compiled_teacher()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _run_teacher(self, imgs: torch.Tensor, visible: torch.Tensor, patches: torch.Tensor | None) -> torch.Tensor:
+        """The teacher's logits, from a frozen ``torch.compile`` graph when ``compile_teacher``.
+
+        The teacher never trains, so inductor may treat its weights as constants ("freezing"):
+        linear layers get prepacked weights with bias and GELU fused in, and the casts, layer
+        norms and residual additions between them are fused. The graph is built at the first call
+        (~10 s); if that fails (no C++ compiler, unsupported platform) the eager teacher is used,
+        with a warning.
+        """
+        if not self.compile_teacher:
+            return self._teacher_logits(imgs, visible, patches)
+        import torch._inductor.config
+
+        if self._compiled_teacher is None:
+            object.__setattr__(self, "_compiled_teacher", torch.compile(
+                _TeacherLogits(self.teacher, self.teacher_block), dynamic=False,
+                options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}))
+        try:
+            with torch._inductor.config.patch(freezing=True):
+                return self._compiled_teacher(imgs, visible, patches)
+        except Exception as error:  # compiling is an optimisation: never fail a run because of it
+            warnings.warn(f"compiling the teacher failed ({type(error).__name__}: {str(error)[:200]}); "
+                          "running it eagerly", RuntimeWarning, stacklevel=2)
+            self.compile_teacher = False
+            self._drop_compiled_teacher()
+            return self._teacher_logits(imgs, visible, patches)
 
     def teacher_logits(self, imgs: torch.Tensor, visible: torch.Tensor,
                        patches: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher logits for the visible patches the student saw (see :meth:`_teacher_logits`)."""
         with torch.no_grad():
             if self.teacher_compute_dtype is None:
-                return self._teacher_logits(imgs, visible, patches)
+                return self._run_teacher(imgs, visible, patches)
             with torch.autocast(imgs.device.type, dtype=self.teacher_compute_dtype):
-                return self._teacher_logits(imgs, visible, patches)
+                return self._run_teacher(imgs, visible, patches)
 
     def _teacher_logits(self, imgs: torch.Tensor, visible: torch.Tensor,
                         patches: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher logits for the visible patches the student saw.
-
-        ViT: ``visible`` = ids_keep [B, K] (shuffle order) -> [B, heads, 1 + K, 1 + K].
-        Hiera: ``visible`` = kept mask units [B, units] -> [B, heads, N, N] (window axis squeezed).
-        """
-        t = self.teacher
-        if isinstance(t, VisionTransformer):
-            x = embed_visible_patches(t, imgs, visible, patches, visible_only=not self.teacher_full_forward)
-            if self.teacher_full_forward:  # reference: every block, explicit attention, final norm
-                out = None
-                for i, blk in enumerate(t.blocks):
-                    x, logits = blk(x, return_logits=True)
-                    if i == self.teacher_block:
-                        out = logits
-                t.norm(x)
-                return out
-            for blk in t.blocks[: self.teacher_block]:
-                x = blk(x)
-            blk = t.blocks[self.teacher_block]
-            return blk.attn.logits(blk.norm1(x))
-        if isinstance(t, Hiera):
-            _, _, logits = t.forward_features_with_logits(imgs, visible, logits_from=(self.teacher_block,))
-            return _squeeze_windows(logits[self.teacher_block])
-        raise TypeError(f"unsupported teacher type {type(t).__name__}")
+        return teacher_attention_logits(self.teacher, self.teacher_block, imgs, visible, patches,
+                                        self.teacher_full_forward)
 
     def forward(self, student_logits: torch.Tensor, imgs: torch.Tensor, visible: torch.Tensor,
                 patches: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -160,6 +181,47 @@ class AttentionDistillation(nn.Module):
             raise ValueError(f"adapted student logits {list(student.shape)} do not match the teacher's "
                              f"{list(target.shape)}")
         return {"loss_attn": self.weight * F.mse_loss(student.float(), target.float())}
+
+
+def teacher_attention_logits(teacher: nn.Module, block: int, imgs: torch.Tensor, visible: torch.Tensor,
+                             patches: torch.Tensor | None = None, full_forward: bool = False) -> torch.Tensor:
+    """Pre-softmax logits of teacher block ``block`` for the visible patches the student saw.
+
+    ViT: ``visible`` = ids_keep [B, K] (shuffle order) -> [B, heads, 1 + K, 1 + K]; only the blocks
+    up to ``block`` run, and of that block only norm1 and the q / k projections.
+    Hiera: ``visible`` = kept mask units [B, units] -> [B, heads, N, N] (window axis squeezed).
+    ``full_forward``: embed every patch and run every block with explicit attention plus the final
+    norm, as the reference implementation does (benchmark baseline).
+    """
+    if isinstance(teacher, VisionTransformer):
+        x = embed_visible_patches(teacher, imgs, visible, patches, visible_only=not full_forward)
+        if full_forward:
+            out = None
+            for i, blk in enumerate(teacher.blocks):
+                x, logits = blk(x, return_logits=True)
+                if i == block:
+                    out = logits
+            teacher.norm(x)
+            return out
+        for blk in teacher.blocks[:block]:
+            x = blk(x)
+        blk = teacher.blocks[block]
+        return blk.attn.logits(blk.norm1(x))
+    if isinstance(teacher, Hiera):
+        _, _, logits = teacher.forward_features_with_logits(imgs, visible, logits_from=(block,))
+        return _squeeze_windows(logits[block])
+    raise TypeError(f"unsupported teacher type {type(teacher).__name__}")
+
+
+class _TeacherLogits(nn.Module):
+    """``teacher_attention_logits`` as a module of its own: what ``torch.compile`` freezes."""
+
+    def __init__(self, teacher: nn.Module, block: int) -> None:
+        super().__init__()
+        self.teacher, self.block = teacher, block
+
+    def forward(self, imgs: torch.Tensor, visible: torch.Tensor, patches: torch.Tensor | None) -> torch.Tensor:
+        return teacher_attention_logits(self.teacher, self.block, imgs, visible, patches)
 
 
 def _squeeze_windows(logits: torch.Tensor) -> torch.Tensor:

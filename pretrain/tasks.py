@@ -11,7 +11,7 @@ Config keys read here (see ``configs/pretrain``):
   ``arch`` (a ``backbones`` name), ``num_classes``, ``pretrained`` + backbone arguments.
 * ``distill``: None, or ``teacher_arch``, ``teacher_ckpt`` (file in its official format, or
   ``"random"`` for smoke runs), ``teacher_block``, ``student_block``, ``weight``,
-  ``teacher_overrides``.
+  ``teacher_overrides``, ``compile_teacher``.
 * ``mixup`` (fine-tuning): ``mixup_alpha``, ``cutmix_alpha``, ``label_smoothing``.
 """
 from __future__ import annotations
@@ -68,7 +68,8 @@ def build_task(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
         blk = student.blocks[student_block]
         heads = blk.attn.num_heads if hasattr(blk.attn, "num_heads") else blk.attn.heads
         distill = AttentionDistillation(teacher, heads, distill_cfg.get("teacher_block", -1),
-                                        weight=float(distill_cfg.get("weight", 1.0)))
+                                        weight=float(distill_cfg.get("weight", 1.0)),
+                                        compile_teacher=bool(distill_cfg.get("compile_teacher", False)))
         return DistilledMAE(student, distill, student_block), info
     if task in ("finetune", "linprobe"):
         arch, num_classes = model_cfg.pop("arch"), int(model_cfg.pop("num_classes"))

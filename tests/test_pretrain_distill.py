@@ -2,6 +2,8 @@
 teacher loading."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -201,3 +203,43 @@ def test_teacher_weights_stored_in_bf16_give_exactly_the_autocast_result():
     assert stored.teacher.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
     assert stored.teacher.blocks[0].norm1.weight.dtype == torch.float32
     assert torch.equal(stored.teacher_logits(imgs, ids_keep), expected)  # runs under autocast by itself
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
+def test_compiled_teacher_gives_the_eager_logits():
+    """The frozen, compiled teacher returns the eager teacher's logits (fp32; bf16 to bf16
+    rounding), stays out of state dicts, and is rebuilt after a dtype change."""
+    torch.manual_seed(0)
+    teacher = _teacher(depth=2)
+    eager = AttentionDistillation(teacher, 12, teacher_block=1)
+    compiled = AttentionDistillation(teacher, 12, teacher_block=1, compile_teacher=True)
+    imgs = torch.randn(2, 3, 64, 64)
+    for seed in (1, 2):  # a second mask runs the cached graph
+        ids_keep = torch.argsort(torch.rand(2, 16, generator=torch.Generator().manual_seed(seed)), dim=1)[:, :4]
+        torch.testing.assert_close(compiled.teacher_logits(imgs, ids_keep), eager.teacher_logits(imgs, ids_keep),
+                                   rtol=1e-5, atol=1e-5)
+    assert compiled._compiled_teacher is not None and compiled.compile_teacher
+    assert not any("compiled" in k for k in compiled.state_dict())
+    compiled.store_teacher_matmul_weights(torch.bfloat16)
+    eager.store_teacher_matmul_weights(torch.bfloat16)
+    assert compiled._compiled_teacher is None  # dtype changed: built again at the next call
+    expected = eager.teacher_logits(imgs, ids_keep).float()
+    torch.testing.assert_close(compiled.teacher_logits(imgs, ids_keep).float(), expected,
+                               rtol=0.02, atol=0.02 * expected.abs().max().item())
+
+
+def test_teacher_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    torch.manual_seed(0)
+    distill = AttentionDistillation(_teacher(depth=2), 12, teacher_block=1, compile_teacher=True)
+    imgs, ids_keep = torch.randn(2, 3, 64, 64), torch.argsort(torch.rand(2, 16), dim=1)[:, :4]
+
+    def broken_compile(module, **kwargs):
+        def run(*args):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(RuntimeWarning, match="no compiler here"):
+        logits = distill.teacher_logits(imgs, ids_keep)
+    assert not distill.compile_teacher
+    torch.testing.assert_close(logits, distill._teacher_logits(imgs, ids_keep))

@@ -7,4 +7,5 @@ distill = dict(
     teacher_block=11,
     student_block=11,
     weight=1.0,
+    compile_teacher=True,  # frozen torch.compile graph of the teacher (falls back to eager if compiling fails)
 )
