@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import CheckpointError, Hiera, VisionTransformer, build_backbone, load_pretrained
+from backbones import CheckpointError, Hiera, VisionTransformer, build_backbone, compile_frozen, load_pretrained
 
 from .mae import MaskedAutoencoderViT, embed_visible_patches
 from .mae_hiera import MaskedAutoencoderHiera
@@ -143,15 +143,11 @@ class AttentionDistillation(nn.Module):
         """
         if not self.compile_teacher:
             return self._teacher_logits(imgs, visible, patches)
-        import torch._inductor.config
-
         if self._compiled_teacher is None:
-            object.__setattr__(self, "_compiled_teacher", torch.compile(
-                _TeacherLogits(self.teacher, self.teacher_block), dynamic=False,
-                options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}))
+            object.__setattr__(self, "_compiled_teacher",
+                               compile_frozen(_TeacherLogits(self.teacher, self.teacher_block)))
         try:
-            with torch._inductor.config.patch(freezing=True):
-                return self._compiled_teacher(imgs, visible, patches)
+            return self._compiled_teacher(imgs, visible, patches)
         except Exception as error:  # compiling is an optimisation: never fail a run because of it
             warnings.warn(f"compiling the teacher failed ({type(error).__name__}: {str(error)[:200]}); "
                           "running it eagerly", RuntimeWarning, stacklevel=2)

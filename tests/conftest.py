@@ -23,3 +23,12 @@ def shared_dir() -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one torch thread (``pytestmark = usefixtures("one_torch_thread")``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -11,13 +11,8 @@ from track.model import (CenterHead, OneStreamTracker, build_tracker, decode_box
                          ours_to_ostrack, save_tracker_checkpoint, template_centre_indices)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the machine running the suite is shared, and spinning threads waste it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# one torch thread: the machine running the suite is shared, and spinning threads waste it
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

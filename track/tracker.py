@@ -25,13 +25,14 @@ from __future__ import annotations
 import copy
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch._inductor.config
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from backbones import compile_frozen
 
 from .model import OneStreamTracker, decode_boxes
 from .processing import (IMAGENET_MEAN, IMAGENET_STD, _as_rgb, clip_box, crop_and_resize,
@@ -135,7 +136,7 @@ class InferenceNetwork(nn.Module):
         self.backend = backend
         self.session = self._onnxruntime_session(ce_keep_ratio) if backend == "onnxruntime" else None
         self.compile = compile or None
-        self._compiled: dict[tuple, nn.Module] = {}
+        self._compiled: dict[tuple, Callable] = {}
 
     def _onnxruntime_session(self, ce_keep_ratio: float | None) -> Any:
         import onnxruntime
@@ -190,7 +191,6 @@ class InferenceNetwork(nn.Module):
                                           details=False)
         return out["score_map"], out["offset_map"], out["size_map"]
 
-
     @torch.inference_mode()
     def locate(self, template_tokens: torch.Tensor, search_crop: np.ndarray, window: torch.Tensor | None = None,
                ce_keep_ratio: float | None = None) -> tuple[torch.Tensor, float]:
@@ -203,23 +203,19 @@ class InferenceNetwork(nn.Module):
         search = self._to_tensor(search_crop)
         with self._autocast():
             if self.compile:
-                # freezing set here, not through torch.compile(options=...), which does not apply it (torch 2.14)
-                with torch._inductor.config.patch(freezing=True):
-                    box, peak = self._compiled_step(window, ce_keep_ratio)(template_tokens, search)
+                box, peak = self._compiled_step(window, ce_keep_ratio)(template_tokens, search)
             else:
                 box, peak = self.net.locate(template_tokens, search, window, ce_keep_ratio)
         return box[0], float(peak[0])
 
-    def _compiled_step(self, window: torch.Tensor | None, ce_keep_ratio: float | None) -> nn.Module:
+    def _compiled_step(self, window: torch.Tensor | None, ce_keep_ratio: float | None) -> Callable:
         """One frozen, compiled ``_Locate`` per (window, keep ratio); the first call of each compiles
-        (about 15 s here), later calls skip the guards on the frozen modules."""
+        (about 15 s here, 1 min with max-autotune)."""
         key = (None if window is None else (window.data_ptr(), tuple(window.shape)), ce_keep_ratio)
         step = self._compiled.get(key)
         if step is None:
-            step = self._compiled[key] = torch.compile(
-                _Locate(self.net, window, ce_keep_ratio).eval(), dynamic=False,
-                options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
-                         "max_autotune": self.compile == "max-autotune"})
+            step = self._compiled[key] = compile_frozen(_Locate(self.net, window, ce_keep_ratio).eval(),
+                                                        max_autotune=self.compile == "max-autotune")
         return step
 
 
