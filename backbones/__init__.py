@@ -6,7 +6,8 @@ files atomically for every package (checkpoints, results, plots); :mod:`backbone
 compiles inference-only modules with frozen weights.
 """
 from .checkpoint import (CheckpointError, LoadResult, atomic_save, backbone_state_dict, detect_format,
-                         load_backbone, load_pretrained, read_checkpoint, save_backbone)
+                         load_backbone, load_matched_state, load_pretrained, read_checkpoint,
+                         save_backbone)
 from .fileio import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from .frozen import compile_frozen
 from .hiera import Hiera, HieraAttention, hiera_base, hiera_tiny
@@ -18,7 +19,7 @@ __all__ = [
     "Attention", "Block", "CheckpointError", "Hiera", "HieraAttention", "LoadResult", "LogitsBlock",
     "VisionTransformer", "atomic_path", "atomic_save", "atomic_write_bytes", "atomic_write_json",
     "atomic_write_text", "backbone_state_dict", "build_backbone", "compile_frozen", "detect_format",
-    "hiera_base", "hiera_tiny", "list_backbones", "load_backbone", "load_pretrained", "read_checkpoint",
-    "register_backbone", "save_backbone", "sincos_pos_embed_2d", "vit_base", "vit_small", "vit_tiny",
+    "hiera_base", "hiera_tiny", "list_backbones", "load_backbone", "load_matched_state", "load_pretrained",
+    "read_checkpoint", "register_backbone", "save_backbone", "sincos_pos_embed_2d", "vit_base", "vit_small", "vit_tiny",
     "vit_tiny_rpe", "xavier_init_",
 ]

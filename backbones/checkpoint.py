@@ -38,7 +38,7 @@ from timm.models.hiera import checkpoint_filter_fn as hiera_official_to_timm
 from .fileio import atomic_path
 
 __all__ = ["LoadResult", "read_checkpoint", "detect_format", "backbone_state_dict", "load_pretrained",
-           "save_backbone", "load_backbone", "CheckpointError"]
+           "save_backbone", "load_backbone", "load_matched_state", "CheckpointError"]
 
 EXPORT_VERSION = 1
 # Pre-training-only parts: MAE decoder, distillation teacher and adapters, Hiera's fusion heads.
@@ -203,6 +203,13 @@ def load_pretrained(model: nn.Module, path_or_state: str | os.PathLike | Mapping
         if key in own and own[key].shape != value.shape:
             raise CheckpointError(f"{where}shape mismatch for {key}: checkpoint {tuple(value.shape)} "
                                   f"vs model {tuple(own[key].shape)}")
+    return load_matched_state(model, sd, result, strict, where)
+
+
+def load_matched_state(model: nn.Module, sd: Mapping[str, torch.Tensor], result: LoadResult,
+                       strict: bool = False, where: str = "") -> LoadResult:
+    """Load a state dict whose shapes already match; record missing / unexpected keys in ``result``
+    (``strict`` raises CheckpointError on any, prefixed with ``where``)."""
     missing, unexpected = model.load_state_dict(sd, strict=False)
     result.missing, result.unexpected = list(missing), list(unexpected)
     if strict and (result.missing or result.unexpected):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
 from backbones import (CheckpointError, LoadResult, VisionTransformer, atomic_save, build_backbone,
-                       load_pretrained, read_checkpoint)
+                       load_matched_state, load_pretrained, read_checkpoint)
 
 __all__ = ["CE_TEMPLATE_RANGES", "CenterHead", "OneStreamTracker", "build_tracker",
            "box_at", "decode_boxes", "load_tracker_checkpoint", "ostrack_to_ours", "ours_to_ostrack",
@@ -472,11 +472,7 @@ def load_tracker_checkpoint(model: OneStreamTracker, path_or_state: str | Mappin
         else:
             raise CheckpointError(f"{where}shape mismatch for {key}: checkpoint {tuple(value.shape)} "
                                   f"vs model {tuple(target.shape)}")
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    result.missing, result.unexpected = list(missing), list(unexpected)
-    if strict and (result.missing or result.unexpected):
-        raise CheckpointError(f"{where}keys do not match: {result}")
-    return result
+    return load_matched_state(model, sd, result, strict, where)
 
 
 def save_tracker_checkpoint(model: nn.Module, path: str, **meta: Any) -> None:

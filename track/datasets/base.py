@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .lasot import read_image
+from .lasot import _text_lines, read_image
 
 
 class SequenceReader:
@@ -103,11 +103,7 @@ def read_int_lines(path: Path, count: int | None = None) -> np.ndarray:
     or a row count different from ``count``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = _text_lines(path)
     values = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
