@@ -9,7 +9,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["backbones*", "pretrain*", "seg*", "track*"]),
+    packages=find_packages(include=["fileio*", "backbones*", "engine*", "evaluation*", "pretrain*", "seg*", "track*",
+                                    "analysis*", "benchmarks*"]),
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
@@ -27,6 +28,10 @@ setup(
         "addict", "yapf", "pyyaml", "packaging", "prettytable", "scipy", "ftfy", "regex",
     ],
     extras_require={
-        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
+        # onnx / onnxruntime / openvino: the tracker's optional CPU runtimes (tested);
+        # scikit-image: the sample photographs of the main job's embedded data;
+        # easydict, loguru, tabulate: what the peers' own code (benchmarks, parity tests) imports.
+        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "openvino>=2024.0", "scikit-image>=0.22",
+                "easydict", "loguru", "tabulate"],
     },
 )

@@ -35,7 +35,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table
 from timm.models.hiera import checkpoint_filter_fn as hiera_official_to_timm
 
-from .fileio import atomic_path
+from fileio import atomic_path
 
 __all__ = ["LoadResult", "read_checkpoint", "detect_format", "backbone_state_dict", "load_pretrained",
            "save_backbone", "load_backbone", "load_matched_state", "CheckpointError"]

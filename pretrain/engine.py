@@ -37,7 +37,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from backbones import atomic_path, atomic_save, atomic_write_json, read_checkpoint
+from backbones import atomic_save, read_checkpoint
+from fileio import atomic_path, atomic_write_json
 
 from .data import ImageFolderDataset, SkipSampler, collate_skipping
 from .finetune import evaluate, layer_decay_param_groups

@@ -9,9 +9,8 @@ allow_failed_imports=False)`` does) registers into mmseg's registries:
 
 and lets ``torch.load(weights_only=True)`` read mmengine's training checkpoints
 (:mod:`seg.safe_load`), so mmseg's unchanged ``tools/test.py`` and ``tools/train.py --resume``
-work on current PyTorch.  Also here: mIoU scoring (:mod:`seg.evaluation`), a synthetic
-ADE20K-layout dataset (:mod:`seg.synthetic`), overlays (:mod:`seg.visualize`) and parameter /
-FLOP / latency measurements (:mod:`seg.benchmark`, not imported here).
+work on current PyTorch.  Also here: overlays (:mod:`seg.visualize`). mIoU scoring lives in
+:mod:`evaluation.miou`, the speed and size tables in :mod:`benchmarks.seg_speed`.
 """
 from .safe_load import allow_mmengine_checkpoints
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from backbones import atomic_path, atomic_write_bytes
+from fileio import atomic_path, atomic_write_bytes
 
 
 def ade20k_palette() -> np.ndarray:
@@ -123,7 +123,7 @@ def save_overlays(images: Sequence[np.ndarray], preds: Sequence[np.ndarray],
 def plot_per_class_iou(result: dict, path: str | os.PathLike, max_classes: int = 60) -> Path:
     """Horizontal bar chart of per-class IoU (sorted, absent classes left out) as a PNG.
 
-    ``result`` is :func:`seg.evaluation.summarize`'s dict. With many classes only the
+    ``result`` is :func:`evaluation.miou.summarize`'s dict. With many classes only the
     ``max_classes`` best and worst halves are drawn, so the chart stays readable.
     """
     import matplotlib

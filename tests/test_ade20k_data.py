@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from seg.evaluation import apply_reduce_zero_label, evaluate_folders, read_label_map
-from seg.synthetic import demo_classes, make_ade20k_dataset
+from evaluation.miou import apply_reduce_zero_label, evaluate_folders, read_label_map
+from benchmarks.demo_data.ade20k import demo_classes, make_ade20k_dataset
 from seg.visualize import colorize, overlay, save_overlays
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Atomic file writing (backbones.fileio): content, clean-up, failure and the temporary name."""
+"""Atomic file writing (fileio): content, clean-up, failure and the temporary name."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from backbones import atomic_path, atomic_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from backbones import atomic_save
+from fileio import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def test_writes_content_into_new_folders_and_leaves_no_temp(tmp_path):

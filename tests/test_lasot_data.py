@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from track.datasets import LasotDataset, build_dataset, load_sequence, read_image
-from track.evaluation import evaluate_tracker, load_annotations
-from track.synthetic import make_lasot_dataset
+from evaluation.lasot import evaluate_tracker, load_annotations
+from benchmarks.demo_data.lasot import make_lasot_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 320, 240

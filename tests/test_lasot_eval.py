@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from track.evaluation import (SUCCESS_THRESHOLDS, evaluate_sequence, evaluate_tracker,
+from evaluation.lasot import (SUCCESS_THRESHOLDS, evaluate_sequence, evaluate_tracker,
                               iou_plus_one, load_annotations, read_boxes, success_auc,
                               success_curve)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg.evaluation import (apply_reduce_zero_label, evaluate_folders, intersect_and_union,
+from evaluation.miou import (apply_reduce_zero_label, evaluate_folders, intersect_and_union,
                             read_label_map, summarize)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pretrain.data import (ImageFolderDataset, SkippedImage, SkipSampler, collate_skipping, make_imagenet_folder,
-                           mae_train_transform)
+from benchmarks.demo_data.imagenet import make_imagenet_folder
+from pretrain.data import ImageFolderDataset, SkippedImage, SkipSampler, collate_skipping, mae_train_transform
 
 
 def _corrupt(folder: Path) -> list[str]:

@@ -164,7 +164,7 @@ def test_reference_teacher_path_gives_the_same_target():
 
 
 def test_benchmark_models_compute_the_same_losses():
-    from pretrain.benchmark import build_benchmark_model, pretrain_throughput
+    from benchmarks.pretrain_speed import build_benchmark_model, pretrain_throughput
 
     torch.manual_seed(0)
     ours = build_benchmark_model("d2mae_vit_tiny", "ours", img_size=32)
@@ -181,7 +181,7 @@ def test_benchmark_models_compute_the_same_losses():
 def test_step_breakdown_accounts_for_the_whole_step():
     """The profiled parts add up to the total; a ViT step spends time in each part, and explicit
     attention (the reference) puts its batched products under attention, not under matmul."""
-    from pretrain.benchmark import step_breakdown
+    from benchmarks.pretrain_speed import step_breakdown
 
     for impl in ("ours", "reference"):
         parts = step_breakdown("mae_vit_tiny", batch=2, impl=impl, steps=1, img_size=32)

@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config
 
 from backbones import build_backbone, load_pretrained, read_checkpoint
-from pretrain.data import make_imagenet_folder
+from benchmarks.demo_data.imagenet import make_imagenet_folder
 from pretrain.engine import Trainer, read_log, run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""seg.benchmark: FLOP counting that includes CPU fused attention, per-config parameter/FLOP stats."""
+"""benchmarks.seg_speed: FLOP counting that includes CPU fused attention, per-config parameter/FLOP stats."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from backbones import build_backbone
-from seg.benchmark import count_flops, seg_model_stats
+from benchmarks.seg_speed import count_flops, seg_model_stats
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "seg"
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import seg  # noqa: F401  (mmengine checkpoints allow-listed for torch.load(weights_only=True))
-from seg.evaluation import evaluate_folders
-from seg.synthetic import make_ade20k_dataset
+from evaluation.miou import evaluate_folders
+from benchmarks.demo_data.ade20k import make_ade20k_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_VIT = REPO / "configs" / "seg" / "upernet_vit-tiny_1xb2-20iter_ade20k-demo-64x64.py"

@@ -17,8 +17,8 @@ from track.datasets import (CocoDataset, Got10kDataset, LasotTrainDataset, Track
                             build_dataset, build_train_dataset)
 from track.processing import IMAGENET_MEAN, IMAGENET_STD, normalise
 from track.sampler import TrackingPairDataset, sample_frame_pair, to_network_input
-from track.synthetic import make_lasot_dataset
-from track.synthetic_layouts import (make_coco_dataset, make_got10k_dataset,
+from benchmarks.demo_data.lasot import make_lasot_dataset
+from benchmarks.demo_data.tracking_layouts import (make_coco_dataset, make_got10k_dataset,
                                      make_trackingnet_dataset, write_trackingnet_video)
 
 SIZE = (96, 72)  # (W, H) of generated frames

@@ -15,7 +15,7 @@ from backbones import build_backbone, read_checkpoint, save_backbone
 from track.losses import (TrackingLoss, box_losses, focal_loss, gaussian_heatmap,
                           gaussian_radius)
 from track.model import load_tracker_checkpoint
-from track.synthetic import make_lasot_dataset
+from benchmarks.demo_data.lasot import fill_generated_lasot_roots, make_lasot_dataset
 from track.config import build_model
 from track.train import ShardSampler, ce_keep_ratio, param_groups, read_log, train
 
@@ -300,7 +300,7 @@ def _track_and_score(model, cfg, lasot_root: Path, out: Path):
     score both with the LaSOT protocol."""
     from track.config import tracker_kwargs
     from track.datasets.lasot import LasotDataset
-    from track.evaluation import evaluate_tracker, load_annotations
+    from evaluation.lasot import evaluate_tracker, load_annotations
     from track.tracker import Tracker
 
     dirs = {"tracker": out / "tracker", "static": out / "static"}
@@ -326,8 +326,8 @@ def test_tiny_config_learns_to_track(tmp_path):
     cfg = Config.fromfile(str(TINY_CONFIG))
     cfg.merge_from_dict({"train.num_threads": 1, "train.progress": False})
     work = tmp_path / "tiny"
+    lasot_root = fill_generated_lasot_roots(cfg.data, work)
     summary = train(cfg, work)
-    lasot_root = work / cfg.data.generate.dirname
     model, _ = model_from_checkpoint(cfg, summary["final_checkpoint"])
     scores = _track_and_score(model, cfg, lasot_root, tmp_path / "results")
     report = {name: {"AUC": r.AUC, "P": r.P, "NP": r.NP} for name, r in scores.items()}

@@ -257,7 +257,7 @@ def test_onnxruntime_backend_matches_torch(model):
 
 
 def test_reference_forward_is_the_same_network(model):
-    from track.benchmark import reference_forward
+    from benchmarks.track_speed import reference_forward
 
     g = torch.Generator().manual_seed(3)
     z, x = torch.randn(1, 3, 128, 128, generator=g), torch.randn(1, 3, 256, 256, generator=g)
@@ -355,7 +355,7 @@ def _run_tool(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_track_test_tool_writes_scorable_results(tmp_path):
-    from track.synthetic import make_lasot_dataset
+    from benchmarks.demo_data.lasot import make_lasot_dataset
 
     root = tmp_path / "lasot"
     names = make_lasot_dataset(root, classes=("car", "dog"), seqs_per_class=1, num_frames=6,
@@ -415,7 +415,7 @@ def test_track_video_tool(tmp_path):
 # ---------------------------------------------------------------------------- benchmark helpers
 
 def test_box_iou_hand_values():
-    from track.benchmark import box_iou
+    from benchmarks.track_speed import box_iou
 
     a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
     b = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 5, 5]], dtype=float)
@@ -428,8 +428,8 @@ def test_agreement_on_a_lasot_layout(tmp_path):
     every tracked frame is counted once, the fractions are fractions, and the JSON holds them."""
     import json
 
-    from track.benchmark import main
-    from track.synthetic import make_lasot_dataset
+    from benchmarks.track_speed import main
+    from benchmarks.demo_data.lasot import make_lasot_dataset
 
     root = tmp_path / "lasot"
     make_lasot_dataset(root, ("car",), seqs_per_class=2, num_frames=6, size=(160, 120), test_per_class=2,

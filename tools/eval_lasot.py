@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from track.evaluation import (ATTRIBUTES, EvalResult, attribute_table,  # noqa: E402
+from evaluation.lasot import (ATTRIBUTES, EvalResult, attribute_table,  # noqa: E402
                               evaluate_tracker, load_annotations, markdown_table,
                               missing_results, results_to_json, save_plots, write_json)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.evaluation import (ade20k_class_names, evaluate_folders, format_table,  # noqa: E402
+from evaluation.miou import (ade20k_class_names, evaluate_folders, format_table,  # noqa: E402
                             read_class_names, write_json)
 
 

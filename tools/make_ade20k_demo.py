@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.synthetic import demo_classes, make_ade20k_dataset  # noqa: E402
+from benchmarks.demo_data.ade20k import demo_classes, make_ade20k_dataset  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -84,7 +84,7 @@ def _init_worker(config: str, checkpoint: str, dtype: str, threads: int, lost_th
 def track_sequence(task: tuple[str, str, str, bool]) -> tuple[str, int, float]:
     """Track one sequence in this process and write its two files; returns (name, frames, fps)."""
     root, name, out, show_frames = task
-    from backbones import atomic_write_text
+    from fileio import atomic_write_text
     from track.datasets.lasot import load_sequence, sequence_class
 
     sequence = load_sequence(Path(root) / sequence_class(name) / name)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
+from benchmarks.demo_data.lasot import fill_generated_lasot_roots  # noqa: E402
 from track.train import init_distributed, train  # noqa: E402
 
 DATASET_FLAGS = ("lasot", "got10k", "coco", "trackingnet")
@@ -71,6 +72,13 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args)
     work_dir = args.work_dir or Path("work_dirs/track") / args.config.stem
     rank, world_size, _ = init_distributed()
+    if rank == 0:
+        fill_generated_lasot_roots(cfg.data, work_dir)  # the tiny config's generated sequences
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        fill_generated_lasot_roots(cfg.data, work_dir)  # the others: same roots, data now there
     try:
         summary = train(cfg, work_dir, resume=args.resume)
     except (FileNotFoundError, ValueError, KeyError) as error:

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     import torch
 
-    from backbones import atomic_path, atomic_write_text
+    from fileio import atomic_path, atomic_write_text
     from track.config import load_config, model_from_checkpoint, tracker_kwargs
     from track.tracker import Tracker
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from backbones import atomic_path
+from fileio import atomic_path
 
 from .model import OneStreamTracker
 

@@ -31,7 +31,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from backbones import atomic_path, atomic_save, atomic_write_json, read_checkpoint
+from backbones import atomic_save, read_checkpoint
+from fileio import atomic_path, atomic_write_json
 from track.datasets.training import build_train_dataset
 from track.losses import TrackingLoss
 from track.config import build_model
@@ -147,32 +148,6 @@ def _cfg_dict(cfg: Any) -> dict[str, Any]:
     if hasattr(cfg, "to_dict"):
         return cfg.to_dict()
     return dict(cfg)
-
-
-def prepare_synthetic_data(data_cfg: Mapping[str, Any], work_dir: Path) -> None:
-    """Write the generated LaSOT-layout set of ``data.generate`` if a LaSOT entry has no root.
-
-    Used by the tiny config: the data lands in ``<work_dir>/<generate.dirname>`` (rank 0
-    writes, the others wait), and is reused when ``testing_set.txt`` is already there.
-    """
-    generate = data_cfg.get("generate")
-    if not generate:
-        return
-    from track.synthetic import make_lasot_dataset
-
-    generate = dict(generate)
-    root = work_dir / generate.pop("dirname", "synthetic_lasot")
-    rootless = [e for e in data_cfg["datasets"] if e.get("type") == "lasot" and not e.get("root")]
-    if not rootless:
-        return
-    for entry in rootless:
-        entry["root"] = str(root)
-    rank, _ = _dist_info()
-    if rank == 0 and not (root / "testing_set.txt").is_file():
-        if "size" in generate:
-            generate["size"] = tuple(generate["size"])
-        make_lasot_dataset(root, **generate)
-    _barrier()
 
 
 def build_pair_dataset(cfg: Mapping[str, Any], seed: int) -> TrackingPairDataset:
@@ -378,7 +353,6 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
     random.seed(seed + rank)
     np.random.seed((seed + rank) % 2 ** 32)
 
-    prepare_synthetic_data(data_cfg, work_dir)
     dataset = build_pair_dataset(cfg, seed)
     batch_total = int(train_cfg["batch_size"])
     if batch_total % world_size:

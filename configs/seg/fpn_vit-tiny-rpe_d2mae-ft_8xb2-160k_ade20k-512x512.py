@@ -10,7 +10,7 @@ Differences that remain: mmseg's MAE also carries a learnable absolute position 
 interpolation where ours interpolates (timm).
 
 At 512x512: 6.85M parameters, 26.9 GFLOPs (backbone 20.9, neck 0.3, FPNHead 5.7;
-FlopCounterMode, 1 multiply-add = 2 FLOPs; seg.benchmark).
+FlopCounterMode, 1 multiply-add = 2 FLOPs; benchmarks.seg_speed).
 
 Pretrained weights: LITEVIT_PRETRAINED or --cfg-options model.pretrained=PATH.
 """

@@ -11,7 +11,7 @@ Head width: UPerHead channels=128 as the ViT-Tiny UperNet. At 512x512:
     256               | 14.77M                | 122.9
     512               | 35.59M                | 437.0
 
-(FlopCounterMode, 1 multiply-add = 2 FLOPs, backbone + decode head; seg.benchmark.)
+(FlopCounterMode, 1 multiply-add = 2 FLOPs, backbone + decode head; benchmarks.seg_speed.)
 
 Pretrained weights: LITEVIT_PRETRAINED or --cfg-options model.pretrained=PATH.
 """

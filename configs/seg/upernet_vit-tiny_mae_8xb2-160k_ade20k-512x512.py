@@ -13,7 +13,7 @@ Head width: UPerHead channels=128 (mmseg's UperNets use 512, its MAE-B config 76
     512               | 33.74M                | 445.4
 
 (torch.utils.flop_counter.FlopCounterMode with CPU fused attention counted, 1 multiply-add =
-2 FLOPs, inference path backbone + neck + decode head; seg.benchmark.seg_model_stats. The
+2 FLOPs, inference path backbone + neck + decode head; benchmarks.seg_speed.seg_model_stats. The
 auxiliary FCNHead adds 0.48M parameters, training only.)
 
 Pretrained weights (any layout backbones.load_pretrained reads): the LITEVIT_PRETRAINED

@@ -26,7 +26,7 @@ data = dict(
     samples_per_epoch=256,
     num_workers=1,
     sampler=dict(center_jitter=1.5, max_gap=40),
-    # with no LaSOT root: write this synthetic set (track.synthetic.make_lasot_dataset),
+    # with no LaSOT root: write this synthetic set (benchmarks.demo_data.lasot.make_lasot_dataset),
     # 72 training and 8 test sequences of 40 frames
     generate=dict(dirname="synthetic_lasot", classes=["car", "dog", "bird", "cat"],
                   seqs_per_class=20, test_per_class=2, num_frames=40, size=(256, 192), seed=0),

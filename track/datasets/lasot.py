@@ -10,7 +10,7 @@ Layout (as distributed by the benchmark)::
     <root>/<class>/<class>-<id>/out_of_view.txt        one comma-separated row of 0/1
     <root>/<class>/<class>-<id>/nlp.txt                one line of text
 
-The text parsers (``read_boxes``, ``read_flags``) are shared with ``track.evaluation``, which
+The text parsers (``read_boxes``, ``read_flags``) are shared with ``evaluation.lasot``, which
 reads tracker result files with the same rules.
 """
 from __future__ import annotations

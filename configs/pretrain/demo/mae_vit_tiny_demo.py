@@ -1,4 +1,4 @@
-# Seconds-long MAE run on generated images (python -m pretrain.data data/imagenet_demo):
+# Seconds-long MAE run on generated images (python tools/make_imagenet_demo.py data/imagenet_demo):
 # 64 px inputs, 2-block ViT-Tiny, fp32, a log record every update.
 _base_ = ["../mae_vit_tiny_400e_in1k.py"]
 model = dict(img_size=64, depth=2)

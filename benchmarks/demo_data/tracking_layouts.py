@@ -1,6 +1,6 @@
 """Small synthetic training sets written in the exact layouts of GOT-10k, TrackingNet and COCO.
 
-The frames come from :func:`track.synthetic.synthesize_sequence` (a textured object moving
+The frames come from :func:`benchmarks.demo_data.lasot.synthesize_sequence` (a textured object moving
 over clutter, leaving the view once and being occluded once), so the readers, the pair
 sampler and the training loop can run end to end without the real datasets. Each ``write_*``
 function stores given frames and boxes; each ``make_*`` function renders and writes a whole
@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from track.synthetic import PATTERNS, SHAPES, SyntheticSequence, synthesize_sequence
+from benchmarks.demo_data.lasot import PATTERNS, SHAPES, SyntheticSequence, synthesize_sequence
 
 
 def _write_jpeg(path: Path, image_bgr: np.ndarray, quality: int = 90) -> None:

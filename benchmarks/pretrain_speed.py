@@ -18,7 +18,7 @@ so that machine load hits both alike:
 Both compute the same losses (checked in the tests).  The D²-MAE teacher is a randomly
 initialised ViT-B (timing only).  Command line::
 
-    OMP_WAIT_POLICY=PASSIVE python -m pretrain.benchmark --models mae_vit_tiny d2mae_vit_tiny \
+    OMP_WAIT_POLICY=PASSIVE python -m benchmarks.pretrain_speed --models mae_vit_tiny d2mae_vit_tiny \
         --dtypes fp32 bf16 --batch 64 --out results/pretrain_throughput
 
 On a machine shared with other jobs, OpenMP's default spinning barriers make two threads that
@@ -39,10 +39,10 @@ import torch
 import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
-from backbones import atomic_path, atomic_write_json, atomic_write_text
+from fileio import atomic_path, atomic_write_json, atomic_write_text
 
-from .distill import AttentionDistillation, DistilledMAE, build_teacher
-from .mae import d2mae_vit_tiny, mae_vit_tiny
+from pretrain.distill import AttentionDistillation, DistilledMAE, build_teacher
+from pretrain.mae import d2mae_vit_tiny, mae_vit_tiny
 
 __all__ = ["pretrain_throughput", "compare_throughput", "build_benchmark_model", "step_breakdown",
            "IMPLS", "MODELS"]

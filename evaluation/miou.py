@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from backbones import atomic_write_json
+from fileio import atomic_write_json
 
 AreaTuple = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 

@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -292,7 +293,7 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
     for class_name in classes:
         if not class_name or "/" in class_name or class_name.startswith("."):
             raise ValueError(f"invalid class name {class_name!r}")
-    from backbones import atomic_write_text  # here, so that importing this module does not need torch
+    from fileio import atomic_write_text
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -312,3 +313,25 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
     if write_training_set and train:
         atomic_write_text(root / "training_set.txt", "".join(f"{n}\n" for n in train))
     return names
+
+
+def fill_generated_lasot_roots(data_cfg: dict[str, Any], work_dir: str | Path) -> Path | None:
+    """Point the root-less LaSOT entries of a tracking config's ``data.datasets`` at the generated set
+    that ``data.generate`` describes, writing it first if it is not there yet.
+
+    The set lands in ``<work_dir>/<generate.dirname>`` and is reused when its ``testing_set.txt``
+    exists. Returns its root, or None when the config asks for nothing to be generated. With
+    several processes, call it on one and let the others wait (the tools do).
+    """
+    generate = dict(data_cfg.get("generate") or {})
+    rootless = [e for e in data_cfg["datasets"] if e.get("type") == "lasot" and not e.get("root")]
+    if not generate or not rootless:
+        return None
+    root = Path(work_dir) / generate.pop("dirname", "synthetic_lasot")
+    for entry in rootless:
+        entry["root"] = str(root)
+    if not (root / "testing_set.txt").is_file():
+        if "size" in generate:
+            generate["size"] = tuple(generate["size"])
+        make_lasot_dataset(root, **generate)
+    return root

@@ -489,7 +489,7 @@ def results_to_json(results: Sequence[EvalResult]) -> dict:
 
 def write_json(data: dict, path: str | Path) -> Path:
     """Write ``data`` as indented JSON atomically (temporary file, then rename)."""
-    from backbones import atomic_write_json  # here, so that scoring results does not need torch
+    from fileio import atomic_write_json
 
     return atomic_write_json(path, data)
 
@@ -501,7 +501,7 @@ def save_plots(results: Sequence[EvalResult], out_dir: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from backbones import atomic_path
+    from fileio import atomic_path
 
     out_dir = Path(out_dir)
     specs = (

@@ -11,7 +11,7 @@ Latency compares our ViT-Tiny UperNet with mmseg's built-in ``MAE`` backbone of 
 (192-d, 12 blocks, 12 heads, img_size 512) under the same neck and head, in one process with
 alternating runs, on CPU with 2 threads, batch 1, 512x512.
 
-    python -m seg.benchmark --out results/seg_benchmark      # JSON + Markdown + PNG
+    python -m benchmarks.seg_speed --out results/seg_benchmark      # JSON + Markdown + PNG
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from backbones import atomic_path, atomic_write_json, atomic_write_text
+from fileio import atomic_path, atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "seg"

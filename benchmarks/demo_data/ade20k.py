@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backbones import atomic_write_bytes
+from fileio import atomic_write_bytes
 
 ADE_DIRNAME = "ADEChallengeData2016"
 SPLITS = {"training": "ADE_train", "validation": "ADE_val"}

@@ -9,9 +9,9 @@ BatchNorm, bf16 through autocast over fp32 weights, and the crop cut by ``copyMa
 ``cv2.resize`` followed by float normalisation. The ratio of the two is measured on the same
 machine, threads and frames, so it does not depend on how busy the machine is overall.
 
-    python -m track.benchmark --dtype fp32 bf16 --frames 200 --threads 2 --onnxruntime \
+    python -m benchmarks.track_speed --dtype fp32 bf16 --frames 200 --threads 2 --onnxruntime \
         --compile default max-autotune --json speed.json --plot speed.png
-    python -m track.benchmark --config CONFIG --checkpoint CKPT --agreement LASOT_ROOT   # + bf16 agreement
+    python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --agreement LASOT_ROOT   # + bf16 agreement
 
 On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` (threads that spin
 while waiting for a busy core make multi-threaded timings meaningless) and read the ``*_cpu_ms``
@@ -31,9 +31,9 @@ import cv2
 import numpy as np
 import torch
 
-from .model import OneStreamTracker, build_tracker, decode_boxes
-from .processing import IMAGENET_MEAN, IMAGENET_STD, hann_window_2d
-from .tracker import COMPILE_MODES, Tracker
+from track.model import OneStreamTracker, build_tracker, decode_boxes
+from track.processing import IMAGENET_MEAN, IMAGENET_STD, hann_window_2d
+from track.tracker import COMPILE_MODES, Tracker
 
 __all__ = ["ReferenceStep", "bf16_agreement", "box_iou", "demo_frames", "lasot_agreement", "reference_forward",
            "reference_sample_target", "save_speed_plot", "tracking_speed"]
@@ -156,7 +156,7 @@ class ReferenceStep:
 
 def demo_frames(count: int, size: tuple[int, int] = (640, 360), seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """RGB frames and GT boxes (0-based x, y, w, h) of a synthetic sequence for timing."""
-    from .synthetic import synthesize_sequence
+    from benchmarks.demo_data.lasot import synthesize_sequence
 
     sequence = synthesize_sequence(np.random.default_rng(seed), max(count, 2), size)
     frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in sequence.frames[:count]]
@@ -200,7 +200,7 @@ def tracking_speed(dtype: str = "fp32", frames: int = 100, threads: int = 2,
     a core; with ``threads=1`` they estimate the wall time on an idle machine.
     ``load_average`` is the 1-minute system load when the run ended.
     """
-    from .processing import crop_and_resize
+    from track.processing import crop_and_resize
 
     torch.set_num_threads(threads)
     model = (model or build_tracker()).eval()
@@ -319,7 +319,7 @@ def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple], iou_thre
 def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test", **kwargs: Any) -> dict[str, Any]:
     """``bf16_agreement`` over the ``split`` sequences of a LaSOT-layout root (frames decoded from
     disk, first ground-truth box as the initial box); ``kwargs`` go to ``bf16_agreement``."""
-    from .datasets.lasot import list_sequences, load_sequence, sequence_class
+    from track.datasets.lasot import list_sequences, load_sequence, sequence_class
 
     root = Path(lasot_root)
     sequences = []
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                              "(no mode: default)")
     parser.add_argument("--onnxruntime", action="store_true", help="also time the onnxruntime backend (fp32)")
     args = parser.parse_args(argv)
-    from .config import load_config, model_from_checkpoint, tracker_kwargs
+    from track.config import load_config, model_from_checkpoint, tracker_kwargs
 
     cfg = load_config(args.config)
     model, source = model_from_checkpoint(cfg, args.checkpoint)
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                     **tracker_kwargs(cfg))
         print(json.dumps({"agreement": agreement}), flush=True)
     if args.json:
-        from .evaluation import write_json
+        from evaluation.lasot import write_json
 
         write_json({"speed": results, **({"agreement": agreement} if agreement else {})}, args.json)
     if args.plot:
