@@ -134,7 +134,8 @@ def _static_results(lasot_root: Path, out: Path) -> None:
     """Frame 1's ground-truth box repeated: the floor a tracker has to beat."""
     import numpy as np
 
-    from track.datasets.lasot import list_sequences, read_boxes
+    from evaluation.annotations import read_boxes
+    from track.datasets.lasot import list_sequences
 
     out.mkdir(parents=True, exist_ok=True)
     for name in list_sequences(lasot_root, "test"):
@@ -145,7 +146,8 @@ def _static_results(lasot_root: Path, out: Path) -> None:
 
 def section_lasot(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
     from evaluation.lasot import (attribute_table, evaluate_tracker, load_annotations, markdown_table,
-                                  results_to_json, save_plots, write_json)
+                                  results_to_json, save_plots)
+    from fileio import atomic_write_json
 
     py = sys.executable
     if args.lasot_results:
@@ -170,7 +172,7 @@ def section_lasot(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
                 "not comparable with the published ones)")
     annos = load_annotations(annos_root)
     evaluated = [evaluate_tracker(f, annos, progress=False) for f in folders]
-    write_json(results_to_json(evaluated), out / "lasot.json")
+    atomic_write_json(out / "lasot.json", results_to_json(evaluated))
     save_plots(evaluated, out / "lasot_plots")
     table = markdown_table(evaluated)
     attributes = attribute_table(evaluated)

@@ -398,9 +398,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                     **tracker_kwargs(cfg))
         print(json.dumps({"agreement": agreement}), flush=True)
     if args.json:
-        from evaluation.lasot import write_json
+        from fileio import atomic_write_json
 
-        write_json({"speed": results, **({"agreement": agreement} if agreement else {})}, args.json)
+        atomic_write_json(args.json, {"speed": results, **({"agreement": agreement} if agreement else {})})
     if args.plot:
         print(f"wrote {save_speed_plot(results, args.plot)}")
     return results

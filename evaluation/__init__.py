@@ -1,2 +1,10 @@
-"""The shared evaluation of the project: mIoU as mmseg's IoUMetric computes it (:mod:`evaluation.miou`)
-and the LaSOT success / precision protocol (:mod:`evaluation.lasot`)."""
+"""The shared evaluation of the project, numpy only (matplotlib / Pillow for plots and label maps): no torch,
+mmcv or mmseg, so results can be scored anywhere.
+
+* :mod:`evaluation.miou` — aAcc / mIoU / mAcc of label-map folders, as mmseg's ``IoUMetric`` computes them;
+* :mod:`evaluation.lasot` — the LaSOT one-pass protocol (success AUC, precision, normalised precision);
+* :mod:`evaluation.boxes` — IoU of x, y, w, h boxes (the one implementation);
+* :mod:`evaluation.annotations` — annotation text files (box rows, flags, sequence lists, LaSOT ground truth).
+
+Results are written as standard JSON (NaN -> null) by :func:`fileio.atomic_write_json`.
+"""

@@ -22,7 +22,8 @@ rules exactly, and the two reference implementations differ in small ways select
     * every sequence counts in the averages.
 
 Common to both: frame 1 is replaced by the ground truth; rows beyond the ground truth are
-cut, fewer rows are an error; IoU uses the +1-pixel overlap convention with plain w*h areas;
+cut, fewer rows are an error; IoU uses the +1-pixel overlap convention with plain w*h areas
+(numerically the continuous IoU, see :func:`evaluation.boxes.box_iou`);
 a frame succeeds when IoU > threshold (strict), thresholds 0:0.05:1; centres are
 ``xy + (wh - 1) / 2`` and a frame is precise when its centre error <= threshold (0..50 px,
 normalised 0..0.5 by the ground-truth w, h); curves are per-frame counts divided by the
@@ -38,8 +39,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from track.datasets.lasot import (load_sequence, read_boxes, read_flags, read_sequence_list,
-                                  sequence_class)
+from fileio import atomic_path
+
+from .annotations import read_boxes, read_flags, read_lasot_annotation, read_sequence_list, sequence_class
+from .boxes import box_iou
 
 SUCCESS_THRESHOLDS = np.arange(21) * 0.05           # 0:0.05:1
 PRECISION_THRESHOLDS = np.arange(51, dtype=np.float64)  # 0..50 px
@@ -56,29 +59,12 @@ ATTRIBUTES = (
 _ZERO_CURVE_EPS = np.finfo(np.float64).eps
 __all__ = [
     "ATTRIBUTES", "EvalResult", "SequenceAnnotation", "attribute_table", "evaluate_sequence",
-    "evaluate_tracker", "iou_plus_one", "load_annotations", "markdown_table", "read_boxes",
-    "results_to_json", "save_plots", "success_auc", "success_curve", "write_json",
+    "evaluate_tracker", "load_annotations", "markdown_table", "read_boxes",
+    "results_to_json", "save_plots", "success_auc", "success_curve",
 ]
 
 
 # --------------------------------------------------------------------------- per-frame measures
-def iou_plus_one(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU of x,y,w,h boxes (..., 4) with the +1-pixel overlap convention.
-
-    Overlap side = ``min(xy + wh - 1) - max(xy) + 1`` clamped at 0; areas are plain ``w * h``.
-    0/0 gives NaN (which never passes a threshold).
-    """
-    pred = np.asarray(pred, dtype=np.float64)
-    gt = np.asarray(gt, dtype=np.float64)
-    top_left = np.maximum(pred[..., :2], gt[..., :2])
-    bottom_right = np.minimum(pred[..., :2] + pred[..., 2:] - 1, gt[..., :2] + gt[..., 2:] - 1)
-    sides = np.clip(bottom_right - top_left + 1, 0, None)
-    intersection = sides[..., 0] * sides[..., 1]
-    union = pred[..., 2] * pred[..., 3] + gt[..., 2] * gt[..., 3] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return intersection / union
-
-
 def box_centres(boxes: np.ndarray) -> np.ndarray:
     """Centres ``xy + (wh - 1) / 2`` of x,y,w,h boxes (..., 4) -> (..., 2)."""
     boxes = np.asarray(boxes, dtype=np.float64)
@@ -182,7 +168,7 @@ def evaluate_sequence(pred_boxes: np.ndarray, gt_boxes: np.ndarray, absent: np.n
         raise ValueError(f"{source}: {len(absent)} absent flags for {len(gt)} ground-truth rows")
     pred = clean_predictions(pred_boxes, gt, protocol, source)
 
-    iou = iou_plus_one(pred, gt)
+    iou = box_iou(pred, gt)
     with np.errstate(divide="ignore", invalid="ignore"):
         offset = box_centres(pred) - box_centres(gt)
         error = np.hypot(offset[:, 0], offset[:, 1])
@@ -264,10 +250,9 @@ def _load_dataset_sequence(root: Path, name: str) -> SequenceAnnotation:
     if not seq_dir.is_dir() and (root / f"{name}.txt").is_file():
         raise FileNotFoundError(f"{root / 'absent'} not found: the toolkit layout needs "
                                 f"absent/<seq>.txt beside {root / (name + '.txt')}")
-    sequence = load_sequence(seq_dir, check_images=False)
-    return SequenceAnnotation(name, sequence.gt_boxes, sequence.absent,
-                              _read_attributes(root / "att" / f"{name}.txt"),
-                              str(sequence.path / "groundtruth.txt"))
+    boxes, full_occlusion, out_of_view = read_lasot_annotation(seq_dir)
+    return SequenceAnnotation(name, boxes, full_occlusion | out_of_view,
+                              _read_attributes(root / "att" / f"{name}.txt"), str(seq_dir / "groundtruth.txt"))
 
 
 def load_annotations(root: str | Path, sequences: Sequence[str] | None = None,
@@ -487,21 +472,12 @@ def results_to_json(results: Sequence[EvalResult]) -> dict:
     return {r.name: r.to_dict() for r in results}
 
 
-def write_json(data: dict, path: str | Path) -> Path:
-    """Write ``data`` as indented JSON atomically (temporary file, then rename)."""
-    from fileio import atomic_write_json
-
-    return atomic_write_json(path, data)
-
-
 def save_plots(results: Sequence[EvalResult], out_dir: str | Path,
                title: str = "LaSOT") -> list[Path]:
     """Success, precision and normalised precision plots (PNG), legend sorted by score."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from fileio import atomic_path
 
     out_dir = Path(out_dir)
     specs = (

@@ -28,16 +28,36 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from fileio import atomic_write_json
+from fileio import atomic_path
 
 AreaTuple = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+# The 150 ADE20K classes in mmseg's order (``ADE20KDataset.METAINFO``, "bed " with its space), index 0 =
+# raw label 1; data so that scoring needs no mmseg (a test checks it against mmseg's list).
+ADE20K_CLASSES = (
+    'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed ', 'windowpane', 'grass', 'cabinet',
+    'sidewalk', 'person', 'earth', 'door', 'table', 'mountain', 'plant', 'curtain', 'chair', 'car', 'water',
+    'painting', 'sofa', 'shelf', 'house', 'sea', 'mirror', 'rug', 'field', 'armchair', 'seat', 'fence',
+    'desk', 'rock', 'wardrobe', 'lamp', 'bathtub', 'railing', 'cushion', 'base', 'box', 'column',
+    'signboard', 'chest of drawers', 'counter', 'sand', 'sink', 'skyscraper', 'fireplace', 'refrigerator',
+    'grandstand', 'path', 'stairs', 'runway', 'case', 'pool table', 'pillow', 'screen door', 'stairway',
+    'river', 'bridge', 'bookcase', 'blind', 'coffee table', 'toilet', 'flower', 'book', 'hill', 'bench',
+    'countertop', 'stove', 'palm', 'kitchen island', 'computer', 'swivel chair', 'boat', 'bar',
+    'arcade machine', 'hovel', 'bus', 'towel', 'light', 'truck', 'tower', 'chandelier', 'awning',
+    'streetlight', 'booth', 'television receiver', 'airplane', 'dirt track', 'apparel', 'pole', 'land',
+    'bannister', 'escalator', 'ottoman', 'bottle', 'buffet', 'poster', 'stage', 'van', 'ship', 'fountain',
+    'conveyer belt', 'canopy', 'washer', 'plaything', 'swimming pool', 'stool', 'barrel', 'basket',
+    'waterfall', 'tent', 'bag', 'minibike', 'cradle', 'oven', 'ball', 'food', 'step', 'tank', 'trade name',
+    'microwave', 'pot', 'animal', 'bicycle', 'lake', 'dishwasher', 'screen', 'blanket', 'sculpture', 'hood',
+    'sconce', 'vase', 'traffic light', 'tray', 'ashcan', 'fan', 'pier', 'crt screen', 'plate', 'monitor',
+    'bulletin board', 'shower', 'radiator', 'glass', 'clock', 'flag',
+)
+
+
 def ade20k_class_names() -> list[str]:
     """The 150 ADE20K class names in mmseg's order (index 0 = label 1 of the raw annotations)."""
-    from mmseg.datasets import ADE20KDataset
-
-    return list(ADE20KDataset.METAINFO["classes"])
+    return list(ADE20K_CLASSES)
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:
@@ -249,22 +269,6 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, num
 
 
 
-def to_json_safe(value):
-    """Replace float NaN / inf by None, recursively (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {k: to_json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(data: dict, path: str | os.PathLike) -> Path:
-    """Write ``data`` as JSON (NaN -> null) atomically: a temp file beside it, then a rename."""
-    return atomic_write_json(path, to_json_safe(data), allow_nan=False)
-
-
 def format_table(result: dict) -> str:
     """Per-class table (name, IoU, Acc in percent, 2 decimals) followed by the summary line."""
     names = list(result["per_class"])
@@ -281,3 +285,35 @@ def format_table(result: dict) -> str:
     lines.append(f"aAcc {cell(result['aAcc']).strip()}  mIoU {cell(result['mIoU']).strip()}  "
                  f"mAcc {cell(result['mAcc']).strip()}")
     return "\n".join(lines)
+
+
+def plot_per_class_iou(result: dict, path: str | os.PathLike, max_classes: int = 60) -> Path:
+    """Horizontal bar chart of per-class IoU (sorted, absent classes left out) as a PNG.
+
+    ``result`` is :func:`summarize`'s dict. With many classes only the
+    ``max_classes`` best and worst halves are drawn, so the chart stays readable.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = [(name, v["IoU"]) for name, v in result["per_class"].items()
+              if v["IoU"] is not None and math.isfinite(v["IoU"])]
+    scores.sort(key=lambda item: item[1], reverse=True)
+    if len(scores) > max_classes:
+        half = max_classes // 2
+        scores = scores[:half] + [("...", 0.0)] + scores[-half:]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.22 * max(len(scores), 1)))
+    ax.barh(range(len(scores)), [s for _, s in scores], color="tab:blue")
+    ax.set_yticks(range(len(scores)), [n for n, _ in scores], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("IoU (%)")
+    ax.set_title(f"mIoU {result['mIoU']:.2f}  aAcc {result['aAcc']:.2f}  "
+                 f"mAcc {result['mAcc']:.2f}")
+    fig.tight_layout()
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -7,14 +7,15 @@ stays on one file system, where POSIX makes it atomic.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "json_ready"]
 
 
 def _new_temp_file(path: Path) -> Path:
@@ -68,7 +69,28 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return Path(path)
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` as standard JSON data: NaN and infinities become None (JSON has neither), numpy
+    scalars and arrays become Python numbers and lists, tuples become lists, paths strings."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":  # ndarray or numpy scalar
+        return json_ready(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any, **json_kwargs: Any) -> Path:
-    """Write ``json.dumps(data, **json_kwargs)`` (``indent=2`` unless given) and a newline atomically."""
+    """Write ``data`` as standard JSON (``json_ready``: NaN -> null) and a newline, atomically.
+
+    ``json_kwargs`` go to ``json.dumps`` (``indent=2`` unless given); a value JSON cannot hold
+    raises before anything is written.
+    """
     json_kwargs.setdefault("indent", 2)
-    return atomic_write_text(path, json.dumps(data, **json_kwargs) + "\n")
+    json_kwargs.setdefault("allow_nan", False)
+    return atomic_write_text(path, json.dumps(json_ready(data), **json_kwargs) + "\n")

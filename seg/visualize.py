@@ -6,7 +6,6 @@ as "no label": black in :func:`colorize`, the untouched image in :func:`overlay`
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +13,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fileio import atomic_path, atomic_write_bytes
+from fileio import atomic_write_bytes
 
 
 def ade20k_palette() -> np.ndarray:
@@ -118,35 +117,3 @@ def save_overlays(images: Sequence[np.ndarray], preds: Sequence[np.ndarray],
             panels.append(overlay(image, gts[i], palette, alpha, ignore_index))
         written.append(write_png(Path(out_dir) / f"{names[i]}.png", np.concatenate(panels, 1)))
     return written
-
-
-def plot_per_class_iou(result: dict, path: str | os.PathLike, max_classes: int = 60) -> Path:
-    """Horizontal bar chart of per-class IoU (sorted, absent classes left out) as a PNG.
-
-    ``result`` is :func:`evaluation.miou.summarize`'s dict. With many classes only the
-    ``max_classes`` best and worst halves are drawn, so the chart stays readable.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scores = [(name, v["IoU"]) for name, v in result["per_class"].items()
-              if v["IoU"] is not None and math.isfinite(v["IoU"])]
-    scores.sort(key=lambda item: item[1], reverse=True)
-    if len(scores) > max_classes:
-        half = max_classes // 2
-        scores = scores[:half] + [("...", 0.0)] + scores[-half:]
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.22 * max(len(scores), 1)))
-    ax.barh(range(len(scores)), [s for _, s in scores], color="tab:blue")
-    ax.set_yticks(range(len(scores)), [n for n, _ in scores], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("IoU (%)")
-    ax.set_title(f"mIoU {result['mIoU']:.2f}  aAcc {result['aAcc']:.2f}  "
-                 f"mAcc {result['mAcc']:.2f}")
-    fig.tight_layout()
-    with atomic_path(path) as temp:
-        fig.savefig(temp, dpi=120)
-    plt.close(fig)
-    return Path(path)

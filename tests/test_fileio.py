@@ -1,6 +1,7 @@
 """Atomic file writing (fileio): content, clean-up, failure and the temporary name."""
 from __future__ import annotations
 
+import json
 import os
 
 import cv2
@@ -47,9 +48,22 @@ def test_failure_keeps_the_target_and_removes_the_temp(tmp_path, error):
 
 
 def test_json_error_writes_nothing(tmp_path):
-    with pytest.raises(ValueError):
-        atomic_write_json(tmp_path / "nan.json", {"x": float("nan")}, allow_nan=False)
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "object.json", {"x": object()})
     assert os.listdir(tmp_path) == []
+
+
+def test_json_is_standard_json(tmp_path):
+    """NaN / inf become null (JSON has neither), numpy values plain numbers and lists."""
+    import numpy as np
+
+    path = atomic_write_json(tmp_path / "scores.json", {
+        "nan": float("nan"), "inf": -float("inf"), "np_nan": np.float32("nan"), "auc": np.float64(0.25),
+        "count": np.int64(3), "curve": np.array([0.5, np.nan]), "pair": (1, 2), "where": tmp_path})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"nan": None, "inf": None, "np_nan": None, "auc": 0.25, "count": 3,
+                                "curve": [0.5, None], "pair": [1, 2], "where": str(tmp_path)}
 
 
 @pytest.mark.parametrize("name, suffix", [("plot.png", ".png"), ("archive.tar.gz", ".gz"), ("README", "")])

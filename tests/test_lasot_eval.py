@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation.lasot import (SUCCESS_THRESHOLDS, evaluate_sequence, evaluate_tracker,
-                              iou_plus_one, load_annotations, read_boxes, success_auc,
-                              success_curve)
+from evaluation.annotations import read_boxes
+from evaluation.boxes import box_iou
+from evaluation.lasot import (SUCCESS_THRESHOLDS, evaluate_sequence, evaluate_tracker, load_annotations,
+                              success_auc, success_curve)
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_CLI = REPO / "tools" / "eval_lasot.py"
@@ -91,20 +92,45 @@ def test_ground_truth_as_results_on_real_lasot(shared_annos: Path, tmp_path: Pat
 
 
 # --------------------------------------------------------------------------- IoU and curves
+def pixel_iou(a, b) -> float:
+    """The LaSOT toolkit's formula written out: +1-pixel overlap sides, plain w*h areas."""
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    side_x = max(0, min(ax + aw - 1, bx + bw - 1) - max(ax, bx) + 1)
+    side_y = max(0, min(ay + ah - 1, by + bh - 1) - max(ay, by) + 1)
+    return side_x * side_y / (aw * ah + bw * bh - side_x * side_y)
+
+
 def test_iou_plus_one_convention() -> None:
+    iou = box_iou
     box = np.array([1, 1, 10, 10])
     # columns 1..10 vs 6..15: 5 x 5 overlap, areas 100 + 100
-    assert iou_plus_one(box, [6, 6, 10, 10]) == pytest.approx(25 / 175)
-    assert iou_plus_one(box, [10, 1, 10, 10]) == pytest.approx(10 / 190)  # one shared column
-    assert iou_plus_one(box, [11, 1, 10, 10]) == 0.0                        # touching only
-    assert iou_plus_one(box, [30, 30, 5, 5]) == 0.0
-    assert iou_plus_one(box, box) == 1.0
-    pairs = iou_plus_one(np.stack([box, box]), np.array([[6, 6, 10, 10], [1, 1, 10, 5]]))
+    assert iou(box, [6, 6, 10, 10]) == pytest.approx(25 / 175)
+    assert iou(box, [10, 1, 10, 10]) == pytest.approx(10 / 190)  # one shared column
+    assert iou(box, [11, 1, 10, 10]) == 0.0                        # touching only
+    assert iou(box, [30, 30, 5, 5]) == 0.0
+    assert iou(box, box) == 1.0
+    pairs = iou(np.stack([box, box]), np.array([[6, 6, 10, 10], [1, 1, 10, 5]]))
     np.testing.assert_allclose(pairs, [25 / 175, 0.5])
+    rng = np.random.default_rng(0)  # the toolkit's formula, written out, agrees on random boxes
+    boxes = np.concatenate([rng.uniform(0, 50, (200, 2, 2)), rng.uniform(1, 30, (200, 2, 2))], axis=2)
+    np.testing.assert_allclose(box_iou(boxes[:, 0], boxes[:, 1]), [pixel_iou(a, b) for a, b in boxes])
+
+
+def test_continuous_iou() -> None:
+    """Without the pixel convention a box covers [x, x + w): touching boxes do not overlap."""
+    box = np.array([0.0, 0.0, 10.0, 10.0])
+    assert box_iou(box, [5, 5, 10, 10]) == pytest.approx(25 / 175)
+    assert box_iou(box, [10, 0, 10, 10]) == 0.0
+    assert box_iou(box, [2.5, 0, 5, 10]) == pytest.approx(0.5)
+    assert box_iou(box, box) == 1.0
+    np.testing.assert_allclose(box_iou(np.stack([box, box]), [[0, 0, 10, 5], [20, 20, 1, 1]]), [0.5, 0.0])
+    assert np.isnan(box_iou([0, 0, 0, 0], [0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="x, y, w, h"):
+        box_iou(np.zeros(3), box)
 
 
 def test_success_threshold_is_strict() -> None:
-    iou = iou_plus_one(np.array([1, 1, 10, 10]), np.array([1, 1, 10, 5]))
+    iou = box_iou(np.array([1, 1, 10, 10]), np.array([1, 1, 10, 5]))
     assert iou == 0.5
     curve = success_curve([iou])
     assert curve.shape == (21,)

@@ -6,7 +6,7 @@
 ``--annos`` is the toolkit layout (``<seq>.txt`` + ``absent/`` [+ ``att/``]) or a LaSOT dataset
 root (``<class>/<class>-<id>/groundtruth.txt`` ...); sequences come from ``testing_set.txt``
 when present. Each results folder holds ``<seq>.txt`` (x,y,w,h a line, comma or tab separated).
-The metric rules are documented in track/evaluation.py; ``--protocol official`` (default)
+The metric rules are documented in evaluation/lasot.py; ``--protocol official`` (default)
 follows the benchmark's toolkit, ``--protocol pytracking`` the pytracking/OSTrack scripts.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.lasot import (ATTRIBUTES, EvalResult, attribute_table,  # noqa: E402
                               evaluate_tracker, load_annotations, markdown_table,
-                              missing_results, results_to_json, save_plots, write_json)
+                              missing_results, results_to_json, save_plots)
+from fileio import atomic_write_json  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> list[EvalResult]:
         print(table)
         print("\n" + ", ".join(f"{abbr} {name}" for abbr, name in ATTRIBUTES))
     if args.json:
-        print(f"\nwrote {write_json(results_to_json(results), args.json)}")
+        print(f"\nwrote {atomic_write_json(args.json, results_to_json(results))}")
     if args.plots:
         for path in save_plots(results, args.plots):
             print(f"wrote {path}")

@@ -1,6 +1,6 @@
 """Score a folder of predicted label maps against a folder of GT annotations (aAcc, mIoU, mAcc).
 
-Same numbers as mmseg 1.2.2's IoUMetric (see seg/evaluation.py). Example, ADE20K validation:
+Same numbers as mmseg 1.2.2's IoUMetric (see evaluation/miou.py); needs neither torch nor mmseg. Example, ADE20K validation:
 
     python tools/eval_miou.py --pred work_dirs/preds \
         --gt data/ADEChallengeData2016/annotations/validation \
@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.miou import (ade20k_class_names, evaluate_folders, format_table,  # noqa: E402
-                            read_class_names, write_json)
+                             plot_per_class_iou, read_class_names)
+from fileio import atomic_write_json  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,11 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(result))
     print(f"{result['num_images']} images")
     if args.json is not None:
-        write_json(result, args.json)
+        atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     if args.plot is not None:
-        from seg.visualize import plot_per_class_iou
-
         plot_per_class_iou(result, args.plot)
         print(f"wrote {args.plot}")
     return result

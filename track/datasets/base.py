@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .lasot import _text_lines, read_image
+from evaluation.annotations import text_lines
+
+from .lasot import read_image
 
 
 class SequenceReader:
@@ -103,7 +105,7 @@ def read_int_lines(path: Path, count: int | None = None) -> np.ndarray:
     or a row count different from ``count``.
     """
     path = Path(path)
-    lines = _text_lines(path)
+    lines = text_lines(path)
     values = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()

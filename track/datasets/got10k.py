@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.annotations import read_boxes, read_sequence_list
+
 from .base import SequenceReader, check_box_rows, make_info, read_int_lines
-from .lasot import read_boxes, read_sequence_list
 
 FRAME_NAME = "{:08d}.jpg"
 

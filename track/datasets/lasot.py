@@ -10,8 +10,8 @@ Layout (as distributed by the benchmark)::
     <root>/<class>/<class>-<id>/out_of_view.txt        one comma-separated row of 0/1
     <root>/<class>/<class>-<id>/nlp.txt                one line of text
 
-The text parsers (``read_boxes``, ``read_flags``) are shared with ``evaluation.lasot``, which
-reads tracker result files with the same rules.
+The annotation text files are read by :mod:`evaluation.annotations` (shared with the evaluation,
+which reads tracker result files with the same rules).
 """
 from __future__ import annotations
 
@@ -21,73 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.annotations import read_lasot_annotation, read_sequence_list, sequence_class
+
 SPLIT_FILES = {"test": "testing_set.txt", "train": "training_set.txt"}
 FRAME_NAME = "{:08d}.jpg"
-
-
-def _split_fields(line: str) -> list[str]:
-    """Fields of one text line separated by commas, tabs or spaces (any mix)."""
-    return line.replace(",", " ").replace("\t", " ").split()
-
-
-def _text_lines(path: Path) -> list[str]:
-    """Lines of a text file without the trailing blank ones; names the file when it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
-
-
-def read_boxes(path: str | Path) -> np.ndarray:
-    """Read one ``x,y,w,h`` box a line (comma, tab or whitespace separated, floats allowed).
-
-    Returns a float64 array (N, 4); ``nan`` entries are kept (the metric decides what they
-    mean). Raises ValueError naming the file and the 1-based line number of a malformed line
-    (blank lines are only allowed at the end of the file).
-    """
-    path = Path(path)
-    rows = [_split_fields(line) for line in _text_lines(path)]
-    if not rows:
-        return np.zeros((0, 4), dtype=np.float64)
-    if {len(row) for row in rows} == {4}:
-        try:
-            return np.array(rows, dtype=np.float64)
-        except ValueError:
-            pass
-    for number, row in enumerate(rows, start=1):  # slow path: find the offending line
-        try:
-            if len(row) != 4:
-                raise ValueError
-            [float(value) for value in row]
-        except ValueError:
-            text = " ".join(row) if row else "<blank>"
-            raise ValueError(f"{path}:{number}: expected 4 numbers x,y,w,h separated by commas, "
-                             f"tabs or spaces, got {text!r}") from None
-    raise AssertionError("unreachable")
-
-
-def read_flags(path: str | Path) -> np.ndarray:
-    """Read 0/1 flags: one comma-separated row (LaSOT) or one flag a line (toolkit ``absent/``).
-
-    Returns a bool array (N,). Raises ValueError naming the file, line and entry of any value
-    other than 0 or 1.
-    """
-    path = Path(path)
-    flags: list[bool] = []
-    for number, line in enumerate(_text_lines(path), start=1):
-        for position, value in enumerate(_split_fields(line), start=1):
-            try:
-                number_value = float(value)
-            except ValueError:
-                number_value = -1.0
-            if number_value not in (0.0, 1.0):
-                raise ValueError(f"{path}:{number}: entry {position} is {value!r}, "
-                                 "expected 0 or 1")
-            flags.append(number_value == 1.0)
-    return np.array(flags, dtype=bool)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -111,19 +48,6 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"cannot decode image: {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_sequence_list(path: str | Path) -> list[str]:
-    """Sequence names of a split file, one a line (blank lines ignored)."""
-    return [line.strip() for line in _text_lines(Path(path)) if line.strip()]
-
-
-def sequence_class(name: str) -> str:
-    """Class of a LaSOT sequence name: ``"airplane-1"`` -> ``"airplane"``."""
-    class_name, sep, index = name.rpartition("-")
-    if not sep or not class_name or not index:
-        raise ValueError(f"not a LaSOT sequence name (<class>-<id>): {name!r}")
-    return class_name
 
 
 @dataclass
@@ -165,24 +89,9 @@ def load_sequence(seq_dir: str | Path, check_images: bool = True) -> LasotSequen
     Raises FileNotFoundError / ValueError naming the file at fault.
     """
     seq_dir = Path(seq_dir)
-    if not seq_dir.is_dir():
-        raise FileNotFoundError(f"sequence folder not found: {seq_dir}")
+    boxes, full_occlusion, out_of_view = read_lasot_annotation(seq_dir)
     gt_path = seq_dir / "groundtruth.txt"
-    boxes = read_boxes(gt_path)
-    if np.isnan(boxes).any():
-        line = int(np.isnan(boxes).any(axis=1).argmax()) + 1
-        raise ValueError(f"{gt_path}:{line}: NaN in a ground-truth box")
     count = len(boxes)
-    if count == 0:
-        raise ValueError(f"{gt_path}: no boxes")
-    flags = {}
-    for flag_name in ("full_occlusion", "out_of_view"):
-        flag_path = seq_dir / f"{flag_name}.txt"
-        values = read_flags(flag_path)
-        if len(values) != count:
-            raise ValueError(f"{flag_path}: {len(values)} flags but {gt_path.name} has "
-                             f"{count} rows")
-        flags[flag_name] = values
     img_dir = seq_dir / "img"
     frames = [img_dir / FRAME_NAME.format(i) for i in range(1, count + 1)]
     if check_images:
@@ -200,8 +109,7 @@ def load_sequence(seq_dir: str | Path, check_images: bool = True) -> LasotSequen
     nlp = nlp_path.read_text(encoding="utf-8").strip() if nlp_path.is_file() else None
     return LasotSequence(name=seq_dir.name, class_name=sequence_class(seq_dir.name),
                          path=seq_dir, frames=frames, gt_boxes=boxes,
-                         full_occlusion=flags["full_occlusion"],
-                         out_of_view=flags["out_of_view"], nlp=nlp)
+                         full_occlusion=full_occlusion, out_of_view=out_of_view, nlp=nlp)
 
 
 def _all_sequence_names(root: Path) -> list[str]:

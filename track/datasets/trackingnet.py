@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.annotations import read_boxes
+
 from .base import SequenceReader, check_box_rows, make_info
-from .lasot import read_boxes
 
 ALL_TRAIN_CHUNKS = tuple(range(12))
 
