@@ -211,6 +211,9 @@ def _breakdown_checks(parts: dict, attention_layers: int) -> None:
     ops = parts["ops"]
     assert 0 < parts["matmul_ms"] < parts["total_ms"] and parts["attention_ms"] > 0
     assert ops["aten::addmm"]["part"] == "matmul" and ops["aten::mm"]["calls"] > 0  # forward and backward
+    explicit_attention = ("aten::bmm", "aten::_softmax", "aten::_softmax_backward_data")
+    assert {ops[op]["part"] for op in explicit_attention} == {"attention"}
+    assert parts["attention_ms"] == pytest.approx(sum(o["ms"] for o in ops.values() if o["part"] == "attention"))
     # one explicit softmax per attention layer and step, forward and backward; no fused kernel
     assert ops["aten::_softmax"]["calls"] == ops["aten::_softmax_backward_data"]["calls"] == attention_layers
     assert not any("scaled_dot_product" in op for op in ops)
