@@ -6,7 +6,8 @@ and the gradients agree.  MAE-Lite draws the mask as ``argsort(torch.rand(N, L))
 ``random_masking``; its MAE takes the resulting ``ids_shuffle`` as an argument, its D²-MAE module
 draws it itself, so there the same seed is set before both draws.
 
-Needs the peers' code (``shared/peers``, or ``$LITEVIT_SHARED/peers``); skipped without it.
+Needs the peers' code (``shared/peers``, or ``$LITEVIT_SHARED/peers``); skipped without it.  The
+CUDA cases (fused attention on our side, explicit on theirs) run where a GPU is, TF32 off.
 """
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ peers = load_peers()
 pytestmark = pytest.mark.skipif(peers is None, reason=str(unavailable_reason()))
 
 PATCHES = 196  # 224 / 16 squared
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+@pytest.fixture
+def device(request, monkeypatch):
+    if request.param == "cuda":  # full fp32 on both sides: no TF32 in convolutions either
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    return request.param
 
 
 def _perturbed_state(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
@@ -39,14 +49,16 @@ def _grads(model: torch.nn.Module, names: list[str]) -> list[torch.Tensor]:
     return [params[n].grad for n in names]
 
 
-def test_mae_tiny_loss_predictions_and_gradients_equal_maelite():
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_mae_tiny_loss_predictions_and_gradients_equal_maelite(device):
     torch.manual_seed(0)
     theirs = peers.maelite_mae_tiny()
     ours = mae_vit_tiny()
     state = _perturbed_state(theirs, seed=1)
     assert set(state) == set(ours.state_dict())  # one key layout: MAE-Lite's files load as they are
     ours.load_state_dict(state)
-    imgs, noise = torch.randn(2, 3, 224, 224), torch.rand(2, PATCHES)
+    theirs.to(device), ours.to(device)
+    imgs, noise = torch.randn(2, 3, 224, 224, device=device), torch.rand(2, PATCHES, device=device)
 
     loss_t, pred_t, mask_t, _ = theirs(imgs, 0.75, ids_shuffle=torch.argsort(noise, dim=1))
     out = ours(imgs, noise=noise)
@@ -67,7 +79,8 @@ def test_mae_tiny_loss_predictions_and_gradients_equal_maelite():
         torch.testing.assert_close(g_ours, g_theirs, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_d2mae_tiny_mae_and_distillation_terms_equal_maelite():
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_d2mae_tiny_mae_and_distillation_terms_equal_maelite(device):
     torch.manual_seed(0)
     theirs = peers.maelite_d2mae_tiny(batch_size=2)
     theirs.train(True)
@@ -82,13 +95,14 @@ def test_d2mae_tiny_mae_and_distillation_terms_equal_maelite():
     with torch.no_grad():
         adapter.weight.copy_(torch.randn(adapter.weight.shape, generator=torch.Generator().manual_seed(3)))
         ours.distill.adapter.weight.copy_(adapter.weight)
+    theirs.to(device), ours.to(device)
 
     student_out = {}  # their student's (loss, pred, mask, ids_shuffle); the loss cloned: they add to it in place
     theirs.model.register_forward_hook(
         lambda m, args, out: student_out.update(mae=(out[0].detach().clone(), *out[1:])))
-    imgs = torch.randn(2, 3, 224, 224)
+    imgs = torch.randn(2, 3, 224, 224, device=device)
     torch.manual_seed(7)
-    noise = torch.rand(2, PATCHES)  # what their random_masking draws after the same seed
+    noise = torch.rand(2, PATCHES, device=device)  # what their random_masking draws after the same seed
     terms = ours(imgs, noise=noise)
     torch.manual_seed(7)
     loss_t, logged = theirs(imgs)
