@@ -278,10 +278,6 @@ class MaskedAutoencoderViT(BackboneMAE, VisionTransformer):
         return super().no_weight_decay() | {"mask_token"}
 
     @property
-    def has_logits_block(self) -> bool:
-        return isinstance(self.blocks[-1], LogitsBlock)
-
-    @property
     def num_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
 
