@@ -205,8 +205,9 @@ def fused_attention_pays(x: torch.Tensor) -> bool:
     of the logits (False, what ``Block(..., return_logits=True)`` computes).
 
     Explicit for training on CPU, fused everywhere else (GPU, inference).  Measured on a 2-core
-    Xeon with AVX512-BF16 (torch 2.14, MAE-Tiny training step, batch 64): SDPA's CPU backward made
-    the step 2.1x slower under bf16 autocast (36 vs 75 img/s) and ~10% slower in fp32 (33 vs 37).
+    Xeon with AVX512-BF16 (torch 2.14, MAE-Tiny forward + backward, same process, alternated):
+    with SDPA the step was 2.1x slower under bf16 autocast (36 vs 75 img/s, batch 32) and ~10%
+    slower in fp32 (33 vs 37 img/s, batch 64): SDPA's CPU backward is the slow part.
     """
     return x.device.type != "cpu" or not torch.is_grad_enabled()
 
