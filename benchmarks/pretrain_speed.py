@@ -1,112 +1,165 @@
-"""Pre-training throughput: one full training step (forward, backward, AdamW update) in images/s.
+"""Pre-training throughput against MAE-Lite's own code: one full training step (forward, backward,
+AdamW update) in images/s, ours and theirs timed in the same run, steps interleaved so that the
+machine's load hits both alike.
 
-Two implementations of the same training step are timed in the same process, steps interleaved
-so that machine load hits both alike:
+* ours: the training module ``pretrain.tasks.build_task`` builds from the recipe
+  (``configs/pretrain/mae_vit_tiny_400e_in1k.py``, ``d2mae_vit_tiny_400e_in1k.py``; the teacher a
+  randomly initialised ViT-B, ``teacher_ckpt="random"``), set up as ``pretrain.engine`` sets it up
+  (bf16: the teacher's matmul weights stored in bf16), with the engine's optimizer (timm AdamW,
+  torch's fused kernel).
+* MAE-Lite: their models from their code (``benchmarks.peers``: ``maelite_mae_tiny()``, loss
+  ``model(x, mask_ratio=0.75)[0]``; ``maelite_d2mae_tiny()``, their D²-MAE training module with
+  its ViT-B teacher, loss ``model(x)[0]``), with the optimizer their trainer makes (timm AdamW,
+  default options).
 
-* ``"ours"``: visible-only patch embedding, loss on the masked patches only (norm-pix target as
-  one layer norm), attention kernel chosen per case (SDPA, but the explicit softmax for CPU
-  training under bf16 autocast, where SDPA's backward is several times slower), teacher run
-  under ``no_grad`` only up to the distilled block, with its matmul weights stored in bf16 for
-  bf16 runs (what autocast would cast them to each step) and as a frozen ``torch.compile`` graph
-  when a C++ compiler is present (``compile_teacher``, as the full D-MAE / D²-MAE recipes set),
-  fused AdamW (one kernel for all parameters).
-* ``"reference"``: the reference implementation's choices (MAE-Lite on timm 0.3.2): conv patch
-  embedding of every patch before masking, explicit softmax attention in every block, the loss
-  over every patch weighted by the mask, the teacher running its whole encoder (every block,
-  explicit attention, final norm), single-tensor AdamW.
+Both run the same maths (``tests/test_peer_parity_pretrain.py`` checks the losses agree with the
+same weights and masks).  bf16 rows run under ``torch.autocast`` and only where the device
+computes bf16 natively (see :func:`bf16_unsupported_reason`).  Without the peers' code our rows
+are reported alone, with the figures measured with MAE-Lite's code elsewhere (``PEER_FIGURES``).
 
-Both compute the same losses (checked in the tests).  The D²-MAE teacher is a randomly
-initialised ViT-B (timing only).  Command line::
-
-    OMP_WAIT_POLICY=PASSIVE python -m benchmarks.pretrain_speed --models mae_vit_tiny d2mae_vit_tiny \
-        --dtypes fp32 bf16 --batch 64 --out results/pretrain_throughput
+    OMP_WAIT_POLICY=PASSIVE python -m benchmarks.pretrain_speed --threads 2 --breakdown \\
+        --out results/pretrain_speed          # writes .json, .md, .png
 
 On a machine shared with other jobs, OpenMP's default spinning barriers make two threads that
 cannot run at the same time ~10x slower; ``OMP_WAIT_POLICY=PASSIVE`` (read when torch loads)
-avoids that.  The ratio is measured in one process, so both sides see the same conditions.
+avoids that.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
+from benchmarks.peers import load_peers, unavailable_reason
 from fileio import atomic_path, atomic_write_json, atomic_write_text
 
-from pretrain.distill import AttentionDistillation, DistilledMAE, build_teacher
-from pretrain.mae import d2mae_vit_tiny, mae_vit_tiny
+__all__ = ["MODELS", "DTYPES", "PEER_FIGURES", "bf16_unsupported_reason", "build_ours", "build_maelite",
+           "Stepper", "compare_throughput", "step_breakdown", "run", "markdown", "report_section", "main"]
 
-__all__ = ["pretrain_throughput", "compare_throughput", "build_benchmark_model", "step_breakdown",
-           "IMPLS", "MODELS"]
-
-IMPLS = ("ours", "reference")
+REPO = Path(__file__).resolve().parents[1]
 MODELS = ("mae_vit_tiny", "d2mae_vit_tiny")
+DTYPES = ("fp32", "bf16")
+RECIPES = {"mae_vit_tiny": "mae_vit_tiny_400e_in1k.py", "d2mae_vit_tiny": "d2mae_vit_tiny_400e_in1k.py"}
+OPTIM = dict(lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95))  # the recipes' AdamW
+# MAE-Lite's code measured elsewhere (shared/peers/README.md): one H100, torch 2.11, batch 256, img/s.
+# GPU figures: context only, not comparable with CPU rows. The papers publish no throughput.
+PEER_FIGURES = {"mae_vit_tiny": {"fp32 (TF32)": 7454, "bf16": 6248, "fp16": 5592},
+                "d2mae_vit_tiny": {"bf16": 4197, "fp16": 4509}}
 
 
-def build_benchmark_model(model_name: str, impl: str = "ours", img_size: int = 224,
-                          teacher: nn.Module | None = None, dtype: str = "fp32") -> DistilledMAE:
-    """The training module of ``model_name`` built the ``impl`` way for ``dtype`` training (a
-    teacher may be given; "ours" in bf16 works on a copy, whose matmul weights it stores in bf16)."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    ref = impl == "reference"
-    student_kw = dict(img_size=img_size, attention="explicit" if ref else "auto", embed_visible_only=not ref,
-                      loss_on_masked_only=not ref)
+def _cpu_flags() -> set[str] | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def bf16_unsupported_reason(device: str = "cpu") -> str | None:
+    """Why bf16 training should not be timed on ``device`` (None: it computes bf16 natively).
+
+    On CPU, torch's kernels use native bf16 instructions only with AVX512-BF16 or AMX; elsewhere
+    eager bf16 is emulated and runs ~10x slower than fp32, which says nothing about the model.
+    """
+    if device.startswith("cuda"):
+        return None if torch.cuda.is_bf16_supported() else "this GPU has no native bf16"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AMX"):
+        return None
+    if capability == "AVX512":
+        flags = _cpu_flags()
+        if flags is None:
+            return "CPU capability AVX512, but /proc/cpuinfo is unreadable: native bf16 (avx512_bf16) unknown"
+        if flags & {"avx512_bf16", "amx_bf16"}:
+            return None
+        return "CPU has AVX512 without avx512_bf16: eager bf16 is emulated (~10x slower than fp32)"
+    return f"CPU capability {capability}: no native bf16, eager bf16 is emulated (~10x slower than fp32)"
+
+
+def _autocast(device: str, dtype: str):
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def build_ours(model_name: str, dtype: str = "fp32", device: str = "cpu", img_size: int = 224,
+               compile_teacher: bool | None = None) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor],
+                                                             torch.optim.Optimizer]:
+    """(training module, loss function, optimizer) of our ``model_name`` as the recipe and the
+    engine set it up; ``compile_teacher=None`` keeps the recipe's choice."""
+    from mmengine.config import Config
+
+    from pretrain.tasks import build_task
+
+    if model_name not in RECIPES:
+        raise ValueError(f"model_name must be one of {MODELS}, got {model_name!r}")
+    cfg = Config.fromfile(str(REPO / "configs" / "pretrain" / RECIPES[model_name])).to_dict()
+    cfg["model"]["img_size"] = img_size
+    if cfg.get("distill"):
+        cfg["distill"]["teacher_ckpt"] = "random"
+        if compile_teacher is not None:
+            cfg["distill"]["compile_teacher"] = compile_teacher
+    task, _ = build_task(cfg)
+    task.to(device)
+    if task.distill is not None and dtype == "bf16":
+        task.distill.store_teacher_matmul_weights(torch.bfloat16)
+    optimizer = create_optimizer_v2(task, "adamw", fused=True, **OPTIM)
+    return task, lambda images: task(images)["loss"], optimizer
+
+
+def build_maelite(peers: Any, model_name: str, batch: int, device: str = "cpu"
+                  ) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor], torch.optim.Optimizer]:
+    """(training module, loss function, optimizer) of MAE-Lite's ``model_name`` from their code."""
     if model_name == "mae_vit_tiny":
-        return DistilledMAE(mae_vit_tiny(**student_kw))
-    if model_name == "d2mae_vit_tiny":
-        if teacher is None:
-            teacher, _ = build_teacher("vit_base", "random", img_size)
-        student = d2mae_vit_tiny(**student_kw)
-        if not ref and dtype == "bf16":
-            teacher = copy.deepcopy(teacher)
-        distill = AttentionDistillation(teacher, student.num_heads, teacher_block=11, teacher_full_forward=ref,
-                                        compile_teacher=not ref and _has_compiler())
-        if not ref and dtype == "bf16":
-            distill.store_teacher_matmul_weights(torch.bfloat16)
-        return DistilledMAE(student, distill, student_block=-1)
-    raise ValueError(f"model_name must be one of {MODELS}, got {model_name!r}")
+        model = peers.maelite_mae_tiny().to(device)
+
+        def loss_fn(images: torch.Tensor) -> torch.Tensor:
+            return model(images, mask_ratio=0.75)[0]
+    elif model_name == "d2mae_vit_tiny":
+        model = peers.maelite_d2mae_tiny(batch).to(device)
+
+        def loss_fn(images: torch.Tensor) -> torch.Tensor:
+            return model(images)[0]
+    else:
+        raise ValueError(f"model_name must be one of {MODELS}, got {model_name!r}")
+    return model, loss_fn, create_optimizer_v2(model, "adamw", **OPTIM)
 
 
-def _has_compiler() -> bool:
-    import shutil
+class Stepper:
+    """One training module + optimizer + fixed batch; :meth:`step` runs and times one training step."""
 
-    return bool(shutil.which("c++") or shutil.which("g++"))
-
-
-def _optimizer(model: nn.Module, impl: str) -> torch.optim.Optimizer:
-    extra = {"fused": True} if impl == "ours" else {"foreach": False}
-    return create_optimizer_v2(model, "adamw", lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), **extra)
-
-
-class _Stepper:
-    """One model + optimizer + fixed batch; ``step()`` times one training step."""
-
-    def __init__(self, model: DistilledMAE, impl: str, batch: int, img_size: int, dtype: str) -> None:
-        if dtype not in ("fp32", "bf16"):
-            raise ValueError(f"dtype must be 'fp32' or 'bf16', got {dtype!r}")
-        self.model, self.impl, self.dtype = model.train(), impl, dtype
-        self.optimizer = _optimizer(model, impl)
-        self.images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                 optimizer: torch.optim.Optimizer, batch: int, img_size: int, dtype: str, device: str = "cpu") -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        model.train(True)  # MAE-Lite's D²-MAE module needs the argument and returns None
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.dtype, self.device = dtype, device
+        self.images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0)).to(device)
         self.times: list[float] = []
         self.cpu_times: list[float] = []
 
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+
     def step(self, record: bool = True) -> float:
-        cpu_start = time.process_time()
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == "bf16"):
-            loss = self.model(self.images)["loss"]
+        self._sync()
+        cpu_start, start = time.process_time(), time.perf_counter()
+        with _autocast(self.device, self.dtype):
+            loss = self.loss_fn(self.images)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._sync()
         elapsed = time.perf_counter() - start
         if record:
             self.times.append(elapsed)
@@ -114,46 +167,11 @@ class _Stepper:
         return elapsed
 
     def result(self) -> dict[str, Any]:
-        median = statistics.median(self.times)
         batch = self.images.shape[0]
-        cpu = statistics.median(self.cpu_times)
-        return {"impl": self.impl, "dtype": self.dtype, "batch": batch, "steps": len(self.times),
-                "step_s_median": median, "step_s_min": min(self.times), "img_per_s": batch / median,
-                "img_per_s_best": batch / min(self.times), "cpu_s_median": cpu, "img_per_cpu_s": batch / cpu}
-
-
-def pretrain_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", steps: int = 5, warmup: int = 2,
-                        impl: str = "ours", img_size: int = 224) -> dict[str, Any]:
-    """Images/s of one training step of ``model_name`` (median over ``steps`` after ``warmup``)."""
-    torch.manual_seed(0)
-    stepper = _Stepper(build_benchmark_model(model_name, impl, img_size, dtype=dtype), impl, batch, img_size, dtype)
-    for _ in range(warmup):
-        stepper.step(record=False)
-    for _ in range(steps):
-        stepper.step()
-    return {"model": model_name, "threads": torch.get_num_threads(), **stepper.result()}
-
-
-def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", steps: int = 5, warmup: int = 2,
-                       img_size: int = 224) -> dict[str, Any]:
-    """Ours and the reference in one run, steps alternated; ``ratio`` = ours / reference img/s."""
-    torch.manual_seed(0)
-    teacher = None
-    if model_name == "d2mae_vit_tiny":
-        teacher, _ = build_teacher("vit_base", "random", img_size)
-    steppers = {impl: _Stepper(build_benchmark_model(model_name, impl, img_size, teacher, dtype), impl, batch,
-                               img_size, dtype) for impl in IMPLS}
-    for _ in range(warmup):
-        for s in steppers.values():
-            s.step(record=False)
-    for i in range(steps):
-        for impl in (IMPLS if i % 2 == 0 else IMPLS[::-1]):
-            steppers[impl].step()
-    ours, ref = steppers["ours"].result(), steppers["reference"].result()
-    return {"model": model_name, "dtype": dtype, "batch": batch, "threads": torch.get_num_threads(),
-            "ours": ours, "reference": ref, "ratio": ours["img_per_s"] / ref["img_per_s"],
-            "ratio_cpu_time": ours["img_per_cpu_s"] / ref["img_per_cpu_s"],
-            "load_average": os.getloadavg()[0]}
+        median, cpu = statistics.median(self.times), statistics.median(self.cpu_times)
+        return {"steps": len(self.times), "step_s_median": median, "step_s_min": min(self.times),
+                "img_per_s": batch / median, "img_per_s_best": batch / min(self.times),
+                "cpu_s_median": cpu, "img_per_cpu_s": batch / cpu}
 
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation", "aten::mkldnn_convolution",
@@ -161,111 +179,205 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::_addmm_activation", "aten::mkldn
 ATTENTION_OPS = ("aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_softmax_backward_data")
 
 
-def step_breakdown(model_name: str, batch: int = 64, dtype: str = "fp32", impl: str = "ours", steps: int = 2,
-                   img_size: int = 224) -> dict[str, float]:
-    """Where one training step spends its time (ms per step, torch profiler self time): the matrix
-    products of the linear layers and patch embedding (``MATMUL_OPS``), attention (fused kernels,
-    or the batched products and softmax of explicit attention: ``ATTENTION_OPS``), everything else.
+def _part(op: str) -> str:
+    if op in MATMUL_OPS:
+        return "matmul"
+    if op in ATTENTION_OPS or "scaled_dot_product" in op:
+        return "attention"
+    return "other"
 
-    The matmul part is what any implementation of the same model on the same kernels must spend:
-    ``reference step time / our matmul time`` bounds the ratio an implementation could reach if all
-    the rest were free.
+
+def step_breakdown(stepper: Stepper, steps: int = 2) -> dict[str, Any]:
+    """Where a CPU training step spends its time: torch profiler self time per op, per step (ms).
+
+    Parts: ``matmul`` = the matrix products of the linear layers and the patch embedding
+    (``MATMUL_OPS``, forward and backward), ``attention`` = fused attention kernels or the batched
+    products and softmax of explicit attention (``ATTENTION_OPS``), ``other`` = everything else
+    (norms, activations, gathers, optimizer, casts).  The same op names are classified the same
+    way for every implementation; ``ops`` lists each op counted: part, ms and calls per step.
     """
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    stepper = _Stepper(build_benchmark_model(model_name, impl, img_size, dtype=dtype), impl, batch, img_size, dtype)
+    if stepper.device != "cpu":
+        raise ValueError("the step breakdown profiles CPU ops; it is not meaningful on a GPU")
     stepper.step(record=False)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             stepper.step(record=False)
+    ops: dict[str, dict[str, Any]] = {}
     parts = {"matmul_ms": 0.0, "attention_ms": 0.0, "other_ms": 0.0}
     for event in prof.key_averages():
-        if event.key in MATMUL_OPS:
-            part = "matmul_ms"
-        elif "scaled_dot_product" in event.key or event.key in ATTENTION_OPS:
-            part = "attention_ms"
-        else:
-            part = "other_ms"
-        parts[part] += event.self_cpu_time_total / 1e3 / steps
-    parts["total_ms"] = sum(parts.values())
-    return parts
+        ms = event.self_cpu_time_total / 1e3 / steps
+        part = _part(event.key)
+        ops[event.key] = {"part": part, "ms": ms, "calls": event.count / steps}
+        parts[f"{part}_ms"] += ms
+    return {**parts, "total_ms": sum(parts.values()), "ops": ops}
 
 
-def _write_outputs(results: list[dict[str, Any]], out: Path) -> None:
-    atomic_write_json(out.with_suffix(".json"), results)
-    lines = ["| model | precision | batch | threads | ours img/s | reference img/s | ratio | ratio (CPU time) "
-             "| load avg |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['threads']} | {r['ours']['img_per_s']:.1f} | "
-                     f"{r['reference']['img_per_s']:.1f} | {r['ratio']:.2f}x | {r['ratio_cpu_time']:.2f}x | "
-                     f"{r['load_average']:.1f} |")
-    if any("breakdown" in r for r in results):
-        lines += ["", "Time per step (ms, profiled): matrix products of the linear layers / attention / the rest. "
-                  "Bound = reference step time / our matrix-product time: the ratio reachable if "
-                  "everything but the matrix products cost nothing.", "",
-                  "| model | precision | ours: matmul / attention / rest | reference: matmul / attention / rest "
-                  "| bound |", "|---|---|---|---|---:|"]
-        for r in results:
-            if "breakdown" not in r:
+def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", steps: int = 5, warmup: int = 2,
+                       device: str = "cpu", breakdown: bool = False, peers: Any = None) -> dict[str, Any]:
+    """Ours and MAE-Lite's (when ``peers`` is given) in one run, steps alternated; ``ratio`` =
+    ours / MAE-Lite images/s."""
+    torch.manual_seed(0)
+    steppers = {"ours": Stepper(*build_ours(model_name, dtype, device), batch, 224, dtype, device)}
+    if peers is not None:
+        steppers["maelite"] = Stepper(*build_maelite(peers, model_name, batch, device), batch, 224, dtype, device)
+    names = list(steppers)
+    for _ in range(warmup):
+        for s in steppers.values():
+            s.step(record=False)
+    for i in range(steps):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            steppers[name].step()
+    row: dict[str, Any] = {"model": model_name, "dtype": dtype, "batch": batch, "device": device,
+                           "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
+    for name, s in steppers.items():
+        row[name] = s.result()
+        if breakdown and device == "cpu":
+            row[name]["breakdown"] = step_breakdown(s)
+    if "maelite" in row:
+        row["ratio"] = row["ours"]["img_per_s"] / row["maelite"]["img_per_s"]
+        row["ratio_cpu_time"] = row["ours"]["img_per_cpu_s"] / row["maelite"]["img_per_cpu_s"]
+    return row
+
+
+def run(models: tuple[str, ...] = MODELS, dtypes: tuple[str, ...] = DTYPES, batch: int = 64, steps: int = 5,
+        warmup: int = 2, device: str = "cpu", breakdown: bool = False, with_peers: bool = True) -> dict[str, Any]:
+    """Every (model, precision) row; a row that cannot run says why (``skipped``)."""
+    peers = load_peers() if with_peers else None
+    peer_reason = (unavailable_reason() if with_peers else "not asked for (--no-peers)") if peers is None else None
+    bf16_reason = bf16_unsupported_reason(device)
+    rows = []
+    for model_name in models:
+        for dtype in dtypes:
+            if dtype == "bf16" and bf16_reason:
+                rows.append({"model": model_name, "dtype": dtype, "skipped": bf16_reason})
                 continue
-            ours, ref = r["breakdown"]["ours"], r["breakdown"]["reference"]
-            ref_step_ms = 1e3 * r["batch"] / r["reference"]["img_per_s"]
-            lines.append(f"| {r['model']} | {r['dtype']} | {ours['matmul_ms']:.0f} / {ours['attention_ms']:.0f} / "
-                         f"{ours['other_ms']:.0f} | {ref['matmul_ms']:.0f} / {ref['attention_ms']:.0f} / "
-                         f"{ref['other_ms']:.0f} | {ref_step_ms / ours['matmul_ms']:.2f}x |")
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    try:
-        import matplotlib
+            row = compare_throughput(model_name, batch, dtype, steps, warmup, device, breakdown, peers)
+            peer = f", MAE-Lite {row['maelite']['img_per_s']:.1f} img/s ({row['ratio']:.2f}x)" if "maelite" in row \
+                else ""
+            print(f"{model_name} {dtype}: ours {row['ours']['img_per_s']:.1f} img/s{peer}", flush=True)
+            rows.append(row)
+    return {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "peers_missing": peer_reason,
+            "rows": rows}
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    labels = [f"{r['model']}\n{r['dtype']}" for r in results]
-    xs = range(len(results))
-    fig, ax = plt.subplots(figsize=(1.8 * len(results) + 2, 3.5))
-    ax.bar([x - 0.2 for x in xs], [r["reference"]["img_per_s"] for r in results], 0.4, label="reference")
-    ax.bar([x + 0.2 for x in xs], [r["ours"]["img_per_s"] for r in results], 0.4, label="ours")
-    for x, r in zip(xs, results):
-        ax.text(x + 0.2, r["ours"]["img_per_s"], f"{r['ratio']:.2f}x", ha="center", va="bottom")
-    ax.set_ylim(top=1.15 * max(r["ours"]["img_per_s"] for r in results))
-    ax.set_xticks(list(xs), labels)
-    ax.set_ylabel(f"images / s (batch {results[0]['batch']})")
+
+def _ms(parts: dict[str, Any]) -> str:
+    return f"{parts['matmul_ms']:.0f} / {parts['attention_ms']:.0f} / {parts['other_ms']:.0f}"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The throughput table (and the step breakdown when profiled) as Markdown."""
+    rows = data["rows"]
+    batch = next((r["batch"] for r in rows if "batch" in r), "-")
+    lines = [f"One training step (forward, backward, AdamW), batch {batch}, 224x224, {data['device']}, "
+             f"{data['threads']} threads, torch {data['torch']}; MAE-Lite = their own code, timed in the same "
+             "run, steps interleaved.", "",
+             "| model | precision | ours img/s | MAE-Lite img/s | ours / MAE-Lite | same, CPU time | load avg |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | {r['dtype']} | skipped: {r['skipped']} | | | | |")
+            continue
+        peer = r.get("maelite")
+        lines.append(f"| {r['model']} | {r['dtype']} | {r['ours']['img_per_s']:.1f} | "
+                     + (f"{peer['img_per_s']:.1f} | {r['ratio']:.2f}x | {r['ratio_cpu_time']:.2f}x"
+                        if peer else "- | - | -")
+                     + f" | {r['load_average']:.1f} |")
+    if data.get("peers_missing"):
+        lines += ["", f"MAE-Lite's code was not run: {data['peers_missing']}. Their code measured elsewhere "
+                  "(one H100, torch 2.11, batch 256; GPU figures, not comparable with these rows; the papers "
+                  "publish no throughput):", "", "| model | MAE-Lite img/s |", "|---|---|"]
+        lines += [f"| {m} | " + ", ".join(f"{v:,} {k}" for k, v in figs.items()) + " |"
+                  for m, figs in PEER_FIGURES.items()]
+    profiled = [r for r in rows if "breakdown" in r.get("ours", {})]
+    if profiled:
+        lines += ["", "Time per step (ms, torch profiler self time; the same op names classified the same way "
+                  "for both): matrix products of the linear layers / attention / the rest.", "",
+                  "| model | precision | ours | MAE-Lite |", "|---|---|---|---|"]
+        for r in profiled:
+            peer = r.get("maelite", {}).get("breakdown")
+            lines.append(f"| {r['model']} | {r['dtype']} | {_ms(r['ours']['breakdown'])} | "
+                         f"{_ms(peer) if peer else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict[str, Any], path: Path) -> Path | None:
+    """Bar chart of images/s, ours beside MAE-Lite's, per model and precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in data["rows"] if "skipped" not in r]
+    if not rows:
+        return None
+    xs = range(len(rows))
+    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 2, 3.5))
+    ax.bar([x + 0.2 for x in xs], [r["ours"]["img_per_s"] for r in rows], 0.4, label="ours")
+    if any("maelite" in r for r in rows):
+        ax.bar([x - 0.2 for x in xs], [r.get("maelite", {}).get("img_per_s", 0) for r in rows], 0.4,
+               label="MAE-Lite (their code)")
+        for x, r in zip(xs, rows):
+            if "ratio" in r:
+                ax.text(x + 0.2, r["ours"]["img_per_s"], f"{r['ratio']:.2f}x", ha="center", va="bottom")
+    ax.set_ylim(top=1.15 * max(max(r["ours"]["img_per_s"], r.get("maelite", {}).get("img_per_s", 0)) for r in rows))
+    ax.set_xticks(list(xs), [f"{r['model']}\n{r['dtype']}" for r in rows])
+    ax.set_ylabel(f"images / s (batch {rows[0]['batch']}, {data['device']})")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(out.with_suffix(".png")) as temp:
+    with atomic_path(path) as temp:
         fig.savefig(temp, dpi=100)
     plt.close(fig)
+    return path
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description="pre-training step throughput, ours vs the reference")
+def write_outputs(data: dict[str, Any], out: Path) -> str:
+    """``out``.json, .md and .png; returns the Markdown."""
+    text = markdown(data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out.with_suffix(".json"), data)
+    atomic_write_text(out.with_suffix(".md"), text)
+    plot(data, out.with_suffix(".png"))
+    return text
+
+
+def report_section(out_dir: Path, threads: int, quick: bool) -> tuple[str, dict]:
+    """The main report's pre-training section: both models, fp32 and bf16, against MAE-Lite's code,
+    with the step breakdown; writes ``out_dir/pretrain_speed.{json,md,png}``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        data = run(steps=3 if quick else 5, warmup=1 if quick else 2, breakdown=True)
+    finally:
+        torch.set_num_threads(previous)
+    return write_outputs(data, Path(out_dir) / "pretrain_speed"), data
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description="pre-training step throughput, ours vs MAE-Lite's own code")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also profile where each step's time goes (matrix products / attention / rest)")
-    parser.add_argument("--out", type=Path, default=Path("results/pretrain_throughput"),
+                        help="also profile where each CPU step's time goes (matrix products / attention / rest)")
+    parser.add_argument("--no-peers", action="store_true", help="time ours only")
+    parser.add_argument("--out", type=Path, default=Path("results/pretrain_speed"),
                         help="writes OUT.json, OUT.md and OUT.png")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here")
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = []
-    for model_name in args.models:
-        for dtype in args.dtypes:
-            r = compare_throughput(model_name, args.batch, dtype, args.steps, args.warmup)
-            if args.breakdown:
-                r["breakdown"] = {impl: step_breakdown(model_name, args.batch, dtype, impl) for impl in IMPLS}
-            print(f"{model_name} {dtype}: ours {r['ours']['img_per_s']:.1f} img/s, reference "
-                  f"{r['reference']['img_per_s']:.1f} img/s, ratio {r['ratio']:.2f}x "
-                  f"(CPU time {r['ratio_cpu_time']:.2f}x, load {r['load_average']:.1f})", flush=True)
-            results.append(r)
-    _write_outputs(results, args.out)
-    return results
+    data = run(tuple(args.models), tuple(args.dtypes), args.batch, args.steps, args.warmup, args.device,
+               args.breakdown, not args.no_peers)
+    print(write_outputs(data, args.out))
+    return data
 
 
 if __name__ == "__main__":

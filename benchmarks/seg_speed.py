@@ -12,6 +12,8 @@ Latency compares our ViT-Tiny UperNet with mmseg's built-in ``MAE`` backbone of 
 alternating runs, on CPU with 2 threads, batch 1, 512x512.
 
     python -m benchmarks.seg_speed --out results/seg_benchmark      # JSON + Markdown + PNG
+
+The main report (``benchmarks/report.py``) calls :func:`report_section`.
 """
 from __future__ import annotations
 
@@ -38,8 +40,10 @@ BENCHMARK_CONFIGS = (
     "fpn_vit-tiny-rpe_d2mae-ft_8xb2-160k_ade20k-512x512.py",
 )
 LATENCY_CONFIG = "upernet_vit-tiny_mae_8xb2-160k_ade20k-512x512.py"
+INPUT_SIZE = 512
 
-__all__ = ["build_segmentor", "count_flops", "seg_model_stats", "seg_latency", "mmseg_mae_backbone_cfg"]
+__all__ = ["build_segmentor", "count_flops", "seg_model_stats", "seg_latency", "mmseg_mae_backbone_cfg",
+           "markdown", "write_outputs", "report_section"]
 
 
 def _load_config(config, cfg_options: dict | None = None):
@@ -170,7 +174,8 @@ def seg_latency(config_path: str | os.PathLike = CONFIG_DIR / LATENCY_CONFIG, th
         torch.set_num_threads(previous_threads)
 
 
-def _markdown(stats: list[dict], latency: dict | None) -> str:
+def markdown(stats: list[dict], latency: dict | None) -> str:
+    """The parameter / FLOP table, and the latency table when measured, as Markdown."""
     lines = ["| config | params (M) | params w/o aux (M) | backbone (M) | GFLOPs | GMACs |",
              "|---|---:|---:|---:|---:|---:|"]
     for s in stats:
@@ -178,7 +183,9 @@ def _markdown(stats: list[dict], latency: dict | None) -> str:
                      f"{s['params_backbone'] / 1e6:.2f} | {s['flops'] / 1e9:.1f} | {s['gmacs']:.1f} |")
     if latency:
         lines += ["", f"CPU latency, {latency['threads']} threads, batch 1, "
-                      f"{latency['input_size'][0]}x{latency['input_size'][1]}, {latency['repeats']} rounds:", "",
+                      f"{latency['input_size'][0]}x{latency['input_size'][1]}, {latency['repeats']} rounds, "
+                      "models in turn; baseline: mmseg's own `MAE` backbone at ViT-Tiny size under the same "
+                      "neck and head:", "",
                   "| model | segmentor median (ms) | min | backbone median (ms) | min |", "|---|---:|---:|---:|---:|"]
         for name, r in latency["results"].items():
             lines.append(f"| {name} | {r['model_median_ms']:.0f} | {r['model_min_ms']:.0f} | "
@@ -219,6 +226,28 @@ def _plot(stats: list[dict], latency: dict | None, path: Path) -> None:
     plt.close(fig)
 
 
+def write_outputs(stats: list[dict], latency: dict | None, out: Path) -> str:
+    """``out``.json, .md and .png; returns the Markdown."""
+    text = markdown(stats, latency)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out.with_suffix(".json"), dict(stats=stats, latency=latency))
+    atomic_write_text(out.with_suffix(".md"), text)
+    _plot(stats, latency, out.with_suffix(".png"))
+    return text
+
+
+def report_section(out_dir: Path, threads: int, quick: bool) -> tuple[str, dict]:
+    """The main report's segmentation section: parameters and FLOPs of ``BENCHMARK_CONFIGS`` at
+    ``INPUT_SIZE``, CPU latency of ``LATENCY_CONFIG`` against mmseg's ``MAE`` backbone; writes
+    ``out_dir/seg.{json,md,png}``."""
+    from tqdm import tqdm
+
+    size = (INPUT_SIZE, INPUT_SIZE)
+    stats = [seg_model_stats(CONFIG_DIR / c, size) for c in tqdm(BENCHMARK_CONFIGS, desc="FLOPs", leave=False)]
+    latency = seg_latency(CONFIG_DIR / LATENCY_CONFIG, threads=threads, size=INPUT_SIZE, repeats=3 if quick else 10)
+    return write_outputs(stats, latency, Path(out_dir) / "seg"), dict(stats=stats, latency=latency)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Parameters, FLOPs and CPU latency of the seg configs")
     parser.add_argument("--configs", nargs="*", type=Path, default=[CONFIG_DIR / c for c in BENCHMARK_CONFIGS])
@@ -231,14 +260,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     stats = [seg_model_stats(c) for c in tqdm(args.configs, desc="FLOPs", leave=False)]
     latency = None if args.no_latency else seg_latency(threads=args.threads, repeats=args.repeats)
-    report = dict(stats=stats, latency=latency)
-    print(_markdown(stats, latency))
     if args.out is not None:
-        atomic_write_json(args.out.with_suffix(".json"), report)
-        atomic_write_text(args.out.with_suffix(".md"), _markdown(stats, latency))
-        _plot(stats, latency, args.out.with_suffix(".png"))
+        print(write_outputs(stats, latency, args.out))
         print(f"wrote {args.out.with_suffix('.json')}, .md, .png")
-    return report
+    else:
+        print(markdown(stats, latency))
+    return dict(stats=stats, latency=latency)
 
 
 if __name__ == "__main__":

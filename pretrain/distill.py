@@ -73,14 +73,12 @@ class AttentionDistillation(nn.Module):
         student_heads: heads of the student block whose logits are distilled.
         teacher_block: index of the teacher block whose logits are the target.
         weight: loss weight (1.0).
-        teacher_full_forward: run every teacher block with explicit attention and embed all
-            patches, as the reference implementation does (benchmark baseline only).
         compile_teacher: run the teacher as a frozen ``torch.compile`` graph (see
             :meth:`_run_teacher`; same logits, ~1.1x (fp32) to 1.2x (bf16) faster D²-MAE steps on CPU).
     """
 
     def __init__(self, teacher: nn.Module, student_heads: int, teacher_block: int, weight: float = 1.0,
-                 teacher_full_forward: bool = False, compile_teacher: bool = False) -> None:
+                 compile_teacher: bool = False) -> None:
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
         self.teacher_block = teacher_block % len(teacher.blocks)
@@ -88,9 +86,8 @@ class AttentionDistillation(nn.Module):
         teacher_heads = blk.attn.num_heads if isinstance(teacher, VisionTransformer) else blk.attn.heads
         self.adapter = nn.Conv2d(student_heads, teacher_heads, kernel_size=1, bias=False)
         self.weight = weight
-        self.teacher_full_forward = teacher_full_forward
         self.teacher_compute_dtype: torch.dtype | None = None
-        self.compile_teacher = compile_teacher and not teacher_full_forward
+        self.compile_teacher = compile_teacher
         self._drop_compiled_teacher()
         # Training checkpoints hold the adapter only: the teacher comes from its own file.
         self.register_state_dict_post_hook(self._drop_teacher_keys)
@@ -166,8 +163,7 @@ class AttentionDistillation(nn.Module):
 
     def _teacher_logits(self, imgs: torch.Tensor, visible: torch.Tensor,
                         patches: torch.Tensor | None = None) -> torch.Tensor:
-        return teacher_attention_logits(self.teacher, self.teacher_block, imgs, visible, patches,
-                                        self.teacher_full_forward)
+        return teacher_attention_logits(self.teacher, self.teacher_block, imgs, visible, patches)
 
     def forward(self, student_logits: torch.Tensor, imgs: torch.Tensor, visible: torch.Tensor,
                 patches: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -180,25 +176,15 @@ class AttentionDistillation(nn.Module):
 
 
 def teacher_attention_logits(teacher: nn.Module, block: int, imgs: torch.Tensor, visible: torch.Tensor,
-                             patches: torch.Tensor | None = None, full_forward: bool = False) -> torch.Tensor:
+                             patches: torch.Tensor | None = None) -> torch.Tensor:
     """Pre-softmax logits of teacher block ``block`` for the visible patches the student saw.
 
     ViT: ``visible`` = ids_keep [B, K] (shuffle order) -> [B, heads, 1 + K, 1 + K]; only the blocks
     up to ``block`` run, and of that block only norm1 and the q / k projections.
     Hiera: ``visible`` = kept mask units [B, units] -> [B, heads, N, N] (window axis squeezed).
-    ``full_forward``: embed every patch and run every block with explicit attention plus the final
-    norm, as the reference implementation does (benchmark baseline).
     """
     if isinstance(teacher, VisionTransformer):
-        x = embed_visible_patches(teacher, imgs, visible, patches, visible_only=not full_forward)
-        if full_forward:
-            out = None
-            for i, blk in enumerate(teacher.blocks):
-                x, logits = blk(x, return_logits=True)
-                if i == block:
-                    out = logits
-            teacher.norm(x)
-            return out
+        x = embed_visible_patches(teacher, imgs, visible, patches)
         for blk in teacher.blocks[:block]:
             x = blk(x)
         blk = teacher.blocks[block]

@@ -1,11 +1,13 @@
 """Export a pre-trained encoder for segmentation / tracking in backbones' format.
 
 The training checkpoint (``work_dir/last.pth``) holds the student under ``student.*`` and the
-adapter under ``distill.*``.  The export keeps the encoder only: decoder, mask token, adapter,
-Hiera's fusion heads and D²-MAE's attention-only 13th block are dropped (downstream uses the
-first 12 blocks), Hiera's MAE ``encoder_norm`` becomes the backbone's ``head.norm`` (timm's
-naming).  The result is checked to load into the backbone with no missing or unexpected key,
-then written by ``backbones.save_backbone`` with metadata: arch, recipe, epochs, teacher and
+adapter under ``distill.*``, with the run's config.  The student is built again from that config
+(``model.name`` names a registered pre-training model) and loaded strictly, which proves the
+weights are the model the config describes; its :meth:`~pretrain.mae.BackboneMAE.encoder_state_dict`
+keeps the encoder only (decoder, mask token, adapter, Hiera's fusion heads and D²-MAE's
+attention-only 13th block are left out: downstream uses the first 12 blocks).  The result is
+checked to load into the backbone (``student.arch``) with no missing or unexpected key, then
+written by ``backbones.save_backbone`` with metadata: arch, recipe, epochs, teacher and
 ``random_teacher``.
 
 Command line: ``python -m pretrain.export work_dirs/RUN/last.pth backbone.pth``.
@@ -15,40 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import Any
 
 from backbones import build_backbone, load_pretrained, read_checkpoint, save_backbone
 
-from .tasks import PRETRAIN_MODELS
+from .mae import build_pretrain_model, list_pretrain_models
 
-__all__ = ["export_backbone", "encoder_state_dict"]
-
-_PRETRAIN_ONLY = ("decoder", "mask_token", "multi_scale_fusion_heads.")
-# Model-config keys that configure the MAE around the encoder, not the encoder itself.
-_MAE_OPTIONS = {"name", "mask_ratio", "norm_pix_loss", "decoder_embed_dim", "decoder_depth", "decoder_num_heads",
-                "decoder_mlp_ratio", "decode_idx", "logits_block", "attention", "embed_visible_only",
-                "loss_on_masked_only", "q_pool"}
-
-
-def encoder_state_dict(model_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Encoder weights of a pre-training task state dict, in the backbone's key layout."""
-    student = {k[len("student."):]: v for k, v in model_state.items() if k.startswith("student.")}
-    if not student:
-        raise KeyError("no 'student.*' weights in the checkpoint: not a pre-training checkpoint")
-    full_blocks = {int(k.split(".")[1]) for k in student if k.startswith("blocks.") and ".mlp." in k}
-    depth = max(full_blocks) + 1 if full_blocks else None
-    out = {}
-    for key, value in student.items():
-        if key.startswith(_PRETRAIN_ONLY):
-            continue
-        if depth is not None and key.startswith("blocks.") and int(key.split(".")[1]) >= depth:
-            continue  # D²-MAE's attention-only block (no MLP)
-        if key.startswith("encoder_norm."):
-            key = "head.norm." + key[len("encoder_norm."):]
-        out[key] = value
-    return out
+__all__ = ["export_backbone"]
 
 
 def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike, **extra_meta: Any) -> Path:
@@ -56,16 +31,24 @@ def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike, **ext
     ckpt = read_checkpoint(checkpoint)
     cfg, meta = ckpt.get("config") or {}, ckpt.get("meta") or {}
     model_cfg = dict(cfg.get("model") or {})
-    name = model_cfg.get("name")
-    if name not in PRETRAIN_MODELS:
-        raise KeyError(f"{checkpoint}: config model.name {name!r} is not a pre-training model")
-    arch = PRETRAIN_MODELS[name][1]
-    state = encoder_state_dict(ckpt["model"])
-    arch_kwargs = {k: v for k, v in model_cfg.items() if k not in _MAE_OPTIONS}
-    backbone = build_backbone(arch, num_classes=0, **arch_kwargs)
+    name = model_cfg.pop("name", None)
+    if name not in list_pretrain_models():
+        raise KeyError(f"{checkpoint}: config model.name {name!r} is not a pre-training model "
+                       f"(known: {', '.join(list_pretrain_models())})")
+    student_state = {k[len("student."):]: v for k, v in (ckpt.get("model") or {}).items()
+                     if k.startswith("student.")}
+    if not student_state:
+        raise KeyError(f"{checkpoint}: no 'student.*' weights: not a pre-training checkpoint")
+    student = build_pretrain_model(name, **model_cfg)
+    fit = student.load_state_dict(student_state, strict=False)
+    if fit.missing_keys or fit.unexpected_keys:
+        raise KeyError(f"{checkpoint}: the student weights do not fit {name} as its config builds it: "
+                       f"missing {fit.missing_keys[:8]}, unexpected {fit.unexpected_keys[:8]}")
+    state = student.encoder_state_dict()
+    backbone = build_backbone(student.arch, num_classes=0, **student.encoder_overrides)
     result = load_pretrained(backbone, state)
     if result.missing or result.unexpected:
-        raise KeyError(f"{checkpoint}: exported encoder does not fit {arch}: {result}")
+        raise KeyError(f"{checkpoint}: exported encoder does not fit {student.arch}: {result}")
     position = ckpt.get("position") or {}
     export_meta = {
         "recipe": cfg.get("recipe") or name,
@@ -77,11 +60,11 @@ def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike, **ext
         "teacher_arch": meta.get("teacher_arch"),
         "teacher_ckpt": meta.get("teacher_ckpt"),
         "mask_ratio": model_cfg.get("mask_ratio"),
-        "arch_kwargs": arch_kwargs,
+        "arch_kwargs": dict(student.encoder_overrides),
         "source": str(checkpoint),
         **extra_meta,
     }
-    return save_backbone(state, out, arch, **export_meta)
+    return save_backbone(state, out, student.arch, **export_meta)
 
 
 def main(argv: list[str] | None = None) -> None:

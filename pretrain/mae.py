@@ -1,38 +1,91 @@
-"""Masked autoencoder on the plain ViT (MAE-Lite's MAE-Tiny, and the D²-MAE student).
+"""Masked autoencoder on the plain ViT (MAE-Lite's MAE-Tiny, and the D²-MAE student), and the
+registry of pre-training models.
 
-``MaskedAutoencoderViT`` subclasses :class:`backbones.VisionTransformer`, so the encoder's keys are
-the backbone's and the export is a state-dict filter.  The MAE is split in named steps:
-``random_masking`` -> ``forward_encoder`` -> ``forward_decoder`` -> ``forward_loss``.
+The MAE models are backbones of the registry extended by a decoder: ``MaskedAutoencoderViT("vit_tiny")``
+is the model ``backbones.build_backbone("vit_tiny", ...)`` builds, taken over (see
+:class:`BackboneMAE`), so the architecture is defined once, in ``backbones``, the encoder's
+state-dict keys are the backbone's, and the export is a state-dict filter.  The MAE is split in
+named steps: ``random_masking`` -> ``forward_encoder`` -> ``forward_decoder`` -> ``forward_loss``.
 
-Speed (same maths as the reference, less work): only the visible patches are embedded (the
-patch-embedding conv is a linear map on patchified pixels, applied after the gather), the target is
-normalised and compared on the masked patches only, the encoder stops after the last block anybody
-reads, and attention picks its kernel by where it runs (``attention="auto"``): the fused SDPA kernel
-on GPU, without autograd and for fp32 CPU training, the explicit softmax for CPU training under
-bf16 autocast, where SDPA's backward is several times slower.  ``attention="explicit",
-embed_visible_only=False, loss_on_masked_only=False`` restores the reference's computation
-(explicit softmax everywhere, conv over all patches, loss over every patch) for benchmarking.
+Same function as MAE's reference code, less work: only the visible patches are embedded (the
+patch-embedding conv, kernel = stride = patch, is a linear map of each patch's pixels, applied
+after the gather), the decoder head and the norm-pix target cover the masked patches only (the
+loss reads nothing else), and the encoder stops after the last block anybody reads.
+
+Pre-training models register by name with :func:`register_pretrain_model` and are built with
+:func:`build_pretrain_model`; ``pretrain`` imports :mod:`.mae_hiera` so that its models are there too.
 """
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones import Block, LogitsBlock, VisionTransformer, sincos_pos_embed_2d, xavier_init_
+from backbones import Block, LogitsBlock, VisionTransformer, build_backbone, sincos_pos_embed_2d, xavier_init_
 
-__all__ = ["MaskedAutoencoderViT", "MaskedEncoding", "MAEOutput", "random_masking", "patchify", "unpatchify",
-           "embed_visible_patches", "mae_vit_tiny", "d2mae_vit_tiny", "VIT_ARCHS"]
+__all__ = ["BackboneMAE", "MaskedAutoencoderViT", "MaskedEncoding", "MAEOutput", "random_masking", "patchify",
+           "unpatchify", "normalize_patches", "embed_visible_patches", "mae_vit_tiny", "d2mae_vit_tiny",
+           "register_pretrain_model", "build_pretrain_model", "list_pretrain_models"]
 
-# Encoder shapes of the backbones (see backbones/vit.py); the export test checks they agree.
-VIT_ARCHS: dict[str, dict] = {
-    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=12),
-    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
-    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
-}
+_PRETRAIN_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_pretrain_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register a pre-training model factory under its function name."""
+    if fn.__name__ in _PRETRAIN_MODELS:
+        raise ValueError(f"pre-training model {fn.__name__!r} is registered twice")
+    _PRETRAIN_MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_pretrain_models() -> list[str]:
+    return sorted(_PRETRAIN_MODELS)
+
+
+def build_pretrain_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered pre-training model; ``kwargs`` replace the factory's defaults."""
+    if name not in _PRETRAIN_MODELS:
+        raise KeyError(f"unknown pre-training model {name!r}; known: {', '.join(list_pretrain_models())}")
+    return _PRETRAIN_MODELS[name](**kwargs)
+
+
+class BackboneMAE:
+    """What the MAE models share: each is a backbone of the registry, extended.
+
+    A subclass of the backbone's class calls :meth:`_take_over` instead of the backbone's
+    ``__init__``: the backbone that ``build_backbone`` built hands over its submodules, parameters,
+    buffers and attributes (``arch`` included), exactly as if its ``__init__`` had run on this
+    object. The MAE then adds its own parts; :meth:`encoder_state_dict` returns the backbone's
+    part in the backbone's keys.
+    """
+
+    arch: str
+    encoder_overrides: dict
+    encoder_keys: tuple[str, ...]
+
+    def _take_over(self, arch: str, defaults: dict, overrides: dict) -> None:
+        """Build ``build_backbone(arch, **defaults, **overrides)`` and become it; ``overrides`` are
+        the user's backbone arguments (kept as ``encoder_overrides`` for the export)."""
+        base = next(c for c in type(self).__mro__ if not issubclass(c, BackboneMAE))
+        try:
+            backbone = build_backbone(arch, **{**defaults, **overrides})
+        except TypeError as error:
+            raise TypeError(f"{type(self).__name__} cannot extend backbone {arch!r}: {error}") from error
+        if type(backbone) is not base:
+            raise TypeError(f"{type(self).__name__} extends {base.__name__}; backbone {arch!r} is a "
+                            f"{type(backbone).__name__}")
+        nn.Module.__init__(self)
+        vars(self).update(vars(backbone))
+        self.encoder_overrides = dict(overrides)
+        self.encoder_keys = tuple(backbone.state_dict())
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """The encoder's weights in the backbone's key layout (decoder, mask token, extra blocks left out)."""
+        state = self.state_dict()
+        return {key: state[key] for key in self.encoder_keys}
 
 
 class MaskedEncoding(NamedTuple):
@@ -55,9 +108,9 @@ class MaskedEncoding(NamedTuple):
 
 
 class MAEOutput(NamedTuple):
-    loss: torch.Tensor  # scalar: mean squared error over masked patches
-    pred: torch.Tensor  # [B, L, p*p*3] predicted (normalised) pixels of every patch, or [B, M, ...]
-    pred_ids: torch.Tensor | None  # None (every patch) or [B, M]: the patches ``pred`` covers
+    loss: torch.Tensor  # scalar: mean squared error over the masked patches
+    pred: torch.Tensor  # [B, M, p*p*3] predicted (normalised) pixels of the M masked patches
+    pred_ids: torch.Tensor  # [B, M] raster indices of the patches ``pred`` covers (= encoding.ids_masked)
     encoding: MaskedEncoding
 
 
@@ -87,7 +140,7 @@ def random_masking(batch: int, length: int, mask_ratio: float, noise: torch.Tens
 
     Returns ``ids_keep`` [B, K], ``ids_masked`` [B, L - K], ``mask`` [B, L] (1 = masked) and
     ``ids_restore`` [B, L], with K = int(L * (1 - mask_ratio)).  ``noise`` [B, L] (uniform) may be
-    given to fix the shuffle.
+    given to fix the shuffle; without it ``torch.rand(batch, length)`` is drawn, as MAE does.
     """
     len_keep = int(length * (1 - mask_ratio))
     if not 0 < len_keep <= length:
@@ -127,34 +180,43 @@ def _gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 def embed_visible_patches(vit: VisionTransformer, imgs: torch.Tensor, ids_keep: torch.Tensor,
-                          patches: torch.Tensor | None = None, visible_only: bool = True) -> torch.Tensor:
-    """Tokens [B, 1 + K, C] of the class token and the visible patches (position embedding added).
+                          patches: torch.Tensor | None = None) -> torch.Tensor:
+    """Tokens [B, 1 + K, C] of the class token and the visible patches ``ids_keep`` [B, K]
+    (position embedding added).
 
-    With ``visible_only`` the patch-embedding conv (kernel = stride = patch) is applied as a
-    linear map to the K gathered pixel patches only, which is the same function as running the
-    conv on all L patches and gathering afterwards (``visible_only=False``, the reference).
-    ``patches`` (from :func:`patchify`) may be passed to share the work with the loss target.
+    The patch-embedding conv (kernel = stride = patch) is applied as a linear map to the K
+    gathered pixel patches only: the same function as the conv over all L patches followed by the
+    gather.  ``patches`` (from :func:`patchify`) may be passed to share the work with the loss target.
     """
+    if patches is None:
+        patches = patchify(imgs, vit.patch_size)
     proj = vit.patch_embed.proj
-    if visible_only:
-        if patches is None:
-            patches = patchify(imgs, vit.patch_size)
-        weight = proj.weight.permute(0, 2, 3, 1).reshape(proj.out_channels, -1)  # (row, col, chan) order
-        x = F.linear(_gather_tokens(patches, ids_keep), weight, proj.bias)
-        grid = (imgs.shape[-2] // vit.patch_size, imgs.shape[-1] // vit.patch_size)
-        pos = vit.position_embedding(grid)
-        if pos is not None:
-            x = x + _gather_tokens(pos[:, 1:].expand(x.shape[0], -1, -1), ids_keep)
-    else:
-        x, _ = vit.patch_tokens(imgs)
-        x = _gather_tokens(x, ids_keep)
+    weight = proj.weight.permute(0, 2, 3, 1).reshape(proj.out_channels, -1)  # (row, col, chan) order
+    x = F.linear(_gather_tokens(patches, ids_keep), weight, proj.bias)
+    grid = (imgs.shape[-2] // vit.patch_size, imgs.shape[-1] // vit.patch_size)
+    pos = vit.position_embedding(grid)
+    if pos is not None:
+        x = x + _gather_tokens(pos[:, 1:].expand(x.shape[0], -1, -1), ids_keep)
     return torch.cat([vit.class_token(x.shape[0]), x], dim=1)
 
 
-class MaskedAutoencoderViT(VisionTransformer):
-    """MAE with a ViT encoder (fixed sin-cos positions) and a small ViT decoder.
+def fused_attention_pays(x: torch.Tensor) -> bool:
+    """Whether attention on ``x`` should run the fused SDPA kernel (True) or the explicit softmax
+    of the logits (False, what ``Block(..., return_logits=True)`` computes).
+
+    Explicit for training on CPU, fused everywhere else (GPU, inference).  Measured on a 2-core
+    Xeon with AVX512-BF16 (torch 2.14, MAE-Tiny forward + backward, same process, alternated):
+    with SDPA the step was 2.1x slower under bf16 autocast (36 vs 75 img/s, batch 32) and ~10%
+    slower in fp32 (33 vs 37 img/s, batch 64): SDPA's CPU backward is the slow part.
+    """
+    return x.device.type != "cpu" or not torch.is_grad_enabled()
+
+
+class MaskedAutoencoderViT(BackboneMAE, VisionTransformer):
+    """MAE with a ViT encoder (the registry's ``arch``, fixed sin-cos positions) and a small ViT decoder.
 
     Args:
+        arch: the encoder, a ``backbones`` name (``vit_tiny``, ``vit_small``, ``vit_base``).
         mask_ratio: fraction of patches removed (0.75).
         norm_pix_loss: regress per-patch normalised pixels (mean 0, variance 1 per patch).
         decoder_embed_dim, decoder_depth, decoder_num_heads, decoder_mlp_ratio: the decoder
@@ -163,17 +225,12 @@ class MaskedAutoencoderViT(VisionTransformer):
             blocks; D²-MAE: 8).
         logits_block: append an attention-only :class:`backbones.LogitsBlock` as the last block
             (D²-MAE's 13th block, ``blocks.<depth>``): it only produces logits to distil.
-        attention: ``"auto"`` (fused SDPA, except explicit softmax for CPU training under low-
-            precision autocast), ``"fused"`` (SDPA wherever logits are not read) or
-            ``"explicit"`` (everywhere, as the reference).
-        embed_visible_only: embed only the visible patches (False: conv over all, as the reference).
-        loss_on_masked_only: normalise and compare the masked patches only (False: every patch,
-            weighted by the mask, as the reference).
-        **vit_kwargs: :class:`backbones.VisionTransformer` arguments (embed_dim, depth, ...).
+        **encoder_kwargs: ``build_backbone(arch, ...)`` arguments (img_size, depth, drop_path_rate ...).
     """
 
     def __init__(
         self,
+        arch: str = "vit_tiny",
         mask_ratio: float = 0.75,
         norm_pix_loss: bool = True,
         decoder_embed_dim: int = 96,
@@ -182,14 +239,10 @@ class MaskedAutoencoderViT(VisionTransformer):
         decoder_mlp_ratio: float = 4.0,
         decode_idx: int | None = None,
         logits_block: bool = False,
-        attention: Literal["auto", "fused", "explicit"] = "auto",
-        embed_visible_only: bool = True,
-        loss_on_masked_only: bool = True,
-        **vit_kwargs,
+        **encoder_kwargs,
     ) -> None:
-        vit_kwargs = {"num_classes": 0, "pos_embed": "sincos", "global_pool": "token", **vit_kwargs}
-        super().__init__(**vit_kwargs)
-        if self.patch_embed.norm is not None and not isinstance(self.patch_embed.norm, nn.Identity):
+        self._take_over(arch, {"num_classes": 0, "pos_embed": "sincos", "global_pool": "token"}, encoder_kwargs)
+        if not isinstance(self.patch_embed.norm, nn.Identity):
             raise ValueError("visible-only patch embedding needs a PatchEmbed without norm")
         self.encoder_depth = len(self.blocks)
         if decode_idx is None:
@@ -199,16 +252,10 @@ class MaskedAutoencoderViT(VisionTransformer):
         self.decode_idx = decode_idx
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
-        if attention not in ("auto", "fused", "explicit"):
-            raise ValueError(f"attention must be 'auto', 'fused' or 'explicit', got {attention!r}")
-        self.attention = attention
-        self.embed_visible_only = embed_visible_only
-        self.loss_on_masked_only = loss_on_masked_only
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         if logits_block:
             self.blocks.append(LogitsBlock(self.embed_dim, self.num_heads, norm_layer=norm_layer))
 
-        num_patches = self.grid_size[0] * self.grid_size[1]
         self.decoder_embed = nn.Linear(self.embed_dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(sincos_pos_embed_2d(decoder_embed_dim, self.grid_size),
@@ -218,7 +265,6 @@ class MaskedAutoencoderViT(VisionTransformer):
             for _ in range(decoder_depth)])
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size ** 2 * 3)
-        assert self.decoder_pos_embed.shape[1] == 1 + num_patches
         self._init_mae_parts()
 
     def _init_mae_parts(self) -> None:
@@ -232,18 +278,6 @@ class MaskedAutoencoderViT(VisionTransformer):
     def no_weight_decay(self) -> set[str]:
         return super().no_weight_decay() | {"mask_token"}
 
-    def _use_fused(self, x: torch.Tensor) -> bool:
-        if self.attention != "auto":
-            return self.attention == "fused"
-        if x.is_cuda or not torch.is_grad_enabled():
-            return True
-        # CPU training: SDPA's backward beats the explicit softmax in fp32, loses 2-9x under bf16 autocast.
-        return not torch.is_autocast_enabled("cpu")
-
-    @property
-    def has_logits_block(self) -> bool:
-        return isinstance(self.blocks[-1], LogitsBlock)
-
     @property
     def num_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
@@ -253,10 +287,8 @@ class MaskedAutoencoderViT(VisionTransformer):
         return patchify(imgs, self.patch_size)
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
-        """[B, L, p*p*3] -> [B, 3, H, W] (square grids, or the training grid)."""
-        L = patches.shape[1]
-        grid = self.grid_size if L == self.num_patches else (int(L ** 0.5),) * 2
-        return unpatchify(patches, self.patch_size, grid)
+        """[B, L, p*p*3] -> [B, 3, H, W] (the training grid)."""
+        return unpatchify(patches, self.patch_size, self.grid_size)
 
     def random_masking(self, batch: int, noise: torch.Tensor | None = None, mask_ratio: float | None = None,
                        device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
@@ -283,14 +315,14 @@ class MaskedAutoencoderViT(VisionTransformer):
                              f"got {list(imgs.shape[-2:])}")
         B = imgs.shape[0]
         ids_keep, ids_masked, mask, ids_restore = self.random_masking(B, noise, mask_ratio, imgs.device)
-        x = embed_visible_patches(self, imgs, ids_keep, patches, self.embed_visible_only)
+        x = embed_visible_patches(self, imgs, ids_keep, patches)
 
         num_blocks = len(self.blocks)
         wanted = {i % num_blocks for i in logits_from}
         last = max(wanted | {self.decode_idx - 1})
         logits: dict[int, torch.Tensor] = {}
         latent = None
-        fused = self._use_fused(x)
+        fused = fused_attention_pays(x)
         for i, blk in enumerate(self.blocks[: last + 1]):
             if isinstance(blk, LogitsBlock):
                 logits[i] = blk(x)
@@ -316,7 +348,7 @@ class MaskedAutoencoderViT(VisionTransformer):
         x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)
         x_ = _gather_tokens(x_, ids_restore)  # back to raster order
         x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos_embed
-        fused = self._use_fused(x)
+        fused = fused_attention_pays(x)
         for blk in self.decoder_blocks:
             x = blk(x) if fused else blk(x, return_logits=True)[0]
         x = x[:, 1:]
@@ -324,51 +356,37 @@ class MaskedAutoencoderViT(VisionTransformer):
             x = _gather_tokens(x, ids_pred)
         return self.decoder_pred(self.decoder_norm(x))
 
-    def forward_target(self, imgs: torch.Tensor, patches: torch.Tensor | None = None,
-                       ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Regression target [B, L, p*p*3] (or [B, M, ...] for the patches ``ids`` [B, M]):
-        pixels, per-patch normalised with norm_pix_loss."""
-        target = self.patchify(imgs) if patches is None else patches
-        if ids is not None:
-            target = _gather_tokens(target, ids)
-        return normalize_patches(target.float()) if self.norm_pix_loss else target.float()
+    def forward_target(self, imgs: torch.Tensor, ids: torch.Tensor, patches: torch.Tensor | None = None) -> torch.Tensor:
+        """Regression target [B, M, p*p*3] of the patches ``ids`` [B, M] (float32): their pixels,
+        per-patch normalised with norm_pix_loss."""
+        target = _gather_tokens(self.patchify(imgs) if patches is None else patches, ids).float()
+        return normalize_patches(target) if self.norm_pix_loss else target
 
-    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
-                     patches: torch.Tensor | None = None, ids_pred: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean over masked patches of the per-patch MSE (computed in float32).
-
-        ``pred`` [B, L, D] covers every patch (the mean is weighted by ``mask``), or [B, M, D]
-        covers the patches ``ids_pred`` [B, M], which must be exactly the masked ones: then only
-        those are normalised and compared (the same value, less work).
-        """
-        if ids_pred is not None:
-            return F.mse_loss(pred.float(), self.forward_target(imgs, patches, ids_pred))
-        target = (self.patchify(imgs) if patches is None else patches).float()
-        if self.norm_pix_loss:  # MAE's formula, term by term
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
-        loss = (pred.float() - target).pow(2).mean(dim=-1)  # [B, L]
-        return (loss * mask).sum() / mask.sum()
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, ids_masked: torch.Tensor,
+                     patches: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE (float32) between ``pred`` [B, M, p*p*3] and the target of the masked patches
+        ``ids_masked`` [B, M]: MAE's loss, the mean over masked patches of the per-patch MSE."""
+        return F.mse_loss(pred.float(), self.forward_target(imgs, ids_masked, patches))
 
     def forward(self, imgs: torch.Tensor, noise: torch.Tensor | None = None, logits_from: Sequence[int] = (),
                 mask_ratio: float | None = None, patches: torch.Tensor | None = None) -> MAEOutput:
-        """Loss, prediction and encoding of ``imgs``; ``patches`` (= ``patchify(imgs)``) may be
-        passed in when the caller needs them too."""
+        """Loss, prediction of the masked patches and encoding of ``imgs``; ``patches``
+        (= ``patchify(imgs)``) may be passed in when the caller needs them too."""
         if patches is None:
             patches = self.patchify(imgs)
         enc = self.forward_encoder(imgs, noise, logits_from, mask_ratio, patches)
-        ids_pred = enc.ids_masked if self.loss_on_masked_only else None
-        pred = self.forward_decoder(enc.latent, enc.ids_restore, ids_pred)
-        loss = self.forward_loss(imgs, pred, enc.mask, patches, ids_pred)
-        return MAEOutput(loss, pred, ids_pred, enc)
+        pred = self.forward_decoder(enc.latent, enc.ids_restore, enc.ids_masked)
+        loss = self.forward_loss(imgs, pred, enc.ids_masked, patches)
+        return MAEOutput(loss, pred, enc.ids_masked, enc)
 
 
+@register_pretrain_model
 def mae_vit_tiny(**kwargs) -> MaskedAutoencoderViT:
-    """MAE-Tiny (MAE-Lite): ViT-Tiny encoder, decoder 96 dim / 1 block / 3 heads, mask 0.75."""
-    return MaskedAutoencoderViT(**{**VIT_ARCHS["vit_tiny"], **kwargs})
+    """MAE-Tiny (MAE-Lite): ``vit_tiny`` encoder, decoder 96 dim / 1 block / 3 heads, mask 0.75."""
+    return MaskedAutoencoderViT(**{"arch": "vit_tiny", **kwargs})
 
 
+@register_pretrain_model
 def d2mae_vit_tiny(**kwargs) -> MaskedAutoencoderViT:
-    """D²-MAE student: ViT-Tiny + attention-only 13th block, decoder fed by block 8."""
-    return MaskedAutoencoderViT(**{**VIT_ARCHS["vit_tiny"], "decode_idx": 8, "logits_block": True, **kwargs})
+    """D²-MAE student: ``vit_tiny`` + attention-only 13th block, decoder fed by block 8."""
+    return MaskedAutoencoderViT(**{"arch": "vit_tiny", "decode_idx": 8, "logits_block": True, **kwargs})

@@ -1,10 +1,13 @@
 """Masked autoencoder on Hiera (MAE-Lite's Hiera-Tiny MAE and its distillation student).
 
-Follows the structure of the official Hiera MAE: the encoder is :class:`backbones.Hiera` run on
-the kept mask units (timm's ``forward_features(mask=...)``), the outputs of the first ``q_pool``
-stages are pooled onto the final mask-unit grid by strided convs ("multi-scale fusion") and
-summed with the last stage, then a small decoder predicts the pixels of each final-resolution
-token (a 16x16 patch at q_pool 2).  Mask convention here is timm's: True = kept (visible).
+Follows the structure of the official Hiera MAE: the encoder is the registry's
+:class:`backbones.Hiera` (taken over as :class:`pretrain.mae.BackboneMAE` says) run on the kept
+mask units (timm's ``forward_features(mask=...)``), the outputs of the first ``q_pool`` stages
+are pooled onto the final mask-unit grid by strided convs ("multi-scale fusion") and summed with
+the last stage, then a small decoder predicts the pixels of each final-resolution token (a 16x16
+patch at q_pool 2).  The encoder's final norm is the backbone's own ``head.norm`` (the official
+MAE's ``encoder_norm``), so the encoder keeps the backbone's keys.  Mask convention here is
+timm's: True = kept (visible).
 """
 from __future__ import annotations
 
@@ -18,15 +21,9 @@ from timm.models.hiera import HieraBlock, undo_windowing
 
 from backbones import Hiera, xavier_init_
 
-from .mae import patchify
+from .mae import BackboneMAE, normalize_patches, patchify, register_pretrain_model
 
-__all__ = ["MaskedAutoencoderHiera", "HieraMaskedEncoding", "random_unit_mask", "mae_hiera_tiny", "HIERA_ARCHS"]
-
-# Encoder shapes of the backbones (see backbones/hiera.py); the export test checks they agree.
-HIERA_ARCHS: dict[str, dict] = {
-    "hiera_tiny": dict(embed_dim=46, num_heads=1, stages=(1, 2, 7, 2)),
-    "hiera_base": dict(embed_dim=96, num_heads=1, stages=(2, 3, 16, 3)),
-}
+__all__ = ["MaskedAutoencoderHiera", "HieraMaskedEncoding", "random_unit_mask", "mae_hiera_tiny"]
 
 
 class HieraMaskedEncoding(NamedTuple):
@@ -60,35 +57,35 @@ def random_unit_mask(batch: int, units: int, mask_ratio: float, noise: torch.Ten
     return keep.scatter(1, ids_keep, True)
 
 
-class MaskedAutoencoderHiera(Hiera):
+class MaskedAutoencoderHiera(BackboneMAE, Hiera):
     """Hiera MAE.
 
     Args:
+        arch: the encoder, a ``backbones`` name (``hiera_tiny``, ``hiera_base``).
         mask_ratio: fraction of mask units removed (MAE-Lite's Hiera: 0.4).
         norm_pix_loss: per-patch normalised pixel target.
         decoder_embed_dim, decoder_depth, decoder_num_heads: the decoder (96, 1, 3).
         q_pool: number of q-pooling stages in the encoder (2 for MAE; the mask unit shrinks to
             ``mask_unit_size / q_stride ** q_pool``).
-        **hiera_kwargs: :class:`backbones.Hiera` (timm) arguments.
+        **encoder_kwargs: ``build_backbone(arch, ...)`` arguments (img_size, drop_path_rate ...).
     """
 
     def __init__(
         self,
+        arch: str = "hiera_tiny",
         mask_ratio: float = 0.4,
         norm_pix_loss: bool = True,
         decoder_embed_dim: int = 96,
         decoder_depth: int = 1,
         decoder_num_heads: int = 3,
         q_pool: int = 2,
-        **hiera_kwargs,
+        **encoder_kwargs,
     ) -> None:
-        super().__init__(**{"num_classes": 0, "q_pool": q_pool, **hiera_kwargs})
-        del self.head  # the MAE has its own encoder norm and no classifier
+        self._take_over(arch, {"num_classes": 0, "q_pool": q_pool}, encoder_kwargs)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         encoder_dim_out = self.blocks[-1].dim_out
-        self.encoder_norm = norm_layer(encoder_dim_out)
         self.mask_unit_spatial_shape_final = [m // s ** q_pool for m, s in zip(self.mask_unit_size, self.q_stride)]
         self.tokens_spatial_shape_final = [t // s ** q_pool for t, s in zip(self.tokens_spatial_shape, self.q_stride)]
         if min(self.mask_unit_spatial_shape_final) < 1:
@@ -151,7 +148,7 @@ class MaskedAutoencoderHiera(Hiera):
         _, intermediates, logits = self.forward_features_with_logits(imgs, keep, logits_from)
         intermediates = intermediates[: self.q_pool] + intermediates[-1:]
         x = sum(self._fuse(head, t) for head, t in zip(self.multi_scale_fusion_heads, intermediates))
-        return HieraMaskedEncoding(self.encoder_norm(x), keep, logits)
+        return HieraMaskedEncoding(self.head.norm(x), keep, logits)
 
     def forward_decoder(self, latent: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latent [B, kept, My, Mx, C] -> (pred [B, N, s*s*3], visible [B, N] bool), raster order."""
@@ -175,11 +172,7 @@ class MaskedAutoencoderHiera(Hiera):
     def forward_target(self, imgs: torch.Tensor) -> torch.Tensor:
         """[B, N, s*s*3] pixels of each final token's patch, per-patch normalised if norm_pix_loss."""
         target = patchify(imgs, self.pred_stride).float()
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
-        return target
+        return normalize_patches(target) if self.norm_pix_loss else target
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         masked = (~visible).float()
@@ -193,6 +186,8 @@ class MaskedAutoencoderHiera(Hiera):
         return HieraMAEOutput(self.forward_loss(imgs, pred, visible), pred, visible, enc)
 
 
+@register_pretrain_model
 def mae_hiera_tiny(**kwargs) -> MaskedAutoencoderHiera:
-    """Hiera-Tiny MAE (MAE-Lite): mask ratio 0.4, q_pool 2, decoder 96 dim / 1 block / 3 heads."""
-    return MaskedAutoencoderHiera(**{**HIERA_ARCHS["hiera_tiny"], **kwargs})
+    """Hiera-Tiny MAE (MAE-Lite): ``hiera_tiny`` encoder, mask ratio 0.4 over mask units, q_pool 2,
+    decoder 96 dim / 1 block / 3 heads."""
+    return MaskedAutoencoderHiera(**{"arch": "hiera_tiny", **kwargs})

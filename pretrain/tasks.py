@@ -6,8 +6,9 @@ sum under ``"loss"``, so one engine serves pre-training, fine-tuning and linear 
 Config keys read here (see ``configs/pretrain``):
 
 * ``task``: ``"pretrain"`` | ``"finetune"`` | ``"linprobe"``.
-* ``model``: pre-training: ``name`` (one of :data:`PRETRAIN_MODELS`) + factory arguments
-  (``img_size``, ``mask_ratio``, ``decode_idx``, ``depth`` ...); fine-tuning / probing:
+* ``model``: pre-training: ``name`` (a registered pre-training model, see
+  :func:`pretrain.mae.list_pretrain_models`) + factory arguments (``img_size``, ``mask_ratio``,
+  ``decode_idx``, ``depth`` ...); fine-tuning / probing:
   ``arch`` (a ``backbones`` name), ``num_classes``, ``pretrained`` + backbone arguments.
 * ``distill``: None, or ``teacher_arch``, ``teacher_ckpt`` (file in its official format, or
   ``"random"`` for smoke runs), ``teacher_block``, ``student_block``, ``weight``,
@@ -23,26 +24,11 @@ import torch.nn as nn
 from .data import eval_transform, finetune_train_transform, mae_train_transform
 from .distill import AttentionDistillation, DistilledMAE, build_teacher
 from .finetune import ClassificationTask, LinearProbe, build_classifier
-from .mae import d2mae_vit_tiny, mae_vit_tiny
-from .mae_hiera import mae_hiera_tiny
+from .mae import build_pretrain_model, list_pretrain_models
 
-__all__ = ["PRETRAIN_MODELS", "TASKS", "build_task", "build_transforms", "export_arch"]
+__all__ = ["TASKS", "build_task", "build_transforms"]
 
-# name -> (factory, backbone arch of the exported encoder)
-PRETRAIN_MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
-    "mae_vit_tiny": (mae_vit_tiny, "vit_tiny"),
-    "d2mae_vit_tiny": (d2mae_vit_tiny, "vit_tiny"),
-    "mae_hiera_tiny": (mae_hiera_tiny, "hiera_tiny"),
-}
 TASKS = ("pretrain", "finetune", "linprobe")
-
-
-def export_arch(model_cfg: Mapping[str, Any]) -> str:
-    return PRETRAIN_MODELS[model_cfg["name"]][1]
-
-
-def _model_kwargs(model_cfg: Mapping[str, Any], *drop: str) -> dict[str, Any]:
-    return {k: v for k, v in model_cfg.items() if k not in drop}
 
 
 def build_task(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -50,11 +36,11 @@ def build_task(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     task = cfg.get("task", "pretrain")
     model_cfg = dict(cfg["model"])
     if task == "pretrain":
-        name = model_cfg.get("name")
-        if name not in PRETRAIN_MODELS:
-            raise KeyError(f"model.name must be one of {sorted(PRETRAIN_MODELS)}, got {name!r}")
-        student = PRETRAIN_MODELS[name][0](**_model_kwargs(model_cfg, "name"))
-        info: dict[str, Any] = {"model": name, "arch": PRETRAIN_MODELS[name][1], "random_teacher": False}
+        name = model_cfg.pop("name", None)
+        if name not in list_pretrain_models():
+            raise KeyError(f"model.name must be one of {list_pretrain_models()}, got {name!r}")
+        student = build_pretrain_model(name, **model_cfg)
+        info: dict[str, Any] = {"model": name, "arch": student.arch, "random_teacher": False}
         distill_cfg = cfg.get("distill")
         if not distill_cfg:
             return DistilledMAE(student), info

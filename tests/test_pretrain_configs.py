@@ -7,6 +7,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from pretrain import list_pretrain_models
 from pretrain.tasks import build_task
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
@@ -36,6 +37,7 @@ def test_pretraining_recipes_follow_mae_lite(name):
     aug = cfg["data"]["aug"]
     assert (tuple(aug["scale"]), tuple(aug["ratio"]), aug["hflip"]) == ((0.08, 1.0), (0.75, 4 / 3), 0.5)
     model = cfg["model"]
+    assert model["name"] in list_pretrain_models()
     assert model["norm_pix_loss"] and model["decoder_embed_dim"] == 96 and model["decoder_depth"] == 1
     assert model["decoder_num_heads"] == 3
     if "hiera" in name:
@@ -53,6 +55,20 @@ def test_pretraining_recipes_follow_mae_lite(name):
         assert (distill["teacher_arch"], distill["student_block"], distill["teacher_block"]) == ("hiera_base", 11, 23)
     else:
         assert distill is None
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "demo").glob("*.py")), ids=lambda p: p.name)
+def test_demo_configs_build_their_task(path):
+    """Each demo config builds (random teacher allowed there); pre-training names a registered
+    model whose encoder is the backbone the export will write."""
+    cfg = Config.fromfile(str(path)).to_dict()
+    task, info = build_task(cfg)
+    if cfg["task"] == "pretrain":
+        assert info["model"] == cfg["model"]["name"]
+        assert info["arch"] == task.student.arch == ("hiera_tiny" if "hiera" in path.name else "vit_tiny")
+        assert info["random_teacher"] is bool(cfg.get("distill"))
+    else:
+        assert info["arch"] == cfg["model"]["arch"]
 
 
 def test_finetune_and_probe_recipes():
