@@ -11,8 +11,8 @@ what distillation changes.
 
 Command line: ``tools/analyze.py {cka,attention,maps}``.
 """
-from .attention import attention_entropy, attention_logits, attention_summary, mean_attention_distance, \
-    patch_attention, patch_distances
+from .attention import attention_entropy, attention_logits, attention_summary, block_statistics, \
+    mean_attention_distance, patch_attention, patch_distances
 from .cka import MinibatchCKA, cka_summary, linear_cka, u_center, unbiased_hsic
 from .images import image_loader, list_images, spread
 from .models import ModelSpec, build_model, input_size, layer_features, parse_model_spec, resolve_device
@@ -20,7 +20,8 @@ from .report import report_section
 from .runs import default_pairs, run_attention, run_cka, run_maps
 
 __all__ = [
-    "MinibatchCKA", "ModelSpec", "attention_entropy", "attention_logits", "attention_summary", "build_model",
+    "MinibatchCKA", "ModelSpec", "attention_entropy", "attention_logits", "attention_summary", "block_statistics",
+    "build_model",
     "cka_summary", "default_pairs", "image_loader", "input_size", "layer_features", "linear_cka", "list_images",
     "mean_attention_distance", "parse_model_spec", "patch_attention", "patch_distances", "report_section",
     "resolve_device", "run_attention", "run_cka", "run_maps", "spread", "u_center", "unbiased_hsic",

@@ -30,7 +30,7 @@ from backbones import VisionTransformer
 from .images import ImageBatch
 from .models import input_size
 
-__all__ = ["attention_entropy", "attention_logits", "attention_summary", "mean_attention_distance",
+__all__ = ["attention_entropy", "attention_logits", "attention_summary", "block_statistics", "mean_attention_distance",
            "patch_attention", "patch_distances"]
 
 Grid = tuple[int, int]
@@ -77,6 +77,16 @@ def attention_entropy(probs: torch.Tensor, log_probs: torch.Tensor | None = None
     return per_query.double().mean(dim=-1)
 
 
+def block_statistics(logits: torch.Tensor, distances: torch.Tensor,
+                     prefix: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A block's logits [B, heads, N, N] -> (mean distance, entropy, class-token attention), each
+    [B, heads] averaged over the patch queries (the definitions of the module docstring)."""
+    log_probs, prefix_mass = _patch_log_attention(logits, prefix)
+    probs = log_probs.exp()
+    return (mean_attention_distance(probs, distances), attention_entropy(probs, log_probs),
+            prefix_mass.double().mean(dim=-1))
+
+
 def attention_logits(model: VisionTransformer, images: torch.Tensor,
                      blocks: Sequence[int]) -> tuple[dict[int, torch.Tensor], Grid]:
     """Pre-softmax logits {block: [B, heads, N, N]} of chosen blocks, and the token grid."""
@@ -109,11 +119,8 @@ def attention_summary(models: Mapping[str, VisionTransformer], batches: Iterable
             grids[name] = grid
             distances = patch_distances(grid, model.patch_size).to(x.device)
             for b, block_logits in logits.items():
-                log_probs, cls_mass = _patch_log_attention(block_logits, model.num_prefix_tokens)
-                probs = log_probs.exp()
-                stats = torch.stack([mean_attention_distance(probs, distances), attention_entropy(probs, log_probs),
-                                     cls_mass.double().mean(dim=-1)])  # [3, B, heads]
-                sums[name][b] += stats.sum(dim=1).cpu()
+                stats = torch.stack(block_statistics(block_logits, distances, model.num_prefix_tokens))
+                sums[name][b] += stats.sum(dim=1).cpu()  # [3, heads]
         images += len(batch.indices)
         bar.update(len(batch.indices) + len(batch.skipped))
     bar.close()

@@ -84,7 +84,7 @@ def _collate(samples: Sequence[tuple[int, dict[Size, torch.Tensor]] | SkippedIma
 
 def even_batches(count: int, batch_size: int) -> list[list[int]]:
     """Consecutive index batches of near-equal size, none larger than ``batch_size``
-    (65 images at 64 -> 33 + 32, never 64 + 1: minibatch CKA needs at least 4 per batch)."""
+    (65 images at 64 -> 32 + 33, never 64 + 1: minibatch CKA needs at least 4 per batch)."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     num = -(-count // batch_size)

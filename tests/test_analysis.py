@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis import (MinibatchCKA, attention_entropy, attention_logits, linear_cka, mean_attention_distance,
-                      patch_attention, patch_distances, report_section, u_center)
+from analysis import (MinibatchCKA, attention_entropy, attention_logits, block_statistics, linear_cka,
+                      mean_attention_distance, patch_attention, patch_distances, report_section, u_center)
+from analysis.images import even_batches
 from analysis.maps import GAP_PX, HEADER_PX, LABEL_PX
 from backbones import build_backbone, save_backbone
 from benchmarks.demo_data.imagenet import make_imagenet_folder
@@ -105,7 +106,7 @@ def test_one_batch_equals_the_full_data_unbiased_cka_of_an_independent_implement
 
 def test_several_batches_follow_the_minibatch_definition_and_approximate_the_full_data_value():
     x, y = _related(400, seed=3)
-    sizes = [100, 100, 100, 100]
+    sizes = [120, 100, 80, 100]  # unequal: each batch's HSIC counts once, whatever its size
     cka = MinibatchCKA([("x", "y")])
     xs, ys, start = [], [], 0
     for n in sizes:
@@ -117,6 +118,12 @@ def test_several_batches_follow_the_minibatch_definition_and_approximate_the_ful
     assert value == pytest.approx(np_minibatch_cka(xs, ys), abs=1e-10)
     assert cka.batches == 4 and cka.examples == 400
     assert value == pytest.approx(np_unbiased_cka(x, y), abs=0.03)
+
+
+def test_batches_are_near_equal_and_never_below_the_minimum():
+    assert [len(b) for b in even_batches(65, 64)] == [32, 33]
+    assert [len(b) for b in even_batches(9, 4)] == [3, 3, 3]
+    assert sum(even_batches(130, 64), []) == list(range(130))
 
 
 def test_unbiased_hsic_needs_four_examples():
@@ -144,6 +151,7 @@ def test_attention_all_on_self_has_zero_distance_and_one_hot_has_zero_entropy():
     assert mean_attention_distance(probs, patch_distances(grid, 16)).abs().max() == 0
     assert attention_entropy(probs).abs().max() == 0
     assert cls_mass.abs().max() == 0
+    assert all(v.abs().max() == 0 for v in block_statistics(logits, patch_distances(grid, 16)))
 
 
 def test_uniform_attention_over_a_grid_gives_the_mean_centre_distance_and_log_n_entropy():
@@ -161,12 +169,25 @@ def test_uniform_attention_over_a_grid_gives_the_mean_centre_distance_and_log_n_
     torch.testing.assert_close(entropy, torch.full((2, 3), math.log(n * n), dtype=torch.float64))
     # the class-token key is removed and the rest renormalised; its share is reported separately
     torch.testing.assert_close(cls_mass, torch.full((2, 3, n * n), 3.0 / (3.0 + n * n)))
+    stats = block_statistics(logits, patch_distances((n, n), patch))
+    for value, expected in zip(stats, (mean_by_hand, math.log(n * n), 3.0 / (3.0 + n * n))):
+        torch.testing.assert_close(value, torch.full((2, 3), expected, dtype=torch.float64))
 
 
-def test_entropy_of_a_hand_computed_distribution():
+def test_entropy_and_distance_of_hand_computed_distributions():
     probs = torch.tensor([[0.5, 0.25, 0.25, 0.0], [1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     expected = (-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)) + 0.0) / 2  # mean over the two queries
     assert float(attention_entropy(probs)) == pytest.approx(expected, abs=1e-12)
+    # through logits: every patch query of a 2x2 grid puts (0.7, 0.2, 0.0999, 0.0001) on patches 0..3
+    p = [0.7, 0.2, 0.0999, 0.0001]
+    logits = torch.zeros(1, 1, 5, 5)
+    logits[0, 0, :, 0] = -1e4  # no attention on the class token
+    logits[0, 0, :, 1:] = torch.tensor(p).log()
+    distance, entropy, cls_mass = block_statistics(logits, patch_distances((2, 2), 10))
+    assert float(entropy) == pytest.approx(-sum(v * math.log(v) for v in p), abs=1e-6)
+    by_query = [sum(v * 10 * math.hypot(q // 2 - k // 2, q % 2 - k % 2) for k, v in enumerate(p)) for q in range(4)]
+    assert float(distance) == pytest.approx(sum(by_query) / 4, abs=1e-5)
+    assert float(cls_mass) == pytest.approx(0.0, abs=1e-12)
 
 
 # --- the real path ------------------------------------------------------------------------------------------
@@ -202,6 +223,19 @@ def _preprocessed(folder: Path, size: int) -> torch.Tensor:
     transform = eval_transform(size)
     paths = sorted(p for p in folder.rglob("*") if p.is_file())
     return torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
+
+
+def _attention_by_hand(vit, images: torch.Tensor, block: int) -> torch.Tensor:
+    """Softmax attention [B, heads, N, N] of one block, from q and k computed with plain tensor algebra."""
+    with torch.no_grad():
+        tokens, _ = vit.embed(images)
+        for blk in vit.blocks[:block]:
+            tokens = blk(tokens)
+        blk = vit.blocks[block]
+        y = torch.nn.functional.layer_norm(tokens, (192,), blk.norm1.weight, blk.norm1.bias, eps=1e-6)
+        qkv = y @ blk.attn.qkv.weight.T + blk.attn.qkv.bias
+        q, k, _ = qkv.reshape(images.shape[0], tokens.shape[1], 3, 12, 16).permute(2, 0, 3, 1, 4)
+        return (q.double() @ k.double().transpose(-1, -2) / 4.0).softmax(dim=-1)  # head dim 16 -> scale 1/4
 
 
 def _png_size(path: str | Path) -> tuple[int, int]:
@@ -261,15 +295,9 @@ def test_attention_read_through_forward_blocks_equals_softmax_of_q_k_by_hand(wor
     images = _preprocessed(workspace["flat"], 64)[:3]
     with torch.no_grad():
         logits, grid = attention_logits(vit, images, [1])
-        tokens, _ = vit.embed(images)
-        x = vit.blocks[0](tokens)  # the input of block 1
-        blk = vit.blocks[1]
-        y = torch.nn.functional.layer_norm(x, (192,), blk.norm1.weight, blk.norm1.bias, eps=1e-6)
-        qkv = y @ blk.attn.qkv.weight.T + blk.attn.qkv.bias
-        q, k, _ = qkv.reshape(3, 17, 3, 12, 16).permute(2, 0, 3, 1, 4)
-        by_hand = (q @ k.transpose(-1, -2) / 4.0).softmax(dim=-1)  # head dim 16 -> scale 1/4
     assert grid == (4, 4) and list(logits) == [1]
-    torch.testing.assert_close(logits[1].softmax(dim=-1), by_hand, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[1].double().softmax(dim=-1), _attention_by_hand(vit, images, 1),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_attention_end_to_end(workspace, tmp_path):
@@ -288,22 +316,16 @@ def test_attention_end_to_end(workspace, tmp_path):
     for name in ("distance", "entropy"):
         assert _png_size(data["figures"][name]) == (720, 480)
 
-    # block 0's numbers from probabilities computed by hand from q and k, with numpy loops
+    # block 1's numbers from attention computed by hand from q and k, distances by hand
     torch.manual_seed(0)
     vit = build_backbone("vit_tiny", depth=2, img_size=64, num_classes=0).eval()
-    images = _preprocessed(workspace["imagenet"], 64)
-    with torch.no_grad():
-        tokens, _ = vit.embed(images)
-        blk = vit.blocks[0]
-        qkv = blk.attn.qkv(blk.norm1(tokens)).reshape(9, 17, 3, 12, 16).permute(2, 0, 3, 1, 4)
-        logits = (qkv[0] @ qkv[1].transpose(-1, -2) / 4.0).double().numpy()
+    full = _attention_by_hand(vit, _preprocessed(workspace["imagenet"], 64), 1).numpy()
     cells = [(r, c) for r in range(4) for c in range(4)]
     dist = np.array([[16 * math.hypot(a[0] - b[0], a[1] - b[1]) for b in cells] for a in cells])
-    patch = logits[:, :, 1:, 1:]
-    p = np.exp(patch - patch.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    np.testing.assert_allclose(tiny["distance_px"][0], (p * dist).sum(-1).mean(axis=(0, 2)), rtol=1e-5)
-    np.testing.assert_allclose(tiny["entropy"][0], (-p * np.log(p)).sum(-1).mean(axis=(0, 2)), rtol=1e-5)
+    p = full[:, :, 1:, 1:] / full[:, :, 1:, 1:].sum(-1, keepdims=True)  # patch queries, patch keys renormalised
+    np.testing.assert_allclose(tiny["distance_px"][1], (p * dist).sum(-1).mean(axis=(0, 2)), rtol=1e-5)
+    np.testing.assert_allclose(tiny["entropy"][1], (-p * np.log(p)).sum(-1).mean(axis=(0, 2)), rtol=1e-5)
+    np.testing.assert_allclose(tiny["class_token_attention"][1], full[:, :, 1:, 0].mean(axis=(0, 2)), rtol=1e-5)
 
 
 def test_maps_end_to_end(workspace, tmp_path):
@@ -326,6 +348,17 @@ def test_maps_end_to_end(workspace, tmp_path):
         np.testing.assert_allclose(attention.sum(axis=(2, 3)) + np.array(r["class_token_attention"]), 1.0,
                                    atol=1e-5)
         assert _png_size(r["png"]) == (LABEL_PX + 5 * tile, HEADER_PX + 2 * tile)  # image | 3 heads | mean
+
+    # the first image's maps are the query's row of the attention computed by hand
+    torch.manual_seed(0)
+    vit = build_backbone("vit_tiny", depth=2, img_size=64, num_classes=0).eval()
+    image = _preprocessed(workspace["imagenet"], 64)[:1]
+    query = 1 + 2 * 4 + 1  # class token first, then row 2, column 1 of the 4x4 grid
+    for i, block in enumerate((0, 1)):
+        row = _attention_by_hand(vit, image, block)[0, :3, query].numpy()  # heads 0..2
+        first = record["images"][0]
+        np.testing.assert_allclose(np.array(first["attention"][i]).reshape(3, 16), row[:, 1:], atol=1e-5)
+        np.testing.assert_allclose(first["class_token_attention"][i], row[:, 0], atol=1e-5)
 
 
 def test_report_section_on_three_models(workspace, tmp_path):
@@ -351,7 +384,8 @@ def test_report_section_on_three_models(workspace, tmp_path):
     ("layer_out_of_range", "--layers 5: out of range for model 'tiny', which has 2 blocks"),
     ("head_out_of_range", "--heads 12: out of range"),
     ("unknown_arch", "unknown arch 'vit_huge'"),
-    ("wrong_arch", "tiny.pth"),
+    ("wrong_arch", "tiny.pth does not fit vit_small: shape mismatch"),
+    ("missing_blocks", "tiny.pth does not hold vit_tiny's blocks"),
     ("query_outside_grid", "--query 4,0: outside the 4x4 patch grid"),
     ("hiera_attention", "Hiera's mask-unit attention is not supported"),
 ])
@@ -365,6 +399,7 @@ def test_bad_input_is_a_clear_error_before_any_output(workspace, tmp_path, case,
         "head_out_of_range": ["maps", "--models", ckpt, "--images", images, "--heads", "12"],
         "unknown_arch": ["cka", "--models", "vit_huge=random", ckpt, "--images", images],
         "wrong_arch": ["cka", "--models", f"vit_small={ckpt}", ckpt, "--images", images],
+        "missing_blocks": ["cka", "--models", f"vit_tiny(depth=4)={ckpt}", ckpt, "--images", images],
         "query_outside_grid": ["maps", "--models", ckpt, "--images", images, "--query", "4,0"],
         "hiera_attention": ["attention", "--models", "hiera_tiny=random", "--images", images],
     }[case]
