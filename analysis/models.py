@@ -7,6 +7,9 @@ A model is given as one string (:func:`parse_model_spec`)::
     ARCH=random                       random initialisation (seeded)
     ARCH(key=value,...)=CHECKPOINT    build options, e.g. vit_tiny(img_size=112)=mae_tiny.pth
 
+Mind the head count where a checkpoint's differs from our factory's: DeiT-Tiny has 3 heads, our
+``vit_tiny`` (MAE-Lite's) 12, with the same weight shapes; give ``vit_tiny(num_heads=3)=deit_tiny.pth``.
+
 "Layers" are block outputs: every block of a ViT (class token or mean of the patch tokens), every
 block or every stage end of Hiera (mean of its rerolled map, Hiera has no class token).
 """
@@ -47,17 +50,28 @@ def parse_model_spec(text: str) -> ModelSpec:
     match = _SPEC.match(text)
     if match is None:
         return ModelSpec(text, None, Path(text))
-    options: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in (match["options"] or "").split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ValueError(f"model {text!r}: build option {item!r} is not key=value")
-        try:
-            options[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            options[key.strip()] = value.strip()
     source = match["source"]
-    return ModelSpec(text, match["arch"], None if source == "random" else Path(source), options)
+    return ModelSpec(text, match["arch"], None if source == "random" else Path(source),
+                     _build_options(match["options"] or "", text))
+
+
+def _build_options(text: str, spec: str) -> dict[str, Any]:
+    """``depth=2, img_size=(64, 96), global_pool=avg`` -> dict (Python literals; bare words are strings)."""
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+    except SyntaxError:
+        call = None
+    if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
+        raise ValueError(f"model {spec!r}: build options must be key=value pairs, got {text!r}")
+    options: dict[str, Any] = {}
+    for keyword in call.keywords:
+        node = keyword.value
+        try:
+            options[keyword.arg] = node.id if isinstance(node, ast.Name) else ast.literal_eval(node)
+        except ValueError:
+            raise ValueError(f"model {spec!r}: build option {keyword.arg}={ast.unparse(node)} is not a "
+                             f"literal") from None
+    return options
 
 
 def default_name(spec: ModelSpec) -> str:

@@ -18,6 +18,7 @@ from analysis import (MinibatchCKA, attention_entropy, attention_logits, block_s
                       mean_attention_distance, patch_attention, patch_distances, report_section, u_center)
 from analysis.images import even_batches
 from analysis.maps import GAP_PX, HEADER_PX, LABEL_PX
+from analysis.models import ModelSpec, parse_model_spec
 from backbones import build_backbone, save_backbone
 from benchmarks.demo_data.imagenet import make_imagenet_folder
 from pretrain.data import eval_transform
@@ -374,6 +375,17 @@ def test_report_section_on_three_models(workspace, tmp_path):
     for link in [line.split("(")[-1].rstrip(")") for line in text.splitlines() if line.startswith("![")]:
         assert (tmp_path / link).is_file(), link
     assert "| a | b |" in text and "left out: hiera" in text
+
+
+def test_model_specs():
+    spec = parse_model_spec("vit_tiny(img_size=(64, 96), global_pool=avg, depth=2)=ckpt/a=b.pth")
+    assert (spec.arch, spec.checkpoint) == ("vit_tiny", Path("ckpt/a=b.pth"))
+    assert spec.options == {"img_size": (64, 96), "global_pool": "avg", "depth": 2}
+    assert parse_model_spec("vit_tiny=random").checkpoint is None
+    assert parse_model_spec("/ckpt/x=1/backbone.pth") == ModelSpec("/ckpt/x=1/backbone.pth", None,
+                                                                   Path("/ckpt/x=1/backbone.pth"))
+    with pytest.raises(ValueError, match="key=value"):
+        parse_model_spec("vit_tiny(12)=random")
 
 
 # --- clear errors before any work ---------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 
 A model is ``CHECKPOINT`` (our export), ``ARCH=CHECKPOINT`` (MAE-Lite, MAE, DeiT/timm, Hiera and
 every other layout ``backbones.load_pretrained`` reads), ``ARCH=random``, or with build options
-``'ARCH(img_size=112)=CHECKPOINT'``.  Images: any folder (ImageNet layout or flat, any size),
+``'ARCH(img_size=112)=CHECKPOINT'`` (DeiT-Tiny: ``'vit_tiny(num_heads=3)=deit_tiny.pth'``, our
+``vit_tiny`` has MAE-Lite's 12 heads).  Images: any folder (ImageNet layout or flat, any size),
 resized and centre-cropped to each model's input.  Layers and heads are 0-based block / head
 indices (negative counts from the end).  ``attention`` and ``maps`` need plain ViTs, ``cka`` also
 takes Hiera (its blocks or stage ends, mean-pooled).
