@@ -28,7 +28,7 @@ def demo_cfg(name: str, data: Path, work_dir: Path, **options) -> dict:
 
 
 def _train_records(log: list[dict]) -> list[dict]:
-    return [r for r in log if "event" not in r]
+    return [r for r in log if r["event"] == "train"]
 
 
 def test_resume_after_interruption_is_bit_identical(tmp_path):
@@ -40,7 +40,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     assert full["finished"] and full["update"] == 6
 
     stopped = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "split", **options, **{"runtime.max_updates": 4}))
-    assert not stopped["finished"] and (stopped["epoch"], stopped["step"], stopped["update"]) == (1, 1, 4)
+    assert not stopped["finished"] and (stopped["epoch"], stopped["epoch_step"], stopped["update"]) == (1, 1, 4)
     resumed = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "split", **options), resume=True)
     assert resumed["finished"] and resumed["update"] == 6
 

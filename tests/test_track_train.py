@@ -208,8 +208,8 @@ def test_resume_is_bit_identical(small_lasot, tmp_path):
     full_state = read_checkpoint(tmp_path / "full" / "latest.pth")
     assert (tmp_path / "full" / "loss.png").stat().st_size > 0
     records = read_log(tmp_path / "full" / "log.jsonl")
-    steps = [r for r in records if r["type"] == "train"]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    steps = [r for r in records if r["event"] == "train"]
+    assert [r["update"] for r in steps] == [1, 2, 3, 4]
     assert [r["keep_ratio"] for r in steps] == [1.0, 1.0, 0.85, 0.85]
     assert steps[0]["lr"] == pytest.approx(1e-3) and steps[3]["lr"] == pytest.approx(1e-4)
     assert steps[0]["lr_backbone"] == pytest.approx(1e-3)  # tiny config: mult 1.0
@@ -222,8 +222,8 @@ def test_resume_is_bit_identical(small_lasot, tmp_path):
         partial = train(_small_cfg(small_lasot, **{"train.max_steps": stop}), work)
         assert partial["stopped_early"] and partial["final_checkpoint"] is None
         state = read_checkpoint(work / "latest.pth")
-        assert (state["epoch"], state["epoch_step"], state["global_step"]) == \
-            ((0, 1, 1) if stop == 1 else (1, 0, 2))
+        assert state["position"] == ({"epoch": 0, "epoch_step": 1, "update": 1} if stop == 1
+                                     else {"epoch": 1, "epoch_step": 0, "update": 2})
         options = [f"{k}={json.dumps(v) if isinstance(v, list) else v}"
                    for k, v in _small_overrides().items()]
         summary = tool.main([str(TINY_CONFIG), "--work-dir", str(work), "--resume",
@@ -249,16 +249,16 @@ def test_bf16_step_with_pretrained_backbone(small_lasot, tmp_path):
     """One bf16-autocast step from a saved backbone; the load report goes to the log."""
     source = build_backbone("vit_tiny", depth=2, num_classes=0)
     path = save_backbone(source, tmp_path / "vit.pth", arch="vit_tiny")
-    cfg = _small_cfg(small_lasot, **{"train.amp": "bf16", "train.max_steps": 1,
+    cfg = _small_cfg(small_lasot, **{"train.precision": "bf16", "train.max_steps": 1,
                                      "model.pretrained": str(path)})
     train(cfg, tmp_path / "bf16")
     records = read_log(tmp_path / "bf16" / "log.jsonl")
-    init = [r for r in records if r["type"] == "init"]
+    init = [r for r in records if r["event"] == "init"]
     assert len(init) == 1 and init[0]["format"] == "litevit" and init[0]["missing"] == []
-    steps = [r for r in records if r["type"] == "train"]
+    steps = [r for r in records if r["event"] == "train"]
     assert len(steps) == 1 and math.isfinite(steps[0]["total"])
     with pytest.raises(ValueError, match="fp16.*needs a GPU"):
-        train(_small_cfg(small_lasot, **{"train.amp": "fp16", "train.device": "cpu"}),
+        train(_small_cfg(small_lasot, **{"train.precision": "fp16", "train.device": "cpu"}),
               tmp_path / "fp16")
 
 
@@ -286,8 +286,8 @@ def test_ddp_two_processes_gloo(small_lasot, tmp_path):
                "train.batch_size=4", "data.samples_per_epoch=8"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    steps = [r for r in read_log(work / "log.jsonl") if r["type"] == "train"]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    steps = [r for r in read_log(work / "log.jsonl") if r["event"] == "train"]
+    assert [r["update"] for r in steps] == [1, 2, 3, 4]
     state = read_checkpoint(work / "latest.pth")
     assert len(state["rng"]) == 2 and state["meta"]["world_size"] == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
