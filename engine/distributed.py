@@ -48,20 +48,21 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0, option: str =
     """
     name = "auto" if name is None else str(name)
     if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
     if name != "cuda" and not name.startswith("cuda:"):
         raise ValueError(f"{option} must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {name!r}")
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"{option}={name!r} asks for a GPU, but torch sees none (torch.cuda.is_available() "
-                           f"is False); use 'cpu' or 'auto'")
     index_text = name.partition(":")[2] or str(local_rank)
     if not index_text.isdigit():
         raise ValueError(f"{option}={name!r}: the GPU index must be a non-negative integer")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"{option}={name!r} asks for a GPU, but torch sees none (torch.cuda.is_available() "
+                           f"is False); use 'cpu' or 'auto'")
     index, count = int(index_text), torch.cuda.device_count()
     if index >= count:
-        raise RuntimeError(f"{option}={name!r}: GPU {index} does not exist ({count} visible)")
+        raise RuntimeError(f"{option}={name!r}: GPU {index} does not exist ({count} visible"
+                           + (f"; LOCAL_RANK is {local_rank}: one GPU a process)" if name == "cuda" else ")"))
     return torch.device("cuda", index)
 
 
