@@ -146,7 +146,7 @@ class Engine:
         info: from :func:`engine.init_distributed`.
         precision: from :func:`engine.resolve_precision`.
         settings: the loop's schedule and intervals.
-        checkpoint_path: the resumable checkpoint the loop writes.
+        checkpoint_path: the resumable checkpoint the loop writes; ``log.jsonl`` goes beside it.
         seed: the run's seed (RNGs are re-seeded from it after a world-size change).
         model_key: key of the model's state dict in checkpoints.
         task_state: returns the task's own checkpoint entries (scheduler, config, metadata ...);
@@ -261,7 +261,7 @@ class Engine:
                            enabled=s.progress and self.info.is_main)
         self._run_start, self._run_start_update = time.perf_counter(), self.position.update
         try:
-            while self.position.epoch < s.epochs:
+            while self.position.epoch < s.epochs and not self.stop_requested():
                 epoch = self.position.epoch
                 bar.set_description(f"epoch {epoch + 1}/{s.epochs}")
                 if not self._run_epoch(epoch, batches(epoch, self.position.epoch_step), step, before_update,
@@ -272,8 +272,6 @@ class Engine:
                     on_epoch_end(epoch)
                 if s.checkpoint_each_epoch or self._checkpoint_due():
                     self.save()
-                if self.stop_requested():
-                    break
         finally:
             bar.close()
         if self._saved_update != self.position.update:

@@ -115,6 +115,9 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, accum_steps):
     saved = read_checkpoint(tmp_path / "split" / "last.pth")
     assert saved["position"] == {"epoch": 1, "epoch_step": accum_steps, "update": stop}
     assert saved["task"] == "tiny" and saved["world_size"] == 1 and len(saved["rng"]) == 1
+    again = tiny_engine(tmp_path / "split", accum_steps=accum_steps, epochs=3, max_updates=stop)
+    again.resume(tmp_path / "split" / "last.pth")
+    assert not tiny_fit(again) and again.position.update == stop  # already at max_updates: no step
     torch.manual_seed(123)  # whatever the process did since: the checkpoint's RNG state is restored
     second = tiny_engine(tmp_path / "split", accum_steps=accum_steps, epochs=3)
     second.resume(tmp_path / "split" / "last.pth")
@@ -130,7 +133,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, accum_steps):
     assert losses == {r["update"]: (r["loss"], r["mse"], r["l1"]) for r in train_records(tmp_path / "split")}
     assert losses[updates][0] < losses[1][0]  # it learns
     resume = [r for r in read_log(tmp_path / "split" / "log.jsonl") if r["event"] == "resume"]
-    assert len(resume) == 1 and resume[0]["exact"] is True and resume[0]["update"] == stop
+    assert len(resume) == 2 and all(r["exact"] is True and r["update"] == stop for r in resume)
 
 
 def test_rng_state_round_trip_loads_with_weights_only(tmp_path):
@@ -152,7 +155,7 @@ def test_rng_state_round_trip_loads_with_weights_only(tmp_path):
 
 # ------------------------------------------------------------------------- non-finite losses
 def test_nan_loss_raises_at_the_next_checkpoint_and_keeps_the_last_good_one(tmp_path):
-    engine = tiny_engine(tmp_path, log_every=100, checkpoint_every=2)
+    engine = tiny_engine(tmp_path, steps_per_epoch=8, log_every=100, checkpoint_every=2)
     with pytest.raises(FloatingPointError, match=r"updates 1-4 \(epoch 0\): .*loss=nan") as error:
         tiny_fit(engine, poison=(0, 2))  # update 3
     assert "l1=nan" in str(error.value) and "mse=nan" in str(error.value)
@@ -171,6 +174,16 @@ def test_nan_loss_raises_at_the_next_log_record(tmp_path):
     assert engine.position.update == 4
     assert [r["update"] for r in train_records(tmp_path)] == [2]
     assert read_checkpoint(tmp_path / "last.pth")["position"]["update"] == 2
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    engine = tiny_engine(tmp_path)
+    tiny_fit(engine)
+    with torch.no_grad():
+        engine.module.net[3].bias.fill_(math.inf)  # e.g. an overflow the losses did not show yet
+    with pytest.raises(FloatingPointError, match=r"non-finite weights after update 8 \(epoch 2\): \['net.3.bias'\]"):
+        engine.save(tmp_path / "other.pth")
+    assert not (tmp_path / "other.pth").exists()
 
 
 def test_losses_are_read_on_the_host_only_at_log_intervals_and_checkpoints(tmp_path, monkeypatch):
