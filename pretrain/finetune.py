@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
@@ -24,6 +23,7 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.optim import param_groups_layer_decay
 
 from backbones import build_backbone, load_pretrained
+from engine import autocast
 
 __all__ = ["build_classifier", "layer_decay_param_groups", "ClassificationTask", "LinearProbe", "evaluate",
            "accuracy_counts"]
@@ -136,8 +136,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, autocast_dtype: tor
         if batch.images is None:
             continue
         images, labels = batch.images.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
-        with (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-              else contextlib.nullcontext()):
+        with autocast(device.type, autocast_dtype):
             logits = model(images)
         top1, top5 = accuracy_counts(logits.float(), labels)
         totals[:4] += torch.tensor([top1, top5, float(F.cross_entropy(logits.float(), labels, reduction="sum")),

@@ -1,7 +1,9 @@
-"""Training engine end to end on generated JPEG folders: exact resumption, 2-rank torchrun,
-export into the backbones, fine-tuning layer decay, linear probing."""
+"""Pre-training on the shared engine, end to end on generated JPEG folders: exact resumption,
+2-rank torchrun (then resumed on one process), export into the backbones, fine-tuning layer
+decay, linear probing."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +20,7 @@ from pretrain.engine import Trainer, read_log, run
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "pretrain" / "demo"
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def demo_cfg(name: str, data: Path, work_dir: Path, **options) -> dict:
@@ -28,19 +31,29 @@ def demo_cfg(name: str, data: Path, work_dir: Path, **options) -> dict:
 
 
 def _train_records(log: list[dict]) -> list[dict]:
-    return [r for r in log if "event" not in r]
+    return [r for r in log if r["event"] == "train"]
 
 
-def test_resume_after_interruption_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("device", [
+    pytest.param({"runtime.device": "cpu"}, id="cpu"),
+    # loader workers in every run: loading in the main process reseeds the CUDA generator
+    # (pretrain.data.seeded_random_state seeds through torch.manual_seed)
+    pytest.param({"runtime.device": "cuda", "runtime.precision": "fp16", "data.num_workers": 2},
+                 marks=needs_cuda, id="cuda-fp16"),
+])
+def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, device):
+    """On CPU (the uninterrupted run with 2 loader workers, the others with none), and on CUDA
+    with pinned loader memory and fp16 autocast + GradScaler."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (CUDA only)
     data = tmp_path / "data"
     make_imagenet_folder(data, classes=2, per_class=12, size=72, seed=0)  # 24 images: 3 batches of 8 an epoch
     options = {"runtime.deterministic": True, "schedule.epochs": 2, "schedule.warmup_epochs": 1,
-               "model.drop_path_rate": 0.1}  # drop path draws from the RNG too
+               "model.drop_path_rate": 0.1, **device}  # drop path draws from the RNG too
     full = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "full", **{**options, "data.num_workers": 2}))
     assert full["finished"] and full["update"] == 6
 
     stopped = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "split", **options, **{"runtime.max_updates": 4}))
-    assert not stopped["finished"] and (stopped["epoch"], stopped["step"], stopped["update"]) == (1, 1, 4)
+    assert not stopped["finished"] and (stopped["epoch"], stopped["epoch_step"], stopped["update"]) == (1, 1, 4)
     resumed = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "split", **options), resume=True)
     assert resumed["finished"] and resumed["update"] == 6
 
@@ -56,18 +69,25 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()  # the run restored the global setting
 
 
-def test_torchrun_two_ranks_learn_and_stay_in_sync(tmp_path):
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("pretrain_tool", REPO / "tools" / "pretrain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torchrun_two_ranks_learn_stay_in_sync_and_resume_on_one(tmp_path):
     data = tmp_path / "data"
     make_imagenet_folder(data, classes=4, per_class=16, size=72, seed=0)  # 64 images
     files = sorted((data / "train").glob("*/*.JPEG"))
     files[3].write_bytes(b"\x00" * 100)  # unreadable: skipped, counted, never fatal
     files[40].write_bytes(files[40].read_bytes()[:300])
     work = tmp_path / "work"
-    epochs = 4
+    options = ["runtime.progress_bar=False", "optim.base_lr=0.02", "optim.total_batch=32", "schedule.epochs=4",
+               "runtime.device=cpu"]  # gloo, also where there is a GPU
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(REPO / "tools" / "pretrain.py"), str(DEMO / "d2mae_vit_tiny_demo.py"), "--data", str(data),
-           "--work-dir", str(work), "--cfg-options", "runtime.progress_bar=False", "optim.base_lr=0.02",
-           "optim.total_batch=32", f"schedule.epochs={epochs}"]
+           "--work-dir", str(work), "--cfg-options", *options, "runtime.max_updates=7"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -77,13 +97,30 @@ def test_torchrun_two_ranks_learn_and_stay_in_sync(tmp_path):
     assert start["lr"] == pytest.approx(0.02 * 32 / 256)
     assert start["random_teacher"] is True
     records = _train_records(log)
-    assert len(records) == epochs * 2  # 32 images per rank = 4 batches of 8 = 2 updates an epoch
+    # 32 images per rank = 4 batches of 8 = 2 updates an epoch; stopped inside the 4th epoch
+    assert [(r["update"], r["epoch"], r["epoch_step"]) for r in records][-2:] == [(6, 2, 4), (7, 3, 2)]
     first, last = sum(r["loss"] for r in records[:2]) / 2, sum(r["loss"] for r in records[-2:]) / 2
     assert last < first - 0.05, [r["loss"] for r in records]
     assert {"loss_mae", "loss_attn"} <= set(records[0])
-    assert end["ranks_in_sync"] and len(end["rank_weight_digests"]) == 2
-    assert end["skipped_images"] == 2 * epochs
+    assert end["ranks_in_sync"] and len(end["rank_weight_digests"]) == 2 and not end["finished"]
+    assert records[5]["skipped_images"] == 2 * 3  # the two broken files, once an epoch, over both ranks
     assert "skipped unreadable image" in proc.stderr
+
+    # one process: refused, then resumed with the override at the same update and epoch fraction
+    tool = _load_tool()
+    argv = [str(DEMO / "d2mae_vit_tiny_demo.py"), "--data", str(data), "--work-dir", str(work), "--resume",
+            "--cfg-options", *options]
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\), resumed by 1.*"
+                                         r"runtime.allow_world_size_change=True"):
+        tool.main(argv)
+    summary = tool.main(argv + ["--allow-world-size-change"])
+    assert summary["finished"] and summary["update"] == 8
+    log = read_log(work / "log.jsonl")
+    resume = [r for r in log if r["event"] == "resume"][-1]
+    assert resume["exact"] is False and "not bit-identical" in resume["note"]
+    after = _train_records(log)[len(records):]
+    assert [(r["update"], r["epoch"], r["epoch_step"]) for r in after] == [(8, 3, 8)]  # 4 of 8 batches left
+    assert read_checkpoint(work / "last.pth")["world_size"] == 1
     meta = read_checkpoint(work / "backbone.pth")["meta"]
     assert meta["random_teacher"] is True and meta["recipe"] == "d2mae_vit_tiny_demo"
 

@@ -19,6 +19,8 @@ from benchmarks.demo_data.lasot import fill_generated_lasot_roots, make_lasot_da
 from track.config import build_model
 from track.train import ShardSampler, ce_keep_ratio, param_groups, read_log, train
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "track" / "vit_tiny_ce_tiny_synthetic.py"
 RECIPE_CONFIG = REPO / "configs" / "track" / "vit_tiny_ce_4xb32_300ep_lasot_got10k_coco_trackingnet.py"
@@ -198,9 +200,16 @@ def _assert_same_state(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_resume_is_bit_identical(small_lasot, tmp_path):
+@pytest.mark.parametrize("device", [
+    pytest.param({"train.device": "cpu"}, id="cpu"),
+    pytest.param({"train.device": "cuda", "train.precision": "fp16"}, marks=needs_cuda, id="cuda-fp16"),
+])
+def test_resume_is_bit_identical(small_lasot, tmp_path, device):
+    """Stopped mid-epoch or at an epoch end and resumed through the tool, the run ends with the
+    weights, optimizer and RNG state of an uninterrupted one (on CUDA: pinned loader memory,
+    fp16 autocast with GradScaler)."""
     threads = torch.get_num_threads()
-    reference = train(_small_cfg(small_lasot, **{"train.plot": True, "train.checkpoint_interval": 1}),
+    reference = train(_small_cfg(small_lasot, **device, **{"train.plot": True, "train.checkpoint_interval": 1}),
                       tmp_path / "full")
     assert reference["global_step"] == 4 and not reference["stopped_early"]
     assert torch.get_num_threads() == threads  # train.num_threads is undone at the end
@@ -208,8 +217,8 @@ def test_resume_is_bit_identical(small_lasot, tmp_path):
     full_state = read_checkpoint(tmp_path / "full" / "latest.pth")
     assert (tmp_path / "full" / "loss.png").stat().st_size > 0
     records = read_log(tmp_path / "full" / "log.jsonl")
-    steps = [r for r in records if r["type"] == "train"]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    steps = [r for r in records if r["event"] == "train"]
+    assert [r["update"] for r in steps] == [1, 2, 3, 4]
     assert [r["keep_ratio"] for r in steps] == [1.0, 1.0, 0.85, 0.85]
     assert steps[0]["lr"] == pytest.approx(1e-3) and steps[3]["lr"] == pytest.approx(1e-4)
     assert steps[0]["lr_backbone"] == pytest.approx(1e-3)  # tiny config: mult 1.0
@@ -219,13 +228,14 @@ def test_resume_is_bit_identical(small_lasot, tmp_path):
     tool = _load_tool()
     for stop in (1, 2):
         work = tmp_path / f"stop{stop}"
-        partial = train(_small_cfg(small_lasot, **{"train.max_steps": stop}), work)
+        partial = train(_small_cfg(small_lasot, **device, **{"train.max_steps": stop}), work)
         assert partial["stopped_early"] and partial["final_checkpoint"] is None
         state = read_checkpoint(work / "latest.pth")
-        assert (state["epoch"], state["epoch_step"], state["global_step"]) == \
-            ((0, 1, 1) if stop == 1 else (1, 0, 2))
+        assert state["position"] == ({"epoch": 0, "epoch_step": 1, "update": 1} if stop == 1
+                                     else {"epoch": 1, "epoch_step": 0, "update": 2})
+        assert ("scale" in state["scaler"]) == (device.get("train.precision") == "fp16")
         options = [f"{k}={json.dumps(v) if isinstance(v, list) else v}"
-                   for k, v in _small_overrides().items()]
+                   for k, v in {**_small_overrides(), **device}.items()]
         summary = tool.main([str(TINY_CONFIG), "--work-dir", str(work), "--resume",
                              "--lasot-root", str(small_lasot), "--cfg-options", *options])
         assert summary["global_step"] == 4
@@ -249,16 +259,16 @@ def test_bf16_step_with_pretrained_backbone(small_lasot, tmp_path):
     """One bf16-autocast step from a saved backbone; the load report goes to the log."""
     source = build_backbone("vit_tiny", depth=2, num_classes=0)
     path = save_backbone(source, tmp_path / "vit.pth", arch="vit_tiny")
-    cfg = _small_cfg(small_lasot, **{"train.amp": "bf16", "train.max_steps": 1,
+    cfg = _small_cfg(small_lasot, **{"train.precision": "bf16", "train.max_steps": 1,
                                      "model.pretrained": str(path)})
     train(cfg, tmp_path / "bf16")
     records = read_log(tmp_path / "bf16" / "log.jsonl")
-    init = [r for r in records if r["type"] == "init"]
+    init = [r for r in records if r["event"] == "init"]
     assert len(init) == 1 and init[0]["format"] == "litevit" and init[0]["missing"] == []
-    steps = [r for r in records if r["type"] == "train"]
+    steps = [r for r in records if r["event"] == "train"]
     assert len(steps) == 1 and math.isfinite(steps[0]["total"])
     with pytest.raises(ValueError, match="fp16.*needs a GPU"):
-        train(_small_cfg(small_lasot, **{"train.amp": "fp16", "train.device": "cpu"}),
+        train(_small_cfg(small_lasot, **{"train.precision": "fp16", "train.device": "cpu"}),
               tmp_path / "fp16")
 
 
@@ -272,25 +282,39 @@ def test_tool_reports_missing_root(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_gloo(small_lasot, tmp_path):
-    """torchrun with two CPU processes (gloo): each rank takes half of every batch."""
+def test_ddp_two_processes_gloo_then_one(small_lasot, tmp_path):
+    """torchrun with two CPU processes (gloo): each rank takes half of every batch. Stopped after
+    3 steps, the run is refused on one process, then resumed there with the override."""
     import subprocess
     import sys
 
     work = tmp_path / "ddp"
     options = [f"{k}={json.dumps(v) if isinstance(v, list) else v}"
-               for k, v in _small_overrides().items()]
+               for k, v in _small_overrides().items()] + ["train.batch_size=4", "data.samples_per_epoch=8",
+                                                          "train.device=cpu"]  # gloo, also where there is a GPU
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                "2", str(REPO / "tools" / "track_train.py"), str(TINY_CONFIG), "--work-dir",
-               str(work), "--lasot-root", str(small_lasot), "--cfg-options", *options,
-               "train.batch_size=4", "data.samples_per_epoch=8"]
+               str(work), "--lasot-root", str(small_lasot), "--cfg-options", *options, "train.max_steps=3"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    steps = [r for r in read_log(work / "log.jsonl") if r["type"] == "train"]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    steps = [r for r in read_log(work / "log.jsonl") if r["event"] == "train"]
+    assert [r["update"] for r in steps] == [1, 2, 3]
     state = read_checkpoint(work / "latest.pth")
-    assert len(state["rng"]) == 2 and state["meta"]["world_size"] == 2
+    assert len(state["rng"]) == 2 and state["meta"]["world_size"] == 2 and state["world_size"] == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+
+    tool = _load_tool()
+    argv = [str(TINY_CONFIG), "--work-dir", str(work), "--resume", "--lasot-root", str(small_lasot),
+            "--cfg-options", *options]
+    with pytest.raises(SystemExit, match=r"latest.pth: written by 2 process\(es\), resumed by 1.*"
+                                         r"train.allow_world_size_change=True"):
+        tool.main(argv)
+    summary = tool.main(argv + ["--allow-world-size-change"])
+    assert summary["global_step"] == 4 and not summary["stopped_early"]
+    records = read_log(work / "log.jsonl")
+    resume = [r for r in records if r["event"] == "resume"]
+    assert len(resume) == 1 and resume[0]["exact"] is False and "not bit-identical" in resume[0]["note"]
+    assert [r["update"] for r in records if r["event"] == "train"] == [1, 2, 3, 4]
     model = build_model(_small_cfg(small_lasot), None)
     load_tracker_checkpoint(model, work / "tracker_final.pth", strict=True)
 

@@ -4,6 +4,8 @@
     torchrun --nproc_per_node 8 tools/pretrain.py configs/pretrain/mae_vit_tiny_400e_in1k.py \
         --data data/imagenet --work-dir work_dirs/mae_tiny
     python tools/pretrain.py CONFIG --resume            # continue from WORK_DIR/last.pth
+    torchrun --nproc_per_node 4 tools/pretrain.py CONFIG --resume --allow-world-size-change
+                                                        # a checkpoint of another number of processes
     python tools/pretrain.py CONFIG --cfg-options data.batch_size=32 runtime.precision=fp32
 
 The config's ``task`` picks pre-training, fine-tuning or linear probing.  The work dir gets
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
+from engine import close_distributed  # noqa: E402
 from pretrain.engine import run  # noqa: E402
 
 
@@ -31,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="output folder (default: work_dirs/<config name>)")
     parser.add_argument("--resume", nargs="?", const=True, default=False,
                         help="continue from WORK_DIR/last.pth (or the checkpoint given)")
+    parser.add_argument("--allow-world-size-change", action="store_true",
+                        help="resume a checkpoint written by another number of processes (sets "
+                             "runtime.allow_world_size_change; random states re-seeded, not bit-exact)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
                         help="override config keys, e.g. data.batch_size=32 runtime.max_updates=10")
     return parser.parse_args(argv)
@@ -44,6 +50,8 @@ def load_config(args: argparse.Namespace) -> dict:
         cfg.merge_from_dict(args.cfg_options)
     if args.data is not None:
         cfg.data.root = str(args.data)
+    if args.allow_world_size_change:
+        cfg.runtime.allow_world_size_change = True
     cfg.work_dir = str(args.work_dir) if args.work_dir else cfg.get("work_dir") or f"work_dirs/{args.config.stem}"
     cfg.recipe = cfg.get("recipe") or args.config.stem
     return cfg.to_dict()
@@ -52,11 +60,14 @@ def load_config(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args)
-    summary = run(cfg, resume=args.resume)
+    try:
+        summary = run(cfg, resume=args.resume)
+    finally:
+        close_distributed()
     if summary.get("export"):
         print(f"backbone exported to {summary['export']}")
     elif not summary.get("finished"):
-        print(f"stopped at update {summary['update']} (epoch {summary['epoch']}, step {summary['step']}); "
+        print(f"stopped at update {summary['update']} (epoch {summary['epoch']}, step {summary['epoch_step']}); "
               f"continue with --resume (checkpoint {cfg['work_dir']}/last.pth)")
     return summary
 

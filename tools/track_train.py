@@ -6,6 +6,8 @@
         --trackingnet-root /data/trackingnet --pretrained d2mae_vit_tiny.pth
     torchrun --nproc_per_node 4 tools/track_train.py CONFIG ...     (DDP: NCCL on GPU, gloo on CPU)
     python tools/track_train.py CONFIG --work-dir DIR --resume      (continue from DIR/latest.pth)
+    torchrun --nproc_per_node 2 tools/track_train.py CONFIG --work-dir DIR --resume --allow-world-size-change
+                                    (a checkpoint of another number of processes: not bit-exact)
 
 Writes to the work dir: latest.pth (training state), epoch_XXXX.pth, tracker_final.pth (the
 network for track.model.load_tracker_checkpoint), log.jsonl, loss.png, config.json.
@@ -23,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from benchmarks.demo_data.lasot import fill_generated_lasot_roots  # noqa: E402
-from track.train import init_distributed, train  # noqa: E402
+from engine import barrier, close_distributed, init_distributed  # noqa: E402
+from track.train import train  # noqa: E402
 
 DATASET_FLAGS = ("lasot", "got10k", "coco", "trackingnet")
 
@@ -35,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="output folder (default: work_dirs/track/<config name>)")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                         help="resume from CKPT, or from <work-dir>/latest.pth without a value")
+    parser.add_argument("--allow-world-size-change", action="store_true",
+                        help="resume a checkpoint written by another number of processes (sets "
+                             "train.allow_world_size_change; random states re-seeded, not bit-exact)")
     parser.add_argument("--pretrained", help="backbone checkpoint (sets model.pretrained)")
     for name in DATASET_FLAGS:
         parser.add_argument(f"--{name}-root", type=Path,
@@ -54,6 +60,8 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     if args.pretrained:
         cfg.model.pretrained = args.pretrained
+    if args.allow_world_size_change:
+        cfg.train.allow_world_size_change = True
     entries = {entry["type"]: entry for entry in cfg.data.datasets}
     for name in DATASET_FLAGS:
         root = getattr(args, f"{name}_root")
@@ -71,24 +79,19 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = load_config(args)
     work_dir = args.work_dir or Path("work_dirs/track") / args.config.stem
-    rank, world_size, _ = init_distributed()
-    if rank == 0:
-        fill_generated_lasot_roots(cfg.data, work_dir)  # the tiny config's generated sequences
-    if world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        fill_generated_lasot_roots(cfg.data, work_dir)  # the others: same roots, data now there
     try:
+        info = init_distributed(cfg.train.get("device", "auto"), option="train.device")
+        if info.is_main:
+            fill_generated_lasot_roots(cfg.data, work_dir)  # the tiny config's generated sequences
+        barrier(info)
+        if not info.is_main:
+            fill_generated_lasot_roots(cfg.data, work_dir)  # the others: same roots, data now there
         summary = train(cfg, work_dir, resume=args.resume)
     except (FileNotFoundError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     finally:
-        if world_size > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    if rank == 0:
+        close_distributed()
+    if info.is_main:
         print(json.dumps(summary, indent=2))
     return summary
 

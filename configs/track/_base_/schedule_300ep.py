@@ -12,14 +12,15 @@ train = dict(
     lr_drop_factor=0.1,
     grad_clip=0.1,
     ce=dict(start_epoch=20, end_epoch=100, final_ratio=0.7),
-    amp=None,  # None, "bf16" (CPU or GPU) or "fp16" (GPU, with GradScaler)
-    device="auto",
+    precision="fp32",  # "fp32", "bf16" (autocast, CPU or GPU) or "fp16" (autocast + GradScaler, GPU only)
+    device="auto",  # "auto" | "cpu" | "cuda" (under torchrun: each rank its LOCAL_RANK's GPU) | "cuda:<i>"
     num_threads=None,  # torch CPU threads of this process (None: torch's default)
     seed=42,
     log_interval=50,
     checkpoint_interval=0,  # steps between mid-epoch checkpoints (0: at epoch ends only)
     save_epoch_interval=20,  # keep epoch_XXXX.pth every this many epochs (0: latest only)
     max_steps=None,  # stop (with a checkpoint) after this many steps in total
+    allow_world_size_change=False,  # resume a checkpoint of another number of processes (re-seeded, not exact)
     progress=True,
     plot=True,
 )

@@ -1,0 +1,137 @@
+"""Processes and devices: the process group torchrun describes, device choice, collectives.
+
+One rule for every task: ``init_distributed`` reads torchrun's environment (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``), picks the device, and joins the process group with NCCL when
+the device is a GPU and gloo on CPU. Calling it again returns the same answer (a tool may join
+the group before it hands over to a training function). The process that launched the run
+leaves the group (:func:`close_distributed`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+__all__ = ["DistInfo", "resolve_device", "init_distributed", "close_distributed", "all_gather_objects",
+           "barrier", "sum_over_ranks", "wrap_ddp", "unwrap", "weights_digest"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the run and the device it computes on."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str | None = "auto", local_rank: int = 0, option: str = "device") -> torch.device:
+    """``"auto"`` (the local rank's GPU if there is one, else the CPU), ``"cpu"``, ``"cuda"``
+    (the local rank's GPU) or ``"cuda:<index>"``.
+
+    ``option`` is the config key or flag the value came from; errors name it.
+    """
+    name = "auto" if name is None else str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name != "cuda" and not name.startswith("cuda:"):
+        raise ValueError(f"{option} must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {name!r}")
+    index_text = name.partition(":")[2] or str(local_rank)
+    if not index_text.isdigit():
+        raise ValueError(f"{option}={name!r}: the GPU index must be a non-negative integer")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"{option}={name!r} asks for a GPU, but torch sees none (torch.cuda.is_available() "
+                           f"is False); use 'cpu' or 'auto'")
+    index, count = int(index_text), torch.cuda.device_count()
+    if index >= count:
+        raise RuntimeError(f"{option}={name!r}: GPU {index} does not exist ({count} visible"
+                           + (f"; LOCAL_RANK is {local_rank}: one GPU a process)" if name == "cuda" else ")"))
+    return torch.device("cuda", index)
+
+
+def init_distributed(device: str | None = "auto", option: str = "device") -> DistInfo:
+    """Join the process group torchrun describes (nothing to join for one process) on ``device``.
+
+    NCCL on GPU, gloo on CPU. Under torchrun each rank takes its ``LOCAL_RANK``'s GPU, so a
+    fixed ``cuda:<index>`` is refused there (NCCL needs one GPU a rank).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1 and str(device).startswith("cuda:"):
+        raise ValueError(f"{option}={device!r} under torchrun with {world_size} processes: use 'cuda' "
+                         f"(each process takes the GPU of its LOCAL_RANK) or 'auto'")
+    dev = resolve_device(device, local_rank, option)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return DistInfo(rank, world_size, local_rank, dev)
+
+
+def close_distributed() -> None:
+    """Leave the process group, if this process is in one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """``obj`` of every rank, in rank order (``[obj]`` for one process)."""
+    if not info.distributed:
+        return [obj]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def sum_over_ranks(values: Sequence[float], info: DistInfo) -> list[float]:
+    """Element-wise sum of ``values`` over the ranks (float64). Collective."""
+    if not info.distributed:
+        return [float(v) for v in values]
+    packed = torch.tensor(list(values), dtype=torch.float64, device=info.device)
+    dist.all_reduce(packed)
+    return packed.tolist()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``DistributedDataParallel`` around ``model`` when there are several processes."""
+    if not info.distributed:
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every trainable parameter's name and bytes (do the ranks hold the same weights?)."""
+    digest = hashlib.sha256()
+    for name, param in unwrap(model).named_parameters():
+        if param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,419 @@
+"""The shared training engine on a tiny regression task: exact resumption, the world-size rule
+(2-rank gloo via torchrun), non-finite losses caught before any checkpoint, no host reads of
+the losses between log intervals, devices, precisions, RNG state, log and plot.
+
+Run as a script under torchrun, this file is the 2-rank worker of the distributed tests.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # as a torchrun script
+
+from backbones import read_checkpoint  # noqa: E402
+from engine import (PRECISIONS, DistInfo, Engine, LoopSettings, WorldSizeChangeError, capture_rng,  # noqa: E402
+                    close_distributed, init_distributed, plot_log, rank_seed, read_log, resolve_device,
+                    resolve_precision, restore_rng, seed_rank)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+W_TRUE = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+
+class TinyTask(nn.Module):
+    """Linear regression through a small MLP with dropout (so the loss draws from the RNG)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.GELU(), nn.Dropout(0.25), nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        err = self.net(x).float() - y
+        mse, l1 = err.square().mean(), err.abs().mean()
+        return {"mse": mse, "l1": l1, "loss": mse + 0.1 * l1}
+
+
+@functools.cache
+def true_weights(device: torch.device) -> torch.Tensor:
+    return W_TRUE.to(device)
+
+
+def tiny_batch(epoch: int, index: int, device: torch.device, poison: bool = False) -> tuple[torch.Tensor, ...]:
+    """Batch ``index`` of ``epoch``: the same whatever the run, the rank layout or a resume
+    (drawn on the device itself: no host-to-device copies)."""
+    g = torch.Generator(device=device).manual_seed(1000 * epoch + index)
+    x = torch.randn(8, 4, generator=g, device=device)
+    y = x @ true_weights(device) + 0.01 * torch.randn(8, 1, generator=g, device=device)
+    if poison:
+        x[0, 0] = math.nan
+    return x, y
+
+
+def tiny_engine(work: Path, info: DistInfo = DistInfo(), precision: str = "fp32", **settings) -> Engine:
+    torch.manual_seed(0)
+    model = TinyTask().to(info.device)
+    seed_rank(7, info.rank)  # as the tasks do: each rank its own dropout draws
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loop = {"epochs": 2, "steps_per_epoch": 4, "accum_steps": 1, "clip_grad": 1.0, "log_every": 1,
+            "samples_per_step": 8 * info.world_size, "progress": False, **settings}
+    if info.is_main:
+        work.mkdir(parents=True, exist_ok=True)
+    return Engine(model, optimizer, info, resolve_precision(precision, info.device), LoopSettings(**loop),
+                  work / "last.pth", seed=7, task_state=lambda: {"task": "tiny"})
+
+
+def tiny_fit(engine: Engine, poison: tuple[int, int] | None = None) -> bool:
+    """Run ``engine`` on the tiny data; ``poison``: (epoch, step) of this rank whose batch holds a NaN."""
+    info = engine.info
+
+    def batches(epoch: int, first_step: int):
+        for step in range(first_step, engine.settings.steps_per_epoch):
+            yield tiny_batch(epoch, step * info.world_size + info.rank, info.device, poison == (epoch, step))
+
+    def loss_step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        with engine.precision.autocast():
+            return model(*batch)
+
+    return engine.fit(batches, loss_step)
+
+
+def train_records(work: Path) -> list[dict]:
+    return [r for r in read_log(work / "log.jsonl") if r["event"] == "train"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# ------------------------------------------------------------------------- resumption
+@pytest.mark.parametrize("accum_steps", [1, 2])
+def test_resume_mid_epoch_is_bit_identical(tmp_path, accum_steps):
+    full = tiny_engine(tmp_path / "full", accum_steps=accum_steps, epochs=3)
+    assert tiny_fit(full)
+    per_epoch = 4 // accum_steps
+    updates = 3 * per_epoch
+    assert full.position.update == updates
+
+    stop = per_epoch + 1  # inside the second epoch
+    first = tiny_engine(tmp_path / "split", accum_steps=accum_steps, epochs=3, max_updates=stop)
+    assert not tiny_fit(first)
+    saved = read_checkpoint(tmp_path / "split" / "last.pth")
+    assert saved["position"] == {"epoch": 1, "epoch_step": accum_steps, "update": stop}
+    assert saved["task"] == "tiny" and saved["world_size"] == 1 and len(saved["rng"]) == 1
+    again = tiny_engine(tmp_path / "split", accum_steps=accum_steps, epochs=3, max_updates=stop)
+    again.resume(tmp_path / "split" / "last.pth")
+    assert not tiny_fit(again) and again.position.update == stop  # already at max_updates: no step
+    torch.manual_seed(123)  # whatever the process did since: the checkpoint's RNG state is restored
+    second = tiny_engine(tmp_path / "split", accum_steps=accum_steps, epochs=3)
+    second.resume(tmp_path / "split" / "last.pth")
+    assert tiny_fit(second)
+
+    a, b = read_checkpoint(tmp_path / "full" / "last.pth"), read_checkpoint(tmp_path / "split" / "last.pth")
+    assert_same_weights(a["model"], b["model"])
+    for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert_same_weights(state_a, state_b)
+    assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+    losses = {r["update"]: (r["loss"], r["mse"], r["l1"]) for r in train_records(tmp_path / "full")}
+    assert sorted(losses) == list(range(1, updates + 1))
+    assert losses == {r["update"]: (r["loss"], r["mse"], r["l1"]) for r in train_records(tmp_path / "split")}
+    assert losses[updates][0] < losses[1][0]  # it learns
+    resume = [r for r in read_log(tmp_path / "split" / "log.jsonl") if r["event"] == "resume"]
+    assert len(resume) == 2 and all(r["exact"] is True and r["update"] == stop for r in resume)
+
+
+def test_rng_state_round_trip_loads_with_weights_only(tmp_path):
+    seed_rank(3, 1, 5)
+    random.gauss(0, 1)  # python's cached second gaussian is part of the state
+    np.random.standard_normal()
+    state = capture_rng(torch.device("cpu"))
+    expected = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)], random.gauss(0, 1))
+    torch.save({"rng": [state]}, tmp_path / "rng.pth")
+    loaded = torch.load(tmp_path / "rng.pth", weights_only=True)["rng"][0]
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    restore_rng(loaded, torch.device("cpu"))
+    again = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)], random.gauss(0, 1))
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
+    assert expected[2:] == again[2:]
+    seeds = {rank_seed(3, rank, step) for rank in range(4) for step in (0, 1, 1000)}
+    assert len(seeds) == 12 and rank_seed(3, 1, 5) == rank_seed(3, 1, 5)
+
+
+# ------------------------------------------------------------------------- non-finite losses
+def test_nan_loss_raises_at_the_next_checkpoint_and_keeps_the_last_good_one(tmp_path):
+    engine = tiny_engine(tmp_path, steps_per_epoch=8, log_every=100, checkpoint_every=2)
+    with pytest.raises(FloatingPointError, match=r"updates 1-4 \(epoch 0\): .*loss=nan") as error:
+        tiny_fit(engine, poison=(0, 2))  # update 3
+    assert "l1=nan" in str(error.value) and "mse=nan" in str(error.value)
+    assert engine.position.update == 4  # raised at the checkpoint of update 4, not later
+    assert not all(torch.isfinite(p).all() for p in engine.module.parameters())  # the guard mattered
+    saved = read_checkpoint(tmp_path / "last.pth")
+    assert saved["position"]["update"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_nan_loss_raises_at_the_next_log_record(tmp_path):
+    engine = tiny_engine(tmp_path, log_every=2, checkpoint_every=2)
+    with pytest.raises(FloatingPointError, match=r"updates 3-4 \(epoch 0\)"):
+        tiny_fit(engine, poison=(0, 2))
+    assert engine.position.update == 4
+    assert [r["update"] for r in train_records(tmp_path)] == [2]
+    assert read_checkpoint(tmp_path / "last.pth")["position"]["update"] == 2
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    engine = tiny_engine(tmp_path)
+    tiny_fit(engine)
+    with torch.no_grad():
+        engine.module.net[3].bias.fill_(math.inf)  # e.g. an overflow the losses did not show yet
+    with pytest.raises(FloatingPointError, match=r"non-finite weights after update 8 \(epoch 2\): \['net.3.bias'\]"):
+        engine.save(tmp_path / "other.pth")
+    assert not (tmp_path / "other.pth").exists()
+
+
+def test_losses_are_read_on_the_host_only_at_log_intervals_and_checkpoints(tmp_path, monkeypatch):
+    """Every tensor -> Python conversion made by engine code is counted: one read per log record
+    (the window's sums) and two per checkpoint (window, weights); none in ordinary steps."""
+    reads: list[str] = []
+    engine_dir = str(REPO / "engine")
+    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            caller = sys._getframe(1)
+            if caller.f_code.co_filename.startswith(engine_dir):
+                reads.append(caller.f_code.co_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    engine = tiny_engine(tmp_path, epochs=2, steps_per_epoch=6, log_every=3, checkpoint_every=4)
+    tiny_fit(engine)
+    monkeypatch.undo()
+    assert [r["update"] for r in train_records(tmp_path)] == [3, 6, 9, 12]
+    # checkpoints at updates 4, 8 and 12; the one of update 12 follows the log record of that
+    # update, so its loss window is empty and needs no read
+    log, save = ["totals"], ["totals", "_check_finite_weights"]
+    assert reads == log + save + log + save + log + log + ["_check_finite_weights"]
+
+
+# ------------------------------------------------------------------------- two ranks (gloo)
+def _ddp_worker(work: Path) -> None:
+    """torchrun worker: (1) 3 updates on 2 ranks, stopped with a checkpoint; (2) a NaN loss on
+    rank 1 only, which both ranks must report at the same log record."""
+    info = init_distributed("cpu")
+    try:
+        assert info.world_size == 2 and info.device.type == "cpu"
+        tiny_fit(tiny_engine(work / "train", info, max_updates=3))
+        engine = tiny_engine(work / "nan", info, log_every=2)
+        try:
+            tiny_fit(engine, poison=(0, 1) if info.rank == 1 else None)
+            message = "no error"
+        except FloatingPointError as error:
+            message = str(error)
+        (work / "nan" / f"rank{info.rank}.txt").write_text(message)
+    finally:
+        close_distributed()
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, str(work)]
+    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return work
+
+
+def test_two_ranks_report_a_nan_of_one_rank_together(two_rank_run):
+    messages = [(two_rank_run / "nan" / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert messages[0] == messages[1]
+    assert "updates 1-2 (epoch 0)" in messages[0] and "loss=nan" in messages[0] and "2 rank(s)" in messages[0]
+    assert not (two_rank_run / "nan" / "last.pth").exists()
+
+
+def test_world_size_change_is_refused_or_reseeded(two_rank_run, tmp_path):
+    path = two_rank_run / "train" / "last.pth"
+    saved = read_checkpoint(path)
+    assert saved["world_size"] == 2 and saved["position"]["update"] == 3
+    assert not torch.equal(saved["rng"][0]["torch"], saved["rng"][1]["torch"])
+    log = read_log(two_rank_run / "train" / "log.jsonl")
+    assert [r["update"] for r in log if r["event"] == "train"] == [1, 2, 3]
+    assert all(r["samples_per_s"] > 0 for r in log if r["event"] == "train")
+
+    engine = tiny_engine(tmp_path / "a")
+    before = {k: v.clone() for k, v in engine.module.state_dict().items()}
+    with pytest.raises(WorldSizeChangeError) as error:
+        engine.resume(path, option="tiny.allow_world_size_change=True")
+    text = str(error.value)
+    assert str(path) in text and "written by 2 process(es), resumed by 1" in text
+    assert "tiny.allow_world_size_change=True" in text
+    assert_same_weights(before, engine.module.state_dict())  # refused before loading anything
+    assert engine.position.update == 0
+
+    seed_rank(7, 0, 3)  # what the override must do: (seed, rank, update)
+    expected = capture_rng(torch.device("cpu"))
+    torch.manual_seed(99)
+    engine.resume(path, allow_world_size_change=True)
+    now = capture_rng(torch.device("cpu"))
+    assert torch.equal(now["torch"], expected["torch"]) and torch.equal(now["numpy"]["keys"], expected["numpy"]["keys"])
+    assert torch.equal(now["python"]["internal"], expected["python"]["internal"])
+    assert_same_weights(saved["model"], engine.module.state_dict())
+    record = [r for r in read_log(tmp_path / "a" / "log.jsonl") if r["event"] == "resume"][0]
+    assert record["exact"] is False and (record["saved_world_size"], record["world_size"]) == (2, 1)
+    assert "not bit-identical" in record["note"]
+    tiny_fit(engine)
+
+    again = tiny_engine(tmp_path / "b")  # the re-seeded continuation is deterministic
+    again.resume(path, allow_world_size_change=True)
+    tiny_fit(again)
+    assert_same_weights(engine.module.state_dict(), again.module.state_dict())
+
+
+# ------------------------------------------------------------------------- devices, precision
+def test_device_choices_and_errors(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="runtime.device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'"):
+        resolve_device("gpu", option="runtime.device")
+    with pytest.raises(ValueError, match="device='cuda:x': the GPU index must be a non-negative integer"):
+        resolve_device("cuda:x")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="train.device='cuda:0' under torchrun with 2 processes"):
+        init_distributed("cuda:0", option="train.device")
+    monkeypatch.delenv("WORLD_SIZE")
+    if torch.cuda.is_available():
+        assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
+        assert resolve_device("cuda") == torch.device("cuda", 0)
+        count = torch.cuda.device_count()
+        with pytest.raises(RuntimeError, match=f"GPU {count} does not exist"):
+            resolve_device(f"cuda:{count}")
+    else:
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(RuntimeError, match="train.device='cuda' asks for a GPU, but torch sees none"):
+            resolve_device("cuda", option="train.device")
+        with pytest.raises(RuntimeError, match="asks for a GPU"):
+            init_distributed("cuda:0")
+
+
+def test_precision_choices_and_errors():
+    cpu = torch.device("cpu")
+    assert list(PRECISIONS) == ["fp32", "bf16", "fp16"]
+    fp32 = resolve_precision(None, cpu)
+    assert fp32.name == "fp32" and fp32.dtype is None and not fp32.grad_scaler().is_enabled()
+    bf16 = resolve_precision("bf16", cpu)
+    a = torch.randn(4, 4)
+    with fp32.autocast():
+        assert (a @ a).dtype == torch.float32
+    with bf16.autocast():
+        assert (a @ a).dtype == torch.bfloat16
+    assert not bf16.grad_scaler().is_enabled()
+    with pytest.raises(ValueError, match=r"train.precision='fp16' needs a GPU .* device is cpu"):
+        resolve_precision("fp16", cpu, option="train.precision")
+    with pytest.raises(ValueError, match=r"runtime.precision must be one of \['fp32', 'bf16', 'fp16'\], got 'fp8'"):
+        resolve_precision("fp8", cpu, option="runtime.precision")
+
+
+def test_bf16_run_on_cpu(tmp_path):
+    engine = tiny_engine(tmp_path, precision="bf16")
+    assert tiny_fit(engine)
+    records = train_records(tmp_path)
+    assert len(records) == 8 and all(math.isfinite(r["loss"]) for r in records)
+    assert read_checkpoint(tmp_path / "last.pth")["scaler"] == {}  # no scaler outside fp16
+
+
+# ------------------------------------------------------------------------- log and plot
+def test_read_log_names_file_and_line_of_a_broken_record(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text(json.dumps({"event": "train", "update": 1}) + "\n\n" + '{"event": "train", "upd\n')
+    with pytest.raises(ValueError, match=rf"{path}:3: not a JSON record"):
+        read_log(path)
+    path.write_text('{"event": "start"}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=rf"{path}:2: a record must be a JSON object"):
+        read_log(path)
+
+
+def test_loss_plot_is_a_png_written_atomically(tmp_path):
+    engine = tiny_engine(tmp_path)
+    tiny_fit(engine)
+    png = plot_log(tmp_path / "log.jsonl", tmp_path / "loss.png", twin="epoch")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth", "log.jsonl", "loss.png"]
+
+
+# ------------------------------------------------------------------------- CUDA (skipped without a GPU)
+@needs_cuda
+def test_cuda_fp16_with_grad_scaler_resumes_exactly(tmp_path):
+    info = DistInfo(device=torch.device("cuda", 0))
+    precision = resolve_precision("fp16", info.device)
+    assert precision.grad_scaler().is_enabled()
+    with precision.autocast():
+        assert (torch.randn(4, 4, device="cuda") @ torch.randn(4, 4, device="cuda")).dtype == torch.float16
+    full = tiny_engine(tmp_path / "full", info, "fp16")
+    assert tiny_fit(full)
+    first = tiny_engine(tmp_path / "split", info, "fp16", max_updates=5)
+    tiny_fit(first)
+    saved = read_checkpoint(tmp_path / "split" / "last.pth")
+    assert saved["scaler"]["scale"] > 0 and "cuda" in saved["rng"][0]
+    second = tiny_engine(tmp_path / "split", info, "fp16")
+    second.resume(tmp_path / "split" / "last.pth")
+    assert second.scaler.get_scale() == first.scaler.get_scale()
+    tiny_fit(second)
+    assert_same_weights(read_checkpoint(tmp_path / "full" / "last.pth")["model"],
+                        read_checkpoint(tmp_path / "split" / "last.pth")["model"])
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_steps_do_not_synchronize(tmp_path, precision):
+    """CUDA's sync debug mode reports every host-device synchronisation: all of them must happen
+    while a log record or a checkpoint is written, none in the steps between."""
+    info = DistInfo(device=torch.device("cuda", 0))
+    tiny_fit(tiny_engine(tmp_path / "warm", info, precision, epochs=1))  # first-use syncs (allocator, cuBLAS)
+    engine = tiny_engine(tmp_path / "run", info, precision, epochs=1, steps_per_epoch=8, log_every=4,
+                         checkpoint_every=8)
+    reporting, stray, reported = [False], [], []
+
+    def while_reporting(method):
+        def wrapper(*args, **kwargs):
+            reporting[0] = True
+            try:
+                return method(*args, **kwargs)
+            finally:
+                reporting[0] = False
+        return wrapper
+
+    engine._write_log, engine.save = while_reporting(engine._write_log), while_reporting(engine.save)
+
+    def on_warning(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" in str(message):
+            (reported if reporting[0] else stray).append(f"{filename}:{lineno}")
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = on_warning
+            tiny_fit(engine)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert reported, "sync debug mode reported nothing: the check itself is broken"
+    assert not stray, stray
+
+
+if __name__ == "__main__":
+    _ddp_worker(Path(sys.argv[1]))
