@@ -50,10 +50,12 @@ class Batch(NamedTuple):
 def seeded_random_state(seed: int) -> Iterator[None]:
     """Seed torch, numpy and python RNGs for a block, restoring the caller's states afterwards.
 
-    torchvision transforms draw from torch, timm's RandAugment from python and numpy.
+    torchvision transforms draw from torch, timm's RandAugment from python and numpy. Only the CPU torch
+    generator is seeded (``torch.manual_seed`` would also reseed every GPU's, which the training step
+    draws its masks from when images load in the main process).
     """
     torch_state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
     np.random.seed(seed % 2 ** 32)
     random.seed(seed)
     try:

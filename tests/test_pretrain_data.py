@@ -73,3 +73,18 @@ def test_augmentation_depends_on_seed_epoch_index_only(tmp_path):
 def test_skip_sampler_resumes_inside_an_epoch():
     assert list(SkipSampler(range(10), skip=4)) == [4, 5, 6, 7, 8, 9]
     assert len(SkipSampler(range(10), skip=4)) == 6
+
+
+def test_seeded_random_state_leaves_gpu_generators_alone(monkeypatch):
+    """Seeding for one image must not reseed the GPU generators the training step draws masks from."""
+    from pretrain.data import seeded_random_state
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    before = torch.get_rng_state()
+    with seeded_random_state(123):
+        first = torch.rand(3)
+    with seeded_random_state(123):
+        assert torch.equal(torch.rand(3), first)
+    assert calls == []
+    assert torch.equal(torch.get_rng_state(), before)
