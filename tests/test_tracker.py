@@ -34,7 +34,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def tracker(model):
-    return Tracker(model)
+    return Tracker(model, device="cpu")
 
 
 def _noise_image(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
@@ -195,41 +195,56 @@ def test_offset_size_at_equals_the_full_maps():
 def test_locate_is_the_windowed_decode(model):
     """``locate`` (score branch on the whole map, offset / size at the chosen cell) returns the box
     that ``decode_boxes`` reads from the windowed full maps, and the raw peak as the score; the
-    inference copy (folded normalisation and BatchNorm) returns the same."""
+    inference copy (folded normalisation and BatchNorm, uint8 crops) returns the same, for a
+    batch of crops as for each crop alone."""
     from track.model import decode_boxes
 
     rng = np.random.default_rng(6)
     template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    search = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    search = rng.integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
     window = hann_window_2d(16).view(1, 1, 16, 16)
     with torch.inference_mode():
         tokens = model.embed_template(normalise(template)[None])
-        out = model.forward_tokens(tokens, normalise(search)[None])
+        out = model.forward_tokens(tokens.expand(3, -1, -1), normalise(search))
         expected_box, _ = decode_boxes(out["score_map"] * window, out["offset_map"], out["size_map"])
-        box, peak = model.locate(tokens, normalise(search)[None], window)
+        box, peak = model.locate(tokens.expand(3, -1, -1), normalise(search), window)
     torch.testing.assert_close(box, expected_box, rtol=0, atol=1e-6)
     torch.testing.assert_close(peak, out["score_map"].flatten(1).max(1).values)
     fast = InferenceNetwork(model)
-    fast_box, fast_peak = fast.locate(fast.template_tokens(template), search, window)
-    torch.testing.assert_close(fast_box, expected_box[0], rtol=1e-4, atol=1e-5)
-    assert fast_peak == pytest.approx(float(peak), abs=1e-5)
+    fast_tokens = fast.template_tokens(template)
+    fast_box, fast_peak = fast.locate(fast_tokens.expand(3, -1, -1), search)
+    np.testing.assert_allclose(fast_box, expected_box.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast_peak, peak.numpy(), atol=1e-5)
+    for i in range(3):
+        one_box, one_peak = fast.locate(fast_tokens, search[i])
+        np.testing.assert_allclose(one_box[0], fast_box[i], atol=1e-5)
+    no_window = InferenceNetwork(model, window=False)
+    plain_box, _ = no_window.locate(fast_tokens.expand(3, -1, -1), search)
+    expected_plain, _ = decode_boxes(out["score_map"], out["offset_map"], out["size_map"])
+    np.testing.assert_allclose(plain_box, expected_plain.numpy(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
-def test_compiled_network_matches_eager(model):
-    """The frozen, compiled per-frame step returns the eager step's box and peak (fp32)."""
+def test_compiled_network_matches_eager():
+    """The frozen, compiled per-frame step returns the eager step's box and peak (fp32), and a second
+    compiled network of other weights runs its own weights, not the first one's frozen graph."""
+    from track.config import build_model, load_config
+
+    cfg = load_config(REPO / "configs/track/vit_tiny_ce_tiny_synthetic.py")   # small: compiles in seconds
+    torch.manual_seed(11)
+    first, second = build_model(cfg, pretrained=None).eval(), build_model(cfg, pretrained=None).eval()
     rng = np.random.default_rng(7)
-    template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    window = hann_window_2d(16).view(1, 1, 16, 16)
-    eager, compiled = InferenceNetwork(model), InferenceNetwork(model, compile=True)
-    tokens = eager.template_tokens(template)
-    for _ in range(2):  # the second call runs the cached compiled graph
-        search = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
-        box, peak = eager.locate(tokens, search, window)
-        compiled_box, compiled_peak = compiled.locate(tokens, search, window)
-        torch.testing.assert_close(compiled_box, box, rtol=1e-4, atol=1e-4)
-        assert compiled_peak == pytest.approx(peak, abs=1e-4)
-    assert len(compiled._compiled) == 1
+    template = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for net in (first, second):
+        eager, compiled = InferenceNetwork(net), InferenceNetwork(net, compile=True)
+        tokens = eager.template_tokens(template)
+        for _ in range(2):  # the second call runs the cached compiled graph
+            search = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+            box, peak = eager.locate(tokens, search)
+            compiled_box, compiled_peak = compiled.locate(tokens, search)
+            np.testing.assert_allclose(compiled_box, box, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(compiled_peak, peak, atol=1e-4)
+        assert len(compiled._steps) == 1
 
 
 def test_compile_modes_are_checked(model):
@@ -239,33 +254,46 @@ def test_compile_modes_are_checked(model):
     assert InferenceNetwork(model, compile=False).compile is None
 
 
-def test_onnxruntime_backend_matches_torch(model):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_cpu_runtimes_match_torch(model, backend):
+    """ONNX Runtime and OpenVINO (f32 inference precision) run the same maps and the same located
+    boxes as PyTorch fp32, for one crop and for a batch."""
+    pytest.importorskip(backend)
     rng = np.random.default_rng(2)
     template = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    search = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    torch_net, ort_net = InferenceNetwork(model), InferenceNetwork(model, backend="onnxruntime")
+    search = rng.integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
+    torch_net, other = InferenceNetwork(model), InferenceNetwork(model, backend=backend)
     tokens = torch_net.template_tokens(template)
-    for a, b in zip(torch_net(tokens, search), ort_net(tokens, search)):
+    for a, b in zip(torch_net(tokens, search[0]), other(tokens, search[0])):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
-    window = hann_window_2d(16).view(1, 1, 16, 16)
-    box, peak = torch_net.locate(tokens, search, window)
-    ort_box, ort_peak = ort_net.locate(tokens, search, window)
-    torch.testing.assert_close(ort_box, box, rtol=1e-4, atol=1e-4)
-    assert ort_peak == pytest.approx(peak, abs=1e-4)
-    with pytest.raises(ValueError, match="onnxruntime"):
-        InferenceNetwork(model, dtype="bf16", backend="onnxruntime")
+    box, peak = torch_net.locate(tokens.expand(3, -1, -1), search)
+    other_box, other_peak = other.locate(tokens.expand(3, -1, -1), search)
+    np.testing.assert_allclose(other_box, box, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(other_peak, peak, atol=1e-4)
+    one_box, _ = other.locate(tokens, search[1])
+    np.testing.assert_allclose(one_box[0], box[1], rtol=1e-4, atol=1e-4)
 
 
-def test_reference_forward_is_the_same_network(model):
-    from benchmarks.track_speed import reference_forward
+def test_ostrack_network_gives_the_same_maps(model):
+    """Our weights in OSTrack's own network (the peers' code) give our maps: the checkpoint
+    mapping, the CE rule and the head are OSTrack's."""
+    from benchmarks.peers import load_peers, unavailable_reason
+    from track.model import ours_to_ostrack
 
+    peers = load_peers()
+    if peers is None:
+        pytest.skip(unavailable_reason())
+    net, mask = peers.ostrack_vit_tiny_ce()
+    loaded = net.load_state_dict({ours_to_ostrack(k): v for k, v in model.state_dict().items()}, strict=False)
+    assert not loaded.missing_keys and not loaded.unexpected_keys
     g = torch.Generator().manual_seed(3)
-    z, x = torch.randn(1, 3, 128, 128, generator=g), torch.randn(1, 3, 256, 256, generator=g)
+    z, x = torch.randn(2, 3, 128, 128, generator=g), torch.randn(2, 3, 256, 256, generator=g)
     with torch.inference_mode():
         ours = model(z, x)
-    theirs = reference_forward(model, z, x)
-    torch.testing.assert_close(theirs["score_map"], ours["score_map"], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(theirs["pred_boxes"], ours["pred_boxes"], rtol=1e-4, atol=1e-5)
+        theirs = net(template=z, search=x, ce_template_mask=mask.expand(2, -1))
+    for name in ("score_map", "size_map", "offset_map"):
+        torch.testing.assert_close(theirs[name], ours[name], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(theirs["pred_boxes"].view(2, 4), ours["pred_boxes"], rtol=1e-4, atol=1e-5)
 
 
 def test_tracker_step_follows_the_protocol(model, tracker):

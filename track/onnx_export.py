@@ -82,9 +82,10 @@ def export_onnx(model: OneStreamTracker, path: str | Path, opset: int = 17, ce_k
 
 
 def export_module_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
-                        output_names: list[str], opset: int = 17) -> bytes:
-    """Export a module with fixed input shapes to an in-memory ONNX model (TorchScript exporter,
-    which needs no extra package; the dynamo exporter is tried when it fails)."""
+                        output_names: list[str], opset: int = 17, dynamic_batch: bool = False) -> bytes:
+    """Export a module to an in-memory ONNX model (TorchScript exporter, which needs no extra
+    package; the dynamo exporter is tried when it fails). ``dynamic_batch``: the first axis of
+    every input and output is left free."""
     errors = []
     for use_dynamo in (False, True):
         buffer = io.BytesIO()
@@ -92,11 +93,16 @@ def export_module_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], inp
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if use_dynamo:
+                    shapes = None
+                    if dynamic_batch:
+                        batch = torch.export.Dim("batch", min=1, max=1024)
+                        shapes = tuple({0: batch} for _ in inputs)
                     program = torch.onnx.export(module, inputs, input_names=input_names, output_names=output_names,
-                                                opset_version=opset, dynamo=True)
+                                                opset_version=opset, dynamo=True, dynamic_shapes=shapes)
                     return program.model_proto.SerializeToString()
+                axes = {name: {0: "batch"} for name in [*input_names, *output_names]} if dynamic_batch else None
                 torch.onnx.export(module, inputs, buffer, input_names=input_names, output_names=output_names,
-                                  opset_version=opset, dynamo=False)
+                                  opset_version=opset, dynamo=False, dynamic_axes=axes)
             return buffer.getvalue()
         except Exception as error:  # noqa: BLE001 - reported below with every attempt
             errors.append(f"dynamo={use_dynamo}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
