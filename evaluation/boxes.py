@@ -12,8 +12,9 @@ def box_iou(a: np.ndarray, b: np.ndarray, plus_one: bool = False) -> np.ndarray:
     ``plus_one=False``: continuous coordinates (a box covers ``[x, x + w)``), the overlap side is
     ``min(x2) - max(x1)`` clamped at 0. ``plus_one=True``: the LaSOT toolkit's convention, a box
     covers the pixels ``x .. x + w - 1`` and the overlap side is ``min(x + w - 1) - max(x) + 1``
-    clamped at 0. Areas are plain ``w * h`` in both. 0 / 0 (two empty boxes) gives NaN, which
-    never passes a threshold.
+    clamped at 0. Areas are plain ``w * h`` in both, so the two agree up to rounding (the toolkit's
+    -1 and +1 cancel); ``plus_one`` follows the toolkit's arithmetic literally. 0 / 0 (two empty
+    boxes) gives NaN, which never passes a threshold.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
