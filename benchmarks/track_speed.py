@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -351,7 +352,7 @@ def make_e2e_dataset(root: Path, sequences: int, frames: int, size: tuple[int, i
     if workers == 1:
         names = [n for job in jobs for n in _make_class(job)]
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             names = [n for part in pool.map(_make_class, jobs) for n in part]
     atomic_write_text(marker, "".join(f"{n}\n" for n in names))
     return names
@@ -376,8 +377,9 @@ def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "
                 command += ["--threads", str(threads)]
             if decode_threads:
                 command += ["--decode-threads", str(decode_threads)]
+            path = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
             done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+                                  env={**os.environ, "PYTHONPATH": path})
             if done.returncode:
                 raise RuntimeError(f"track_test.py failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
             stats = json.loads(stats_path.read_text())

@@ -106,6 +106,8 @@ def run_worker(index: int, settings: dict[str, Any], names: Iterator[str], repor
     if settings["lost_threshold"] is not None:
         kwargs["lost_threshold"] = settings["lost_threshold"]
     device = settings["devices"][index % len(settings["devices"])]
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
     tracker = BatchedTracker(model, settings["batch_sequences"], dtype=settings["dtype"], backend=settings["backend"],
                              compile=settings["compile"] or False, device=device,
                              cuda_graph=not settings["no_cuda_graph"],

@@ -16,6 +16,7 @@ graph that every later call replays (one launch instead of hundreds of small ker
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
 import os
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 __all__ = ["BACKENDS", "DTYPES", "OnnxRuntimeStep", "OpenVinoStep", "StaticStep", "add_runtime_arguments",
-           "cpu_bf16_native", "cpu_flags", "resolve_backend", "resolve_device", "resolve_dtype", "resolve_runtime"]
+           "cpu_bf16_native", "cpu_flags", "ieee_fp32", "resolve_backend", "resolve_device", "resolve_dtype", "resolve_runtime"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -163,6 +164,24 @@ def resolve_runtime(device: str, dtype: str, backend: str, compile: str | None =
 
 # ---------------------------------------------------------------------------- captured GPU step
 
+@contextlib.contextmanager
+def ieee_fp32(enabled: bool = True) -> Any:
+    """Run CUDA matmuls and convolutions in full fp32 (no TF32, which cuDNN allows by default): the
+    tracker's fp32 on a GPU then gives the CPU's boxes. Does nothing when ``enabled`` is False."""
+    if not enabled:
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):
+            yield
+    finally:
+        matmul.allow_tf32 = previous
+
+
 class StaticStep:
     """``fn(*inputs)`` over static input buffers, captured once as a CUDA graph when ``capture``.
 
@@ -181,7 +200,7 @@ class StaticStep:
         self.graph: Any = None
 
     def _capture(self) -> None:
-        device = self.inputs[0].device
+        device = self.device
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):  # warm-up off the capture: lazy initialisation, workspace sizes
@@ -193,6 +212,12 @@ class StaticStep:
             self.output = self.fn(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                return self._run(inputs)
+        return self._run(inputs)
+
+    def _run(self, inputs: Sequence[torch.Tensor]) -> Any:
         if self.inputs is None:
             self.inputs = [torch.empty_like(x, device=self.device).copy_(x) for x in inputs]
             if self.capture:

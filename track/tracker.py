@@ -48,8 +48,8 @@ from backbones import compile_frozen
 from .model import OneStreamTracker
 from .processing import (IMAGENET_MEAN, IMAGENET_STD, CropBox, _as_rgb, clip_box, crop_and_resize, hann_window_2d,
                          map_crop_box_to_image)
-from .runtime import (DTYPES, OnnxRuntimeStep, OpenVinoStep, StaticStep, resolve_backend, resolve_device,
-                      resolve_dtype)
+from .runtime import (DTYPES, OnnxRuntimeStep, OpenVinoStep, StaticStep, ieee_fp32, resolve_backend,
+                      resolve_device, resolve_dtype)
 
 __all__ = ["COMPILE_MODES", "DTYPES", "BatchedTracker", "InferenceNetwork", "LocateStep", "Tracker", "check_box",
            "check_image"]
@@ -109,6 +109,12 @@ class LocateStep(nn.Module):
         self.register_buffer("window", hann_window_2d(grid).view(1, 1, grid, grid) if window else None)
 
     def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
+        if search.is_cuda and self.autocast is None:   # fp32 on a GPU: no TF32 either
+            with ieee_fp32():
+                return self._locate(template_tokens, search)
+        return self._locate(template_tokens, search)
+
+    def _locate(self, template_tokens: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
         with torch.autocast(search.device.type, dtype=self.autocast or torch.bfloat16,
                             enabled=self.autocast is not None, cache_enabled=False):
             box, peak = self.net.locate(template_tokens, _pixels(search), self.window, self.ce_keep_ratio)
@@ -254,7 +260,8 @@ class InferenceNetwork(nn.Module):
         crops = torch.from_numpy(np.ascontiguousarray(template_crops))
         crops = crops.unsqueeze(0) if crops.ndim == 3 else crops
         pixels = _pixels(crops.to(self.device, non_blocking=True))
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+        with ieee_fp32(self.device.type == "cuda" and self.autocast is None), \
+                torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
             return self.net.embed_template(pixels).float()
 
     # -- per frame
@@ -302,7 +309,8 @@ class InferenceNetwork(nn.Module):
             maps = self._maps_runtime(template_tokens.cpu().numpy(), np.ascontiguousarray(crops))
             return tuple(torch.from_numpy(np.asarray(m)) for m in maps)
         search = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+        with ieee_fp32(self.device.type == "cuda" and self.autocast is None), \
+                torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
             out = self.net.forward_tokens(template_tokens, _pixels(search), self.ce_keep_ratio, details=False)
         return tuple(out[k].float().cpu() for k in ("score_map", "offset_map", "size_map"))
 
