@@ -40,7 +40,7 @@ cat "$OUT/environment.txt"
 
 start=$(date +%s)
 "$PYTHON" -m pytest tests/test_tracker_runtime.py tests/test_tracker.py tests/test_tracker_batched.py -k cuda \
-    -q -rs -p no:cacheprovider --junitxml "$OUT/cuda_tests.xml" > "$OUT/cuda_tests.txt" 2>&1 || status=1
+    -q -rs --junitxml "$OUT/cuda_tests.xml" > "$OUT/cuda_tests.txt" 2>&1 || status=1
 tail -n 15 "$OUT/cuda_tests.txt"
 echo "cuda tests: $(( $(date +%s) - start )) s"
 
