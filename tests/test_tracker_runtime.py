@@ -28,14 +28,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def model():
+    """Random weights whose boxes depend on the template and the crop (randomised BatchNorm
+    statistics would let the head's biases drown both)."""
     torch.manual_seed(0)
-    net = build_tracker().eval()
-    with torch.no_grad():
-        for module in net.head.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    return net
+    return build_tracker().eval()
 
 
 def _sequence(count: int = 10, seed: int = 0, size: tuple[int, int] = (320, 240)):
