@@ -29,6 +29,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import sys
 import time
 import traceback
@@ -227,11 +228,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      for i in range(workers)]
         for process in processes:
             process.start()
-        running = workers
+        running, silent = set(range(workers)), set()
         while running:
-            event = events.get()
+            try:
+                event = events.get(timeout=2.0)
+            except queue.Empty:  # a worker killed without a word (out of memory, a crash) counts as failed
+                for index in [i for i in running if not processes[i].is_alive()]:
+                    if index in silent:
+                        failures.append(f"worker {index} died (exit code {processes[index].exitcode})")
+                        running.discard(index)
+                    silent.add(index)
+                continue
             if event[0] == "exit":
-                running -= 1
+                running.discard(event[1])
             else:
                 handle(event)
         for process in processes:
