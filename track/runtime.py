@@ -262,6 +262,14 @@ class OnnxRuntimeStep:
         return self.session.run(None, dict(zip(self.input_names, inputs)))
 
 
+@functools.lru_cache(maxsize=1)
+def _openvino_core() -> Any:
+    """One OpenVINO ``Core`` per process, shared by every compiled step."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVinoStep:
     """An ONNX graph (bytes) compiled by OpenVINO for the CPU.
 
@@ -270,11 +278,9 @@ class OpenVinoStep:
     """
 
     def __init__(self, graph: bytes, input_names: Sequence[str], precision: str = "fp32") -> None:
-        import openvino as ov
-
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"backend='openvino' runs fp32 or bf16, got dtype={precision!r}")
-        core = ov.Core()
+        core = _openvino_core()
         model = core.read_model(graph)
         config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16",
                   "INFERENCE_NUM_THREADS": _threads(), "PERFORMANCE_HINT": "LATENCY",
