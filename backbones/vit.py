@@ -149,6 +149,32 @@ class Attention(nn.Module):
         q, k, _ = self._qkv(x)
         return self._logits(q, k, self._bias(grid, x.shape[1], x.dtype))
 
+    def query_logits(self, x: torch.Tensor, rows: torch.Tensor | Sequence[int],
+                     grid: Grid | None = None) -> torch.Tensor:
+        """Pre-softmax logits of the query tokens ``rows`` against every key, [B, heads, len(rows), N].
+
+        Equals ``logits(x, grid)[:, :, rows]`` (q / k biases and the relative position bias
+        rows included) without the N x N matrix: q is projected for the chosen rows only.
+        Runs in ``x``'s dtype (the weights are cast to it), so a caller that wants float32
+        scores under autocast passes float32 ``x`` with autocast disabled.
+        """
+        B, N, C = x.shape
+        rows = torch.as_tensor(rows, dtype=torch.long, device=x.device)
+        weight = self.qkv.weight.to(x.dtype)
+        if self.rel_pos_window is not None:
+            q_bias, k_bias = self.q_bias, None   # BEiT: q and v biases only
+        else:
+            bias = self.qkv.bias
+            q_bias, k_bias = (None, None) if bias is None else (bias[:C], bias[C:2 * C])
+        q_bias = None if q_bias is None else q_bias.to(x.dtype)
+        k_bias = None if k_bias is None else k_bias.to(x.dtype)
+        q = F.linear(x.index_select(1, rows), weight[:C], q_bias)
+        k = F.linear(x, weight[C:2 * C], k_bias)
+        q = q.view(B, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        bias = self._bias(grid, N, x.dtype)
+        return self._logits(q, k, None if bias is None else bias.index_select(2, rows))
+
     def _logits(self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         logits = (q * self.scale) @ k.transpose(-2, -1)
         return logits if bias is None else logits + bias

@@ -1,161 +1,77 @@
-"""CPU speed of the tracker and bf16-vs-fp32 agreement, with an in-run reference-style baseline.
+"""Tracker speed on every device, runtime, precision and batch, against OSTrack's own network timed in
+the same run; LaSOT end to end (decode included); bf16-vs-fp32 box agreement.
 
-``tracking_speed`` times the full per-frame step of ``track.tracker.Tracker`` (crop, network,
-decode, map back) and the network alone, and in the same run the same weights executed the way
-the reference OSTrack code executes them (``ReferenceStep``): explicit attention in every block,
-the template patch-embedded again every frame, candidate elimination with a full sort and
-global-index bookkeeping then zero-padding + scatter to restore the map, the head with separate
-BatchNorm, bf16 through autocast over fp32 weights, and the crop cut by ``copyMakeBorder`` +
-``cv2.resize`` followed by float normalisation. The ratio of the two is measured on the same
-machine, threads and frames, so it does not depend on how busy the machine is overall.
+Rows:
 
-    python -m benchmarks.track_speed --dtype fp32 bf16 --frames 200 --threads 2 --onnxruntime \
-        --compile default max-autotune --json speed.json --plot speed.png
-    python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --agreement LASOT_ROOT   # + bf16 agreement
+* ``network``: the per-frame network (``InferenceNetwork.locate``: uint8 crops and cached template
+  tokens in, boxes out) at batch 1 and batched, per device, runtime and precision; OSTrack's own
+  network (``benchmarks.peers``: their ``VisionTransformerCE`` + ``CenterPredictor``, normalised
+  float crops in, maps out) in the same run as the reference. Each row also gives its achieved
+  FLOP/s (FLOPs of its network from ``torch.utils.flop_counter``) as a fraction of the matmul peak
+  measured in the same run (one large GEMM of that precision on the same threads / GPU): that
+  fraction, not the frame rate, says how close a path is to what the machine can do.
+* ``full step``: ``Tracker.track`` at batch 1 (crop, network, decode, map back, clip).
+* ``end to end``: ``tools/track_test.py`` over generated LaSOT-layout sequences of 1280x720 JPEG
+  frames (the real frame size): JPEG decoding, crops and the network, single stream vs
+  ``--batch-sequences``, as frames/s and hours for the LaSOT test set (685,360 frames), with
+  where the time goes.
 
-On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` (threads that spin
-while waiting for a busy core make multi-threaded timings meaningless) and read the ``*_cpu_ms``
-fields beside the wall-clock ones.
+Runs that alternate are timed in blocks (each runner ``block`` calls in turn), so that every row
+sees the same load from other processes. bf16 rows are measured only where the CPU runs bf16
+natively (AMX or AVX512-BF16): elsewhere they would time an emulation.
+
+    python -m benchmarks.track_speed --threads 2 --json speed.json --markdown speed.md --plot speed.png
+    python -m benchmarks.track_speed --device cuda --batch 1 8 32 128 --end-to-end --e2e-batch 64
+    python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --agreement LASOT_ROOT
+
+On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` and read the
+``cpu_ms`` fields beside the wall-clock ones.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import multiprocessing
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from track.model import OneStreamTracker, build_tracker, decode_boxes
-from track.processing import IMAGENET_MEAN, IMAGENET_STD, hann_window_2d
-from track.tracker import COMPILE_MODES, Tracker
+from evaluation.boxes import box_iou
+from track.model import OneStreamTracker, build_tracker
+from track.runtime import DTYPES, cpu_bf16_native, resolve_device
+from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
-__all__ = ["ReferenceStep", "bf16_agreement", "box_iou", "demo_frames", "lasot_agreement", "reference_forward",
-           "reference_sample_target", "save_speed_plot", "tracking_speed"]
+__all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement", "demo_frames",
+           "e2e_table", "end_to_end", "lasot_agreement", "make_e2e_dataset", "matmul_peak", "network_flops",
+           "report_section", "save_speed_plot", "speed_rows", "speed_table"]
 
-
-# ---------------------------------------------------------------------------- reference-style path
-
-def reference_sample_target(image: np.ndarray, box_xywh: Sequence[float], factor: float,
-                            out_size: int) -> tuple[np.ndarray, float]:
-    """OSTrack's crop: pad the window with ``copyMakeBorder``, resize it, plus its padding mask."""
-    x, y, w, h = box_xywh
-    side = math.ceil(math.sqrt(w * h) * factor)
-    x1 = round(x + 0.5 * w - side * 0.5)
-    y1 = round(y + 0.5 * h - side * 0.5)
-    x2, y2 = x1 + side, y1 + side
-    x1_pad, y1_pad = max(0, -x1), max(0, -y1)
-    x2_pad, y2_pad = max(x2 - image.shape[1] + 1, 0), max(y2 - image.shape[0] + 1, 0)
-    crop = image[y1 + y1_pad:y2 - y2_pad, x1 + x1_pad:x2 - x2_pad, :]
-    padded = cv2.copyMakeBorder(crop, y1_pad, y2_pad, x1_pad, x2_pad, cv2.BORDER_CONSTANT)
-    height, width, _ = padded.shape
-    mask = np.ones((height, width))
-    end_x, end_y = -x2_pad or None, -y2_pad or None
-    mask[y1_pad:end_y, x1_pad:end_x] = 0
-    resized = cv2.resize(padded, (out_size, out_size))
-    cv2.resize(mask, (out_size, out_size)).astype(np.bool_)
-    return resized, out_size / side
+REPO = Path(__file__).resolve().parents[1]
+LASOT_TEST_FRAMES = 685_360
+# Figures from elsewhere, shown beside ours when OSTrack's code is not there to be timed.
+PUBLISHED = [
+    ("OSTrack ViT-Tiny CE network, OSTrack's code, H100, batch 1", "115 fps fp32 / 129 fps fp16"),
+    ("OSTrack ViT-Tiny CE network, OSTrack's code, H100, batch 32", "4,100 / 3,877 frames/s fp32 / fp16"),
+    ("OSTrack ViT-Tiny CE network, OSTrack's code, 2-thread AMD EPYC (AVX2), batch 1 / 8", "12.4 fps / 18.0 frames/s"),
+    ("MAE-Lite ViT-Tiny OSTrack-CE (paper)", "41 fps (unit and CPU not stated)"),
+    ("OSTrack-256 ViT-B (paper)", "~11 fps CPU"),
+]
 
 
-def _reference_normalise(crop: np.ndarray) -> torch.Tensor:
-    tensor = torch.tensor(crop).float().permute((2, 0, 1)).unsqueeze(dim=0)
-    mean = torch.tensor(IMAGENET_MEAN).view((1, 3, 1, 1))
-    std = torch.tensor(IMAGENET_STD).view((1, 3, 1, 1))
-    return ((tensor / 255.0) - mean) / std
-
-
-@torch.inference_mode()
-def reference_forward(model: OneStreamTracker, template: torch.Tensor, search: torch.Tensor,
-                      keep_ratio: float | None = None) -> dict[str, torch.Tensor]:
-    """The network as the reference code runs it (same weights, same result as ``model.forward``)."""
-    keep_ratio = model.ce_keep_ratio if keep_ratio is None else keep_ratio
-    backbone = model.backbone
-    z = backbone.patch_embed(template).flatten(1, 2) + model.pos_embed_z
-    x = backbone.patch_embed(search).flatten(1, 2) + model.pos_embed_x
-    B, num_template, C = z.shape
-    num_search = x.shape[1]
-    tokens = torch.cat([z, x], dim=1)
-    centre_mask = torch.zeros(num_template, dtype=torch.bool)
-    centre_mask[model.template_centre] = True
-    global_index = torch.linspace(0, num_search - 1, num_search).to(torch.int64).repeat(B, 1)
-    removed = []
-    for i, block in enumerate(backbone.blocks):
-        tokens, logits = block(tokens, return_logits=True)
-        if i in model.ce_locations and keep_ratio < 1:
-            lens_search = tokens.shape[1] - num_template
-            keep = math.ceil(keep_ratio * lens_search)
-            attn = logits[:, :, :num_template][:, :, centre_mask].softmax(dim=-1)[..., num_template:]
-            attn = attn.mean(dim=2).mean(dim=1)
-            _, order = torch.sort(attn, dim=1, descending=True)
-            top, rest = order[:, :keep], order[:, keep:]
-            removed.append(global_index.gather(1, rest))
-            global_index = global_index.gather(1, top)
-            kept = tokens[:, num_template:].gather(1, top.unsqueeze(-1).expand(B, -1, C))
-            tokens = torch.cat([tokens[:, :num_template], kept], dim=1)
-    tokens = backbone.norm(tokens)
-    search_tokens = tokens[:, num_template:]
-    if removed:
-        removed_index = torch.cat(removed, dim=1)
-        pad = torch.zeros([B, removed_index.shape[1], C], dtype=search_tokens.dtype)
-        search_tokens = torch.cat([search_tokens, pad], dim=1)
-        index_all = torch.cat([global_index, removed_index], dim=1)
-        search_tokens = torch.zeros_like(search_tokens).scatter_(
-            dim=1, index=index_all.unsqueeze(-1).expand(B, -1, C), src=search_tokens)
-    grid = model.search_grid
-    feat = search_tokens.unsqueeze(-1).permute((0, 3, 2, 1)).contiguous().view(-1, C, grid, grid)
-    score_map, offset_map, size_map = model.head(feat)
-    boxes, peak = decode_boxes(score_map, offset_map, size_map)
-    return {"score_map": score_map, "offset_map": offset_map, "size_map": size_map,
-            "pred_boxes": boxes, "pred_scores": peak}
-
-
-class ReferenceStep:
-    """One tracking step done the reference way (see the module docstring), for timing."""
-
-    def __init__(self, model: OneStreamTracker, dtype: str = "fp32", template_factor: float = 2.0,
-                 search_factor: float = 4.0) -> None:
-        self.model = model.eval()
-        self.dtype = dtype
-        self.template_factor, self.search_factor = template_factor, search_factor
-        self.window = hann_window_2d(model.search_grid).view(1, 1, model.search_grid, model.search_grid)
-
-    def initialize(self, image: np.ndarray, box: Sequence[float]) -> None:
-        crop, _ = reference_sample_target(image, box, self.template_factor, self.model.template_size)
-        self.template = _reference_normalise(crop)
-        self.state = [float(v) for v in box]
-
-    def network(self, search: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == "bf16"):
-            return reference_forward(self.model, self.template, search)
-
-    @torch.inference_mode()
-    def track(self, image: np.ndarray) -> list[float]:
-        H, W, _ = image.shape
-        crop, resize_factor = reference_sample_target(image, self.state, self.search_factor,
-                                                      self.model.search_size)
-        out = self.network(_reference_normalise(crop))
-        response = self.window * out["score_map"]
-        boxes, _ = decode_boxes(response, out["offset_map"], out["size_map"])
-        cx, cy, w, h = (boxes.view(-1, 4).mean(dim=0) * self.model.search_size / resize_factor).tolist()
-        half = 0.5 * self.model.search_size / resize_factor
-        cx_prev, cy_prev = self.state[0] + 0.5 * self.state[2], self.state[1] + 0.5 * self.state[3]
-        x1, y1 = cx + cx_prev - half - 0.5 * w, cy + cy_prev - half - 0.5 * h
-        x2, y2 = x1 + w, y1 + h
-        x1, x2 = min(max(0, x1), W - 10), max(min(W, x2), 10)
-        y1, y2 = min(max(0, y1), H - 10), max(min(H, y2), 10)
-        self.state = [x1, y1, max(10, x2 - x1), max(10, y2 - y1)]
-        return self.state
-
-
-# ---------------------------------------------------------------------------- measurements
+# ---------------------------------------------------------------------------- helpers
 
 def demo_frames(count: int, size: tuple[int, int] = (640, 360), seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """RGB frames and GT boxes (0-based x, y, w, h) of a synthetic sequence for timing."""
+    import cv2
+
     from benchmarks.demo_data.lasot import synthesize_sequence
 
     sequence = synthesize_sequence(np.random.default_rng(seed), max(count, 2), size)
@@ -165,155 +81,380 @@ def demo_frames(count: int, size: tuple[int, int] = (640, 360), seed: int = 0) -
     return frames, boxes
 
 
-def _fps(seconds: Sequence[float]) -> float:
-    return float(1.0 / np.median(seconds))
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def _time_calls(fn, count: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def matmul_peak(device: torch.device, dtype: str, size: int | None = None, repeats: int = 5) -> dict[str, float]:
+    """The practical matmul peak the tracker's paths are compared with: one large square GEMM in
+    ``dtype`` on ``device`` (CPU: torch's threads), best of ``repeats`` timed products.
 
-
-def tracking_speed(dtype: str = "fp32", frames: int = 100, threads: int = 2,
-                   model: OneStreamTracker | None = None, warmup: int = 10, baseline: bool = True,
-                   frame_size: tuple[int, int] = (640, 360), compile: bool | str = False,
-                   backend: str = "torch", block: int = 10) -> dict[str, Any]:
-    """Frames per second (from the median per-frame time) of the full step and the network alone.
-
-    Returns ``full_fps`` (``Tracker.track``: crop, network, decode, map back), ``network_fps``
-    (``InferenceNetwork.locate``: from the crop and cached template tokens to the decoded box in
-    the crop; the baseline's network stops at the three maps), ``crop_ms``, and with ``baseline``
-    the same for ``ReferenceStep`` (``baseline_full_fps``, ``baseline_network_fps``) and the
-    ratios ``full_speedup`` / ``network_speedup``. Ours and the baseline alternate in blocks of
-    ``block`` frames, so both see the same load from other processes, while within a block each
-    runs as it would alone (with caches warm: the median ignores a block's first frame). Random
-    weights run as fast as trained ones (the only data-dependent work is which tokens CE keeps).
-
-    ``*_cpu_ms`` are medians of the process CPU time per call (all threads together): on a
-    machine shared with other jobs they show the work done, free of the time spent waiting for
-    a core; with ``threads=1`` they estimate the wall time on an idle machine.
-    ``load_average`` is the 1-minute system load when the run ended.
+    Returns ``{"flops": FLOP per wall second, "cpu_flops": FLOP per process-CPU second}`` (the
+    second, CPU only, does not depend on other processes taking cores away).
     """
-    from track.processing import crop_and_resize
+    size = size or (8192 if device.type == "cuda" else 1536)
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=generator).to(DTYPES[dtype])
+    b = torch.randn(size, size, device=device, generator=generator).to(DTYPES[dtype])
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, as the tracker's fp32 path runs
+    try:
+        best, best_cpu = float("inf"), float("inf")
+        for index in range(repeats + 1):
+            _synchronize(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            torch.mm(a, b)
+            _synchronize(device)
+            if index:  # the first product warms up
+                best = min(best, time.perf_counter() - start)
+                best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    flops = 2.0 * size ** 3
+    return {"flops": flops / best, "cpu_flops": flops / best_cpu if device.type == "cpu" else float("nan")}
 
-    torch.set_num_threads(threads)
-    model = (model or build_tracker()).eval()
-    images, boxes = demo_frames(frames + 1, frame_size)
-    tracker = Tracker(model, dtype=dtype, compile=compile, backend=backend)
-    reference = ReferenceStep(model, dtype) if baseline else None
-    runners = [tracker] + ([reference] if reference else [])
-    for runner in runners:  # warm-up (allocator, oneDNN kernels)
-        runner.initialize(images[0], boxes[0])
-        for image in images[1:1 + warmup]:
-            runner.track(image)
-        runner.initialize(images[0], boxes[0])
-    step_times: list[list[float]] = [[] for _ in runners]
-    step_cpu: list[list[float]] = [[] for _ in runners]
-    for first in range(1, len(images), block):
-        for runner, times, cpu in zip(runners, step_times, step_cpu):
-            for image in images[first:first + block]:
-                start, start_cpu = time.perf_counter(), time.process_time()
-                runner.track(image)
-                times.append(time.perf_counter() - start)
-                cpu.append(time.process_time() - start_cpu)
-    crop = tracker._search_crop.copy()
-    network_calls = [lambda: tracker.network.locate(tracker._template_tokens, crop, tracker.window,
-                                                    tracker.ce_keep_ratio)]
-    if reference:
-        search = _reference_normalise(reference_sample_target(images[1], boxes[1], 4.0, model.search_size)[0])
-        network_calls.append(lambda: reference.network(search))
-    network_times: list[list[float]] = [[] for _ in network_calls]
-    network_cpu: list[list[float]] = [[] for _ in network_calls]
-    for _ in range(warmup):
-        for call in network_calls:
-            call()
-    for first in range(0, frames, block):
-        for call, times, cpu in zip(network_calls, network_times, network_cpu):
-            for _ in range(min(block, frames - first)):
-                start, start_cpu = time.perf_counter(), time.process_time()
-                call()
-                times.append(time.perf_counter() - start)
-                cpu.append(time.process_time() - start_cpu)
-    crop_times = _time_calls(lambda: crop_and_resize(images[1], boxes[1], 4.0, model.search_size),
-                             frames, warmup)
-    def ms(values: Sequence[float]) -> float:
-        return 1e3 * float(np.median(values))
 
-    result: dict[str, Any] = {
-        "dtype": dtype, "backend": backend, "compile": compile, "threads": threads, "frames": frames, "block": block,
-        "frame_size": list(frame_size),
-        "full_fps": _fps(step_times[0]), "network_fps": _fps(network_times[0]),
-        "full_cpu_ms": ms(step_cpu[0]), "network_cpu_ms": ms(network_cpu[0]), "crop_ms": ms(crop_times),
-    }
-    if reference:
-        result.update({"baseline_full_fps": _fps(step_times[1]), "baseline_network_fps": _fps(network_times[1]),
-                       "baseline_full_cpu_ms": ms(step_cpu[1]), "baseline_network_cpu_ms": ms(network_cpu[1])})
-        result["full_speedup"] = result["full_fps"] / result["baseline_full_fps"]
-        result["network_speedup"] = result["network_fps"] / result["baseline_network_fps"]
-        result["full_cpu_speedup"] = result["baseline_full_cpu_ms"] / result["full_cpu_ms"]
-        result["network_cpu_speedup"] = result["baseline_network_cpu_ms"] / result["network_cpu_ms"]
-    result["load_average"] = os.getloadavg()[0]
+def network_flops(model: OneStreamTracker, ostrack: Any = None) -> dict[str, int]:
+    """FLOPs per frame (batch 1) of our per-frame step and, with ``ostrack`` = (net, mask), of
+    OSTrack's network, from ``torch.utils.flop_counter`` (fused attention counted on CPU too)."""
+    from benchmarks.seg_speed import count_flops
+
+    network = InferenceNetwork(model, device="cpu")
+    tokens = network.template_tokens(np.zeros((model.template_size, model.template_size, 3), np.uint8))
+    search = torch.zeros(1, model.search_size, model.search_size, 3, dtype=torch.uint8)
+    result = {"ours": count_flops(lambda: network.step(tokens, search))[0]}
+    if ostrack is not None:
+        net, mask = ostrack
+        z = torch.zeros(1, 3, model.template_size, model.template_size)
+        x = torch.zeros(1, 3, model.search_size, model.search_size)
+        result["ostrack"] = count_flops(lambda: net.cpu()(template=z, search=x, ce_template_mask=mask.cpu()))[0]
     return result
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of matching rows of two (N, 4) x, y, w, h arrays (continuous pixels)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
-    y2 = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    return inter / np.maximum(union, 1e-12)
+def _interleaved(calls: dict[str, Callable[[], Any]], count: int, warmup: int, block: int
+                 ) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and process-CPU seconds of ``count`` calls of each runner, the runners taking turns in
+    blocks of ``block`` calls (the first call of a block is not kept: caches warm)."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in calls}
+    rounds = math.ceil(count / max(1, block - 1))
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for index in range(block):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                call()
+                if index:
+                    times[name][0].append(time.perf_counter() - start)
+                    times[name][1].append(time.process_time() - start_cpu)
+    return times
 
 
-def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple], iou_threshold: float = 0.9,
-                   compile: bool | str = False, **tracker_kwargs: Any) -> dict[str, Any]:
-    """How often bf16 boxes match fp32 boxes (IoU > ``iou_threshold``).
+def _ostrack(device: torch.device) -> tuple[Any, Any] | None:
+    from benchmarks.peers import load_peers
 
-    ``sequences``: (frames, initial box) or (frames, initial box, ground-truth boxes [N, 4]).
-    ``per_frame``: both precisions see the same search crop every frame (the bf16 network is run
-    from the fp32 tracker's previous box), so a single disagreement is counted once;
-    ``free_running``: two independent trackers, where one early divergence counts for every later
-    frame. With ground truth, ``per_frame_on_target`` is ``per_frame`` over the frames where the
-    fp32 box overlaps the ground truth (IoU > 0.5; ``frames_on_target`` of them): whether bf16
-    changes the answer where the tracker is right, apart from frames it has already lost.
-    ``compile`` compares the compiled trackers; ``tracker_kwargs`` go to every ``Tracker``.
+    peers = load_peers()
+    if peers is None:
+        return None
+    net, mask = peers.ostrack_vit_tiny_ce()
+    return net.to(device).eval(), mask.to(device)
+
+
+# ---------------------------------------------------------------------------- rows
+
+def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tuple[str, str]] | None = None,
+               batches: Sequence[int] = (1, 8), frames: int = 30, block: int = 6, warmup: int = 3,
+               full_step: bool = True, compile: Sequence[str] = (), cuda_graph_vs_eager: bool = True,
+               frame_size: tuple[int, int] = (1280, 720)) -> dict[str, Any]:
+    """Network rows (per runtime, precision and batch), full-step rows (batch 1) and the matching
+    OSTrack rows on ``device``, with FLOP/s as a fraction of the measured matmul peak.
+
+    ``runs``: (backend, dtype) pairs (default: everything this device runs natively). ``compile``:
+    CPU ``torch.compile`` modes to add (tens of seconds each). Returns ``{"rows": [...], "peaks":
+    {dtype: FLOP/s}, "flops": {...}, "skipped": [reasons]}``.
     """
-    fp32, bf16, free = (Tracker(model, dtype=dtype, compile=compile, **tracker_kwargs)
-                        for dtype in ("fp32", "bf16", "bf16"))
-    same_input, running, on_target = [], [], []
-    for frames, init_box, *truth in sequences:
-        fp32.initialize(frames[0], init_box)
-        bf16.initialize(frames[0], init_box)
-        free.initialize(frames[0], init_box)
-        for index, frame in enumerate(frames[1:], start=1):
-            bf16.state = fp32.state.copy()
-            box_bf16, _ = bf16.track(frame)
-            box_fp32, _ = fp32.track(frame)
-            box_free, _ = free.track(frame)
-            same_input.append(box_iou(box_fp32, box_bf16)[0])
-            running.append(box_iou(box_fp32, box_free)[0])
-            if truth:
-                on_target.append(box_iou(box_fp32, truth[0][index])[0] > 0.5)
+    where = resolve_device(device)
+    native_bf16 = where.type == "cuda" or cpu_bf16_native()
+    skipped = []
+    if runs is None:
+        if where.type == "cuda":
+            runs = [("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16")]
+        else:
+            runs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")]
+            if native_bf16:
+                runs += [("torch", "bf16"), ("openvino", "bf16")]
+            else:
+                skipped.append("bf16 rows: this CPU has neither AMX nor AVX512-BF16, bf16 would only be emulated")
+    import importlib.util
+
+    available = [(b, d) for b, d in runs if b == "torch" or importlib.util.find_spec(b) is not None]
+    skipped += [f"{b} {d}: {b} is not installed" for b, d in runs if (b, d) not in available]
+    precisions = sorted({d for _, d in available} | {"fp32"})
+    low = "fp16" if where.type == "cuda" else ("bf16" if native_bf16 else None)
+    shape = (model.backbone.embed_dim, len(model.backbone.blocks), model.template_size, model.search_size)
+    ostrack = _ostrack(where) if shape == (192, 12, 128, 256) else None
+    if ostrack is None:
+        from benchmarks.peers import unavailable_reason
+
+        reason = unavailable_reason() or (f"it is built as ViT-Tiny (12 blocks, 192-d) with 128 / 256 px crops, "
+                                          f"this model has {shape[1]} blocks of {shape[0]}-d, {shape[2]} / {shape[3]} px")
+        skipped.append(f"OSTrack's network: {reason} (published figures instead)")
+    flops = network_flops(model, None if ostrack is None else (ostrack[0], ostrack[1]))
+    if ostrack is not None:
+        ostrack = (ostrack[0].to(where), ostrack[1].to(where))
+    first_peaks = {d: matmul_peak(where, d) for d in precisions}
+    rng = np.random.default_rng(0)
+    template = rng.integers(0, 256, (model.template_size, model.template_size, 3), dtype=np.uint8)
+    crops = rng.integers(0, 256, (max(batches), model.search_size, model.search_size, 3), dtype=np.uint8)
+
+    variants = [(b, d, False, True) for b, d in available]
+    variants += [("torch", d, mode, True) for mode in compile for d in precisions
+                 if where.type == "cpu" and ("torch", d) in available]
+    if where.type == "cuda" and cuda_graph_vs_eager:
+        variants += [("torch", d, False, False) for d in precisions if ("torch", d) in available]
+    rows, calls, meta = [], {}, {}
+    for backend, dtype, compiled, graph in variants:
+        network = InferenceNetwork(model, dtype, compiled, backend, device=where, cuda_graph=graph)
+        network.max_batch = max(batches)
+        tokens = network.template_tokens(template)
+        for batch in batches:
+            name = f"ours {backend} {dtype}" + (f" compiled ({compiled})" if compiled else "") + \
+                   ("" if graph or where.type != "cuda" else " eager") + f" batch {batch}"
+            batch_tokens, batch_crops = tokens.expand(batch, -1, -1), crops[:batch]
+            calls[name] = lambda n=network, t=batch_tokens, c=batch_crops: n.locate(t, c)
+            meta[name] = {"path": "ours", "backend": backend, "dtype": dtype, "compile": compiled or None,
+                          "cuda_graph": graph if where.type == "cuda" else None, "batch": batch,
+                          "flops": flops["ours"]}
+    if ostrack is not None:
+        net, mask = ostrack
+        for dtype in ["fp32"] + ([low] if low else []):
+            for batch in batches:
+                z = torch.randn(batch, 3, model.template_size, model.template_size, device=where)
+                x = torch.randn(batch, 3, model.search_size, model.search_size, device=where)
+                m = mask.expand(batch, -1)
+
+                def run(z=z, x=x, m=m, dtype=dtype) -> None:
+                    with torch.inference_mode(), torch.autocast(where.type, dtype=DTYPES[dtype],
+                                                                enabled=dtype != "fp32"):
+                        net(template=z, search=x, ce_template_mask=m)
+                    _synchronize(where)
+
+                name = f"OSTrack {dtype} batch {batch}"
+                calls[name] = run
+                meta[name] = {"path": "ostrack", "backend": "torch", "dtype": dtype, "compile": None,
+                              "cuda_graph": False if where.type == "cuda" else None, "batch": batch,
+                              "flops": flops["ostrack"]}
+    timed = {}
+    for batch in batches:  # runners of one batch size take turns; a batch of b frames counts b times
+        group = {name: call for name, call in calls.items() if meta[name]["batch"] == batch}
+        timed.update(_interleaved(group, max(4, math.ceil(frames / batch)), warmup, block))
+    peaks = _best_peaks(first_peaks, {d: matmul_peak(where, d) for d in precisions})
+    for name, (wall, cpu) in timed.items():
+        rows.append(_row("network", name, where, meta[name], wall, cpu, peaks))
+    if full_step:
+        rows += _full_step_rows(model, where, variants, frames, warmup, block, frame_size, flops["ours"], peaks)
+    _add_ratios(rows)
+    return {"device": str(where), "threads": torch.get_num_threads(), "peaks": {d: p["flops"] for d, p in peaks.items()},
+            "cpu_peaks": {d: p["cpu_flops"] for d, p in peaks.items()}, "flops": flops, "rows": rows,
+            "skipped": skipped}
+
+
+def _best_peaks(*measurements: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The higher of the peaks measured before and after the rows (another process may have slowed one)."""
+    return {d: {k: max(m[d][k] for m in measurements) for k in measurements[0][d]} for d in measurements[0]}
+
+
+def _row(kind: str, name: str, where: torch.device, info: dict, wall: list[float], cpu: list[float],
+         peaks: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """One timed row: frames/s, achieved FLOP/s and its fraction of the matmul peak (wall clock and,
+    on a CPU, per process-CPU second)."""
+    seconds, cpu_seconds = float(np.median(wall)), float(np.median(cpu))
+    fps = info["batch"] / seconds
+    peak = peaks.get(info["dtype"], {})
+    row = {"kind": kind, "name": name, "device": str(where), **info,
+           ("full_fps" if kind == "full step" else "network_fps"): fps,
+           "ms_per_call": 1e3 * seconds, "cpu_ms_per_call": 1e3 * cpu_seconds,
+           "achieved_flops": info["flops"] * fps, "peak_flops": peak.get("flops"),
+           "peak_fraction": info["flops"] * fps / peak["flops"] if peak else None}
+    if where.type == "cpu" and peak and cpu_seconds > 0:
+        row["peak_fraction_cpu_time"] = info["flops"] * info["batch"] / cpu_seconds / peak["cpu_flops"]
+    return row
+
+
+def _full_step_rows(model: OneStreamTracker, where: torch.device, variants: list, frames: int, warmup: int,
+                    block: int, frame_size: tuple[int, int], flops: int,
+                    peaks: dict[str, dict[str, float]]) -> list[dict]:
+    """``Tracker.track`` per frame (batch 1) for every variant, over the same synthetic frames."""
+    images, boxes = demo_frames(frames + warmup + 1, frame_size)
+    calls, meta = {}, {}
+    for backend, dtype, compiled, graph in variants:
+        tracker = Tracker(model, dtype=dtype, compile=compiled, backend=backend, device=where, cuda_graph=graph)
+        tracker.initialize(images[0], boxes[0])
+        position = [1]
+
+        def step(tracker=tracker, position=position) -> None:
+            if position[0] == len(images):
+                tracker.initialize(images[0], boxes[0])
+                position[0] = 1
+            tracker.track(images[position[0]])
+            position[0] += 1
+
+        name = f"ours {backend} {dtype}" + (f" compiled ({compiled})" if compiled else "") + \
+               ("" if graph or where.type != "cuda" else " eager") + " full step"
+        calls[name] = step
+        meta[name] = {"path": "ours", "backend": backend, "dtype": dtype, "compile": compiled or None,
+                      "cuda_graph": graph if where.type == "cuda" else None, "batch": 1}
+    return [_row("full step", name, where, {**meta[name], "flops": flops}, wall, cpu, peaks)
+            for name, (wall, cpu) in _interleaved(calls, frames, warmup, block).items()]
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """``vs_ostrack``: frames/s over OSTrack's batch-1 network of the same precision (fp32 when that
+    precision was not timed for OSTrack); ``ostrack_reference`` names the row used."""
+    reference = {r["dtype"]: r for r in rows if r["path"] == "ostrack" and r["batch"] == 1}
+    for row in rows:
+        if row["path"] != "ours" or not reference:
+            continue
+        ref = reference.get(row["dtype"]) or reference.get("fp32")
+        fps = row.get("full_fps") or row.get("network_fps")
+        row["vs_ostrack"] = fps / ref["network_fps"]
+        row["ostrack_reference"] = ref["name"]
+
+
+# ---------------------------------------------------------------------------- end to end
+
+def _make_class(args: tuple) -> list[str]:
+    from benchmarks.demo_data.lasot import make_lasot_dataset
+
+    root, class_name, per_class, num_frames, size = args
+    return make_lasot_dataset(root, classes=(class_name,), seqs_per_class=per_class, num_frames=num_frames,
+                              size=size, test_per_class=per_class, write_training_set=False)
+
+
+def make_e2e_dataset(root: Path, sequences: int, frames: int, size: tuple[int, int] = (1280, 720),
+                     workers: int | None = None) -> list[str]:
+    """A generated LaSOT-layout test set of ``sequences`` sequences of ``frames`` JPEG frames (W, H =
+    ``size``), written by parallel processes (one class of 4 sequences each); reused when present."""
+    from fileio import atomic_write_text
+    from track.datasets.lasot import list_sequences
+
+    root = Path(root)
+    marker = root / "testing_set.txt"
+    classes = [f"clip{i:02d}" for i in range(math.ceil(sequences / 4))]
+    if marker.is_file():
+        names = list_sequences(root, "test")
+        if len(names) == sequences:
+            return names
+    jobs = [(str(root), c, min(4, sequences - 4 * i), frames, tuple(size)) for i, c in enumerate(classes)]
+    workers = workers or max(1, min(len(jobs), (os.cpu_count() or 1)))
+    if workers == 1:
+        names = [n for job in jobs for n in _make_class(job)]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            names = [n for part in pool.map(_make_class, jobs) for n in part]
+    atomic_write_text(marker, "".join(f"{n}\n" for n in names))
+    return names
+
+
+def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "cpu", dtype: str = "auto",
+               backend: str = "auto", threads: int | None = None, decode_threads: int | None = None,
+               config: str | None = None, checkpoint: str = "none", work_dir: Path | None = None) -> list[dict]:
+    """``tools/track_test.py`` over ``data_root`` once per ``--batch-sequences`` value (fresh result
+    folders, one process each); frames/s of the tracking loop, hours for the LaSOT test set and
+    where the time goes (decode summed over its threads, the loop's wait for frames, crop,
+    network, first frames)."""
+    config = config or str(REPO / "configs" / "track" / "_base_" / "model.py")
+    rows = []
+    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+        for batch in batches:
+            out, stats_path = Path(scratch) / f"batch{batch}", Path(scratch) / f"batch{batch}.json"
+            command = [sys.executable, str(REPO / "tools" / "track_test.py"), config, checkpoint,
+                       "--lasot-root", str(data_root), "--out", str(out), "--device", device, "--dtype", dtype,
+                       "--backend", backend, "--batch-sequences", str(batch), "--stats-json", str(stats_path)]
+            if threads:
+                command += ["--threads", str(threads)]
+            if decode_threads:
+                command += ["--decode-threads", str(decode_threads)]
+            path = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": path})
+            if done.returncode:
+                raise RuntimeError(f"track_test.py failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            stats = json.loads(stats_path.read_text())
+            wall = stats["wall"]
+            busy = stats["decode_wait"] + stats["crop"] + stats["network"] + stats["initialize"]
+            rows.append({"kind": "end to end", "batch_sequences": batch, "device": stats["device"],
+                         "dtype": stats["dtype"], "backend": stats["backend"], "frames": stats["frames"],
+                         "sequences": stats["sequences"], "fps": stats["fps"],
+                         "lasot_hours": LASOT_TEST_FRAMES / stats["fps"] / 3600.0,
+                         "wall": wall, "command_wall": stats["command_wall"],
+                         "share": {"decode_wait": stats["decode_wait"] / wall, "crop": stats["crop"] / wall,
+                                   "network": stats["network"] / wall, "initialize": stats["initialize"] / wall,
+                                   "other": max(0.0, wall - busy) / wall},
+                         "decode_thread_seconds_per_frame": stats["decode"] / max(1, stats["frames"])})
+    if rows and rows[0]["batch_sequences"] == 1:
+        for row in rows[1:]:
+            row["vs_single_stream"] = row["fps"] / rows[0]["fps"]
+    return rows
+
+
+# ---------------------------------------------------------------------------- agreement
+
+def agreement_from_boxes(fp32: np.ndarray, same_input: np.ndarray, free_running: np.ndarray,
+                         truth: np.ndarray | None = None, iou_threshold: float = 0.9) -> dict[str, Any]:
+    """Agreement of low-precision boxes with fp32 boxes, all (N, 4) x, y, w, h over the same frames.
+
+    ``per_frame``: fraction of frames where the low-precision box from the fp32 tracker's search
+    region (``same_input``) overlaps the fp32 box with IoU > ``iou_threshold``; ``free_running``:
+    the same for an independent low-precision tracker. With ``truth``, ``per_frame_on_target`` is
+    ``per_frame`` over the frames where the fp32 box is on target (IoU with the truth > 0.5).
+    Empty input gives NaN fractions.
+    """
+    fp32, same_input, free_running = (np.asarray(b, np.float64).reshape(-1, 4) for b in (fp32, same_input, free_running))
+    if not len(fp32) == len(same_input) == len(free_running):
+        raise ValueError(f"box arrays differ in length: {len(fp32)}, {len(same_input)}, {len(free_running)}")
+    same, running = box_iou(fp32, same_input), box_iou(fp32, free_running)
 
     def fraction(values: np.ndarray) -> float:
         return float(values.mean()) if len(values) else float("nan")
 
-    same_input, running = np.array(same_input), np.array(running)
-    result = {"frames": int(len(same_input)), "iou_threshold": iou_threshold,
-              "per_frame": fraction(same_input > iou_threshold), "free_running": fraction(running > iou_threshold),
-              "mean_iou_per_frame": fraction(same_input)}
-    if on_target and len(on_target) == len(same_input):
-        hit = np.array(on_target)
-        result.update(frames_on_target=int(hit.sum()), per_frame_on_target=fraction(same_input[hit] > iou_threshold))
+    result = {"frames": int(len(fp32)), "iou_threshold": iou_threshold, "per_frame": fraction(same > iou_threshold),
+              "free_running": fraction(running > iou_threshold), "mean_iou_per_frame": fraction(same)}
+    if truth is not None:
+        hit = box_iou(fp32, np.asarray(truth, np.float64).reshape(-1, 4)) > 0.5
+        result.update(frames_on_target=int(hit.sum()), per_frame_on_target=fraction(same[hit] > iou_threshold))
     return result
+
+
+def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple], iou_threshold: float = 0.9,
+                   compile: bool | str = False, dtype: str = "bf16", backend: str = "torch",
+                   device: str = "cpu", **tracker_kwargs: Any) -> dict[str, Any]:
+    """How often ``dtype`` boxes (on ``backend``) match torch fp32 boxes (``agreement_from_boxes``).
+
+    ``sequences``: (frames, initial box) or (frames, initial box, ground-truth boxes [N, 4]).
+    The same-input tracker is run from the fp32 tracker's previous box every frame, so a single
+    disagreement is counted once; the free-running one keeps its own boxes.
+    """
+    reference = Tracker(model, dtype="fp32", device=device, **tracker_kwargs)
+    same, free = (Tracker(model, dtype=dtype, compile=compile, backend=backend, device=device, **tracker_kwargs)
+                  for _ in range(2))
+    boxes: dict[str, list] = {"fp32": [], "same": [], "free": [], "truth": []}
+    with_truth = all(len(s) > 2 for s in sequences)
+    for frames, init_box, *truth in sequences:
+        for tracker in (reference, same, free):
+            tracker.initialize(frames[0], init_box)
+        for index, frame in enumerate(frames[1:], start=1):
+            same.state = reference.state.copy()
+            boxes["same"].append(same.track(frame)[0])
+            boxes["fp32"].append(reference.track(frame)[0])
+            boxes["free"].append(free.track(frame)[0])
+            if with_truth:
+                boxes["truth"].append(truth[0][index])
+    return {"dtype": dtype, "backend": backend,
+            **agreement_from_boxes(boxes["fp32"], boxes["same"], boxes["free"],
+                                   boxes["truth"] if with_truth else None, iou_threshold)}
 
 
 def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test", **kwargs: Any) -> dict[str, Any]:
@@ -329,81 +470,240 @@ def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test
     return {"sequences": len(sequences), **bf16_agreement(model, sequences, **kwargs)}
 
 
-def save_speed_plot(results: Sequence[dict[str, Any]], path: str) -> str:
-    """Bars of full-step and network-only speed, ours beside the reference-style baseline:
-    wall-clock fps (left) and 1000 / CPU ms (right, robust on a busy machine)."""
+# ---------------------------------------------------------------------------- output
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def speed_table(speed: dict[str, Any]) -> str:
+    """The network and full-step rows of ``speed_rows`` as a Markdown table, with the run's peaks."""
+    peaks = ", ".join(f"{d} {p / 1e9:,.0f} GFLOP/s" for d, p in speed["peaks"].items())
+    flops = ", ".join(f"{k} {v / 1e9:.2f} GFLOP" for k, v in speed["flops"].items())
+    lines = [f"Device {speed['device']}, {speed['threads']} threads; matmul peak measured in this run: {peaks}; "
+             f"FLOPs per frame: {flops}.", "",
+             "| path | runtime | precision | batch | frames/s | ms per call | of matmul peak | "
+             "of peak, CPU time | x OSTrack b1 |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in speed["rows"]:
+        runtime = r["backend"] + (f", compiled ({r['compile']})" if r.get("compile") else "")
+        if r.get("cuda_graph") is not None:
+            runtime += ", CUDA graph" if r["cuda_graph"] else ", eager"
+        what = ("OSTrack's network" if r["path"] == "ostrack" else "ours, network") if r["kind"] == "network" \
+            else "ours, full step"
+        fps = r.get("full_fps") or r.get("network_fps")
+        fraction = None if r.get("peak_fraction") is None else 100 * r["peak_fraction"]
+        cpu_fraction = None if r.get("peak_fraction_cpu_time") is None else 100 * r["peak_fraction_cpu_time"]
+        lines.append(f"| {what} | {runtime} | {r['dtype']} | {r['batch']} | {fps:,.1f} | {r['ms_per_call']:.2f} | "
+                     f"{_fmt(fraction, '.1f')}% | {_fmt(cpu_fraction, '.1f')}% | {_fmt(r.get('vs_ostrack'), '.2f')} |")
+    for reason in speed.get("skipped", []):
+        lines.append(f"\nNot measured: {reason}.")
+    if not any(r["path"] == "ostrack" for r in speed["rows"]):
+        lines += ["", "Published figures for reference:", ""] + [f"- {what}: {value}" for what, value in PUBLISHED]
+    return "\n".join(lines)
+
+
+def e2e_table(rows: Sequence[dict]) -> str:
+    """The ``end_to_end`` rows as a Markdown table (shares of the tracking loop's wall time)."""
+    lines = ["End to end (`tools/track_test.py`, generated 1280x720 JPEG sequences, decode included):", "",
+             "| sequences at once | runtime | frames/s | LaSOT test (685,360 frames) | x single stream | "
+             "wait for decode | crop | network | first frames | other | decode thread-ms/frame |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        s = r["share"]
+        lines.append(f"| {r['batch_sequences']} | {r['device']} {r['backend']} {r['dtype']} | {r['fps']:,.1f} | "
+                     f"{r['lasot_hours']:.2f} h | {_fmt(r.get('vs_single_stream'), '.2f')} | "
+                     f"{100 * s['decode_wait']:.0f}% | {100 * s['crop']:.0f}% | {100 * s['network']:.0f}% | "
+                     f"{100 * s['initialize']:.0f}% | {100 * s['other']:.0f}% | "
+                     f"{1e3 * r['decode_thread_seconds_per_frame']:.1f} |")
+    return "\n".join(lines)
+
+
+def agreement_line(agreement: dict[str, Any]) -> str:
+    """One sentence for ``lasot_agreement``'s result."""
+    text = (f"{agreement['dtype']} ({agreement['backend']}) vs fp32 boxes, IoU > {agreement['iou_threshold']}: "
+            f"{100 * agreement['per_frame']:.1f}% of {agreement['frames']} frames from the same search region, "
+            f"{100 * agreement['free_running']:.1f}% free-running")
+    if "per_frame_on_target" in agreement:
+        text += (f", {100 * agreement['per_frame_on_target']:.1f}% of the {agreement['frames_on_target']} frames "
+                 "on target")
+    return text + "."
+
+
+def save_speed_plot(speed: dict[str, Any], e2e: Sequence[dict], path: str | Path) -> Path:
+    """Frames/s per row (left) and fraction of the matmul peak (right); end-to-end rows below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['dtype']} {r['backend']}" + (f" compiled ({r['compile']})" if r.get("compile") else "")
-              for r in results]
-    x = np.arange(len(labels))
-    fig, axes = plt.subplots(1, 2, figsize=(max(10, 3.2 * len(labels)), 4))
-    series = [("baseline_full", "reference-style, full step"), ("full", "ours, full step"),
-              ("baseline_network", "reference-style, network"), ("network", "ours, network")]
-    for ax, kind in zip(axes, ("fps", "cpu")):
-        for offset, (key, name) in zip((-0.3, -0.1, 0.1, 0.3), series):
-            if kind == "fps":
-                values = [r.get(f"{key}_fps", 0.0) for r in results]
-            else:
-                values = [1e3 / r[f"{key}_cpu_ms"] if r.get(f"{key}_cpu_ms") else 0.0 for r in results]
-            ax.bar(x + offset, values, 0.2, label=name)
-        ax.set_xticks(x, labels)
-        ax.set_ylabel("frames per second" if kind == "fps" else "frames per CPU second")
-        ax.set_title("wall clock" if kind == "fps" else "1000 / CPU ms (all threads)")
-    axes[0].legend(fontsize=8)
-    if results:
-        fig.suptitle(f"CPU tracking speed, {results[0]['threads']} thread(s), "
-                     f"load average {results[-1]['load_average']:.1f}")
+    from fileio import atomic_path
+
+    rows = speed["rows"]
+    labels = [r["name"] for r in rows]
+    colours = ["tab:grey" if r["path"] == "ostrack" else ("tab:green" if r["kind"] == "full step" else "tab:blue")
+               for r in rows]
+    fig, axes = plt.subplots(1, 3 if e2e else 2, figsize=(18 if e2e else 13, max(4, 0.32 * len(rows) + 1.5)))
+    y = np.arange(len(rows))
+    axes[0].barh(y, [r.get("full_fps") or r.get("network_fps") for r in rows], color=colours)
+    axes[0].set_yticks(y, labels, fontsize=7)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("frames per second")
+    axes[0].set_title(f"{speed['device']}: ours network (blue), full step (green), OSTrack (grey)", fontsize=9)
+    axes[1].barh(y, [100 * (r.get("peak_fraction") or 0) for r in rows], color=colours)
+    axes[1].set_yticks(y, [])
+    axes[1].invert_yaxis()
+    axes[1].set_xlabel("% of the matmul peak measured in the run")
+    if e2e:
+        names = [f"{r['batch_sequences']} at once" for r in e2e]
+        axes[2].bar(names, [r["fps"] for r in e2e], color="tab:orange")
+        axes[2].set_ylabel("frames per second (decode included)")
+        axes[2].set_title("end to end, 1280x720 JPEG", fontsize=9)
+        for i, r in enumerate(e2e):
+            axes[2].text(i, r["fps"], f"{r['lasot_hours']:.2f} h LaSOT", ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path = Path(path)
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=110, format="png")
     plt.close(fig)
     return path
 
 
+def _legacy_rows(speed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Batch-1 rows of our runtimes with the keys the main report reads (``full_fps``, ``network_fps``,
+    ``baseline_*`` = OSTrack's network, ``*_speedup``)."""
+    rows = speed["rows"]
+    ostrack = {r["dtype"]: r for r in rows if r["path"] == "ostrack" and r["batch"] == 1}
+    out = []
+    for full in (r for r in rows if r["kind"] == "full step"):
+        network = next((r for r in rows if r["kind"] == "network" and r["path"] == "ours" and r["batch"] == 1
+                        and (r["backend"], r["dtype"], r["compile"], r["cuda_graph"]) ==
+                        (full["backend"], full["dtype"], full["compile"], full["cuda_graph"])), None)
+        entry = {"dtype": full["dtype"], "backend": full["backend"], "compile": full["compile"],
+                 "device": full["device"], "full_fps": full["full_fps"],
+                 "network_fps": network["network_fps"] if network else float("nan")}
+        reference = ostrack.get(full["dtype"]) or ostrack.get("fp32")
+        if reference:
+            entry.update(baseline_full_fps=float("nan"), baseline_network_fps=reference["network_fps"],
+                         full_speedup=entry["full_fps"] / reference["network_fps"],
+                         network_speedup=entry["network_fps"] / reference["network_fps"])
+        out.append(entry)
+    return out
+
+
+def report_section(out_dir: Path, threads: int, quick: bool) -> tuple[str, dict]:
+    """The main report's tracking-speed section: CPU rows (and GPU rows when torch sees one), the
+    end-to-end rows, a plot. About 2 minutes with ``quick=False`` on 2 cores. Returns (Markdown, data)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    model = build_tracker().eval()
+    frames = 12 if quick else 30
+    data: dict[str, Any] = {"cpu": speed_rows(model, "cpu", frames=frames, batches=(1, 8))}
+    text = ["### CPU", "", speed_table(data["cpu"])]
+    data_root = out_dir / "track_e2e_lasot_1280x720"
+    make_e2e_dataset(data_root, sequences=4, frames=12 if quick else 40)
+    data["cpu_end_to_end"] = end_to_end(data_root, batches=(1, 4), device="cpu", threads=threads,
+                                        decode_threads=threads, work_dir=out_dir)
+    text += ["", e2e_table(data["cpu_end_to_end"])]
+    save_speed_plot(data["cpu"], data["cpu_end_to_end"], out_dir / "track_speed.png")
+    if torch.cuda.is_available():
+        data["cuda"] = speed_rows(model, "cuda", frames=frames, batches=(1, 8, 32))
+        text += ["", "### CUDA", "", speed_table(data["cuda"])]
+        save_speed_plot(data["cuda"], [], out_dir / "track_speed_cuda.png")
+    text += ["", "Pictures: track_speed.png" + (", track_speed_cuda.png" if "cuda" in data else "") + ". "
+             "Full step = crop, network, decode, map back (`Tracker.track`, batch 1). Indicative on a shared "
+             "machine; `cpu_ms_per_call` in the JSON is robust to other load."]
+    from fileio import atomic_write_json
+
+    atomic_write_json(out_dir / "track_speed.json", data)
+    return "\n".join(text), data
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description="CPU tracking speed (ours vs reference-style, same run)")
-    parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--frames", type=int, default=100)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default: cpu)")
+    parser.add_argument("--dtype", nargs="+", default=None, choices=sorted(DTYPES),
+                        help="precisions to time (default: those the device runs natively)")
+    parser.add_argument("--backend", nargs="+", default=None, choices=["torch", "onnxruntime", "openvino"],
+                        help="runtimes to time (default: all installed ones for the device)")
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 8], help="batch sizes of the network rows")
+    parser.add_argument("--frames", type=int, default=30, help="timed calls per row")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint", default=None, help="tracker checkpoint (default: random weights)")
     parser.add_argument("--config", default=None, help="tracker config of the checkpoint (default: the base model)")
-    parser.add_argument("--agreement", default=None, metavar="LASOT_ROOT",
-                        help="also measure bf16-vs-fp32 box agreement on the test sequences of this LaSOT-layout root")
-    parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
     parser.add_argument("--compile", nargs="*", default=None, choices=COMPILE_MODES, metavar="MODE",
-                        help=f"also time the torch.compile'd network in these modes {COMPILE_MODES} "
-                             "(no mode: default)")
-    parser.add_argument("--onnxruntime", action="store_true", help="also time the onnxruntime backend (fp32)")
+                        help=f"CPU: also time torch.compile in these modes {COMPILE_MODES} (no mode: default)")
+    parser.add_argument("--onnxruntime", action="store_true", help="(kept for old command lines; now a default row)")
+    parser.add_argument("--no-full-step", action="store_true", help="network rows only")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also run tools/track_test.py over generated 1280x720 LaSOT-layout sequences")
+    parser.add_argument("--e2e-batch", nargs="+", type=int, default=[4], help="--batch-sequences values besides 1")
+    parser.add_argument("--e2e-sequences", type=int, default=8)
+    parser.add_argument("--e2e-frames", type=int, default=40)
+    parser.add_argument("--e2e-data", type=Path, default=None, help="where to write / reuse the generated sequences")
+    parser.add_argument("--decode-threads", type=int, default=None)
+    parser.add_argument("--agreement", default=None, metavar="LASOT_ROOT",
+                        help="also measure low-precision vs fp32 box agreement on this LaSOT-layout root's test split")
+    parser.add_argument("--agreement-backend", default="torch", choices=["torch", "openvino"])
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--markdown", default=None, help="write the tables here")
+    parser.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
     args = parser.parse_args(argv)
     from track.config import load_config, model_from_checkpoint, tracker_kwargs
 
+    torch.set_num_threads(args.threads)
+    try:
+        where = resolve_device(args.device)
+    except ValueError as error:
+        raise SystemExit(f"error: --{error}") from None
     cfg = load_config(args.config)
     model, source = model_from_checkpoint(cfg, args.checkpoint)
     print(f"weights: {source}")
-    runs = [(dtype, False, "torch") for dtype in args.dtype]
+    runs = None
+    if args.dtype or args.backend:
+        backends = args.backend or (["torch"] if where.type == "cuda" else ["torch", "onnxruntime", "openvino"])
+        dtypes = args.dtype or (["fp32", "fp16"] if where.type == "cuda" else
+                                ["fp32"] + (["bf16"] if cpu_bf16_native() else []))
+        runs = [(b, d) for b in backends for d in dtypes
+                if not (b == "onnxruntime" and d != "fp32") and not (b != "torch" and where.type == "cuda")
+                and not (d == "fp16" and where.type != "cuda") and not (b == "openvino" and d == "fp16")]
     compile_modes = [] if args.compile is None else (args.compile or ["default"])
-    runs += [(dtype, mode, "torch") for mode in compile_modes for dtype in args.dtype]
-    runs += [("fp32", False, "onnxruntime")] if args.onnxruntime else []
-    results = []
-    for dtype, compiled, backend in runs:
-        results.append(tracking_speed(dtype, args.frames, args.threads, model, compile=compiled, backend=backend))
-        print(json.dumps(results[-1]), flush=True)
+    speed = speed_rows(model, str(where), runs=runs, batches=args.batch, frames=args.frames,
+                       full_step=not args.no_full_step, compile=compile_modes)
+    for row in speed["rows"]:
+        print(json.dumps(row), flush=True)
+    e2e = []
+    if args.end_to_end:
+        data_root = args.e2e_data or Path(tempfile.gettempdir()) / "litevit_track_e2e_1280x720"
+        names = make_e2e_dataset(data_root, args.e2e_sequences, args.e2e_frames)
+        print(f"end to end over {len(names)} generated sequences in {data_root}", flush=True)
+        e2e = end_to_end(data_root, batches=[1, *args.e2e_batch], device=str(where), threads=args.threads,
+                         decode_threads=args.decode_threads, config=args.config, checkpoint=args.checkpoint or "none")
+        for row in e2e:
+            print(json.dumps(row), flush=True)
     agreement = None
     if args.agreement:
-        agreement = lasot_agreement(model, args.agreement, compile=compile_modes[0] if compile_modes else False,
+        low = "fp16" if where.type == "cuda" else "bf16"
+        agreement = lasot_agreement(model, args.agreement, dtype=low, backend=args.agreement_backend,
+                                    device=str(where), compile=compile_modes[0] if compile_modes else False,
                                     **tracker_kwargs(cfg))
         print(json.dumps({"agreement": agreement}), flush=True)
+    text = "\n\n".join([speed_table(speed)] + ([e2e_table(e2e)] if e2e else [])
+                         + ([agreement_line(agreement)] if agreement else []))
+    print(text)
+    result = {"speed": speed, "end_to_end": e2e, **({"agreement": agreement} if agreement else {})}
     if args.json:
         from fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"speed": results, **({"agreement": agreement} if agreement else {})})
+        atomic_write_json(args.json, result)
+    if args.markdown:
+        from fileio import atomic_write_text
+
+        atomic_write_text(args.markdown, text + "\n")
     if args.plot:
-        print(f"wrote {save_speed_plot(results, args.plot)}")
-    return results
+        print(f"wrote {save_speed_plot(speed, e2e, args.plot)}")
+    return _legacy_rows(speed)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,28 @@ def test_logits_are_scaled_q_dot_k():
     torch.testing.assert_close(out_fused, out_explicit, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["vit_tiny", "vit_tiny_rpe"])
+def test_query_logits_are_rows_of_the_full_logits(name: str):
+    """Chosen query rows against all keys equal those rows of ``logits``: qkv biases, BEiT's q bias
+    (v bias unused, no k bias) and the relative position bias rows of a resized grid included."""
+    torch.manual_seed(2)
+    attn = build_backbone(name, num_classes=0).blocks[4].attn.eval()
+    with torch.no_grad():
+        for p_name, p in attn.named_parameters():
+            if "bias" in p_name:
+                p.normal_(std=0.5)                                   # zero-initialised: make them count
+    grid = (6, 5) if name == "vit_tiny_rpe" else None
+    x = torch.randn(2, 31, 192)                                      # class token + 6 x 5 grid
+    rows = [0, 7, 30, 7]
+    with torch.no_grad():
+        full = attn.logits(x, grid)
+        got = attn.query_logits(x, rows, grid)
+        half = attn.query_logits(x.double(), torch.tensor(rows), grid)  # weights follow x's dtype
+    assert got.shape == (2, 12, 4, 31)
+    torch.testing.assert_close(got, full[:, :, rows], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(half.float(), full[:, :, rows], atol=1e-4, rtol=1e-4)
+
+
 def test_rpe_block_paths_agree_and_bias_resizes():
     m = build_backbone("vit_tiny_rpe", num_classes=0).eval()
     for blk in m.blocks:

@@ -125,6 +125,7 @@ def test_continuous_iou() -> None:
     assert box_iou(box, box) == 1.0
     np.testing.assert_allclose(box_iou(np.stack([box, box]), [[0, 0, 10, 5], [20, 20, 1, 1]]), [0.5, 0.0])
     assert np.isnan(box_iou([0, 0, 0, 0], [0, 0, 0, 0]))
+    assert box_iou(np.zeros((5, 1, 4)), np.ones((1, 3, 4))).shape == (5, 3)  # broadcasting
     with pytest.raises(ValueError, match="x, y, w, h"):
         box_iou(np.zeros(3), box)
 

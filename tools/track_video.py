@@ -20,6 +20,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from track.runtime import add_runtime_arguments, resolve_runtime  # noqa: E402
+
 
 def parse_box(text: str) -> list[float]:
     parts = text.replace(" ", "").split(",")
@@ -39,14 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="annotated output video (.mp4)")
     parser.add_argument("--checkpoint", default=None, help="tracker checkpoint (default: untrained)")
     parser.add_argument("--config", type=Path, default=None, help="tracker config (default: the base model)")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                        help="network runtime (onnxruntime: fp32 only)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--compile", nargs="?", const="default", default=None,
-                        choices=("default", "max-autotune"),
-                        help="torch.compile the per-frame network, fastest on CPU: default (~15 s to "
-                             "compile first) or max-autotune (~1 min; faster in bf16)")
+    add_runtime_arguments(parser)
+    parser.add_argument("--threads", type=int, default=None, help="torch / runtime threads")
     parser.add_argument("--lost-threshold", type=float, default=None, help="override the config's")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -73,6 +69,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     if not args.video.is_file():
         raise SystemExit(f"error: video not found: {args.video}")
+    device, dtype, backend = resolve_runtime(args.device, args.dtype, args.backend, args.compile)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -81,7 +78,9 @@ def main(argv: list[str] | None = None) -> Path:
     kwargs = tracker_kwargs(cfg)
     if args.lost_threshold is not None:
         kwargs["lost_threshold"] = args.lost_threshold
-    tracker = Tracker(model, dtype=args.dtype, backend=args.backend, compile=args.compile or False, **kwargs)
+    tracker = Tracker(model, dtype=dtype, backend=backend, compile=args.compile or False, device=device,
+                      cuda_graph=not args.no_cuda_graph, **kwargs)
+    print(f"tracking on {device} ({dtype}, {backend})")
 
     capture = cv2.VideoCapture(str(args.video))
     if not capture.isOpened():

@@ -228,22 +228,18 @@ class OneStreamTracker(nn.Module):
         """Pre-softmax logits of the template-centre queries of ``block`` against every key,
         [B, heads, n_centre, N], computed from the block's input without the N x N matrix.
 
-        Equals ``block(tokens, return_logits=True)[1]`` restricted to the centre rows; lets the
-        block itself run its fused attention (``fast_ce``, used by inference). Computed in
-        float32 even under autocast: which tokens survive hinges on small score differences.
+        Equals ``block(tokens, return_logits=True)[1]`` restricted to the centre rows
+        (``Attention.query_logits``); lets the block itself run its fused attention
+        (``fast_ce``, used by inference). Computed in float32 even under autocast: which tokens
+        survive hinges on small score differences.
         """
-        attn = block.attn
-        B, N, C = tokens.shape
-        heads = attn.num_heads
         with torch.autocast(tokens.device.type, enabled=False):
-            normed = block.norm1(tokens.float())
-            weight = attn.qkv.weight.float()
-            bias = None if attn.qkv.bias is None else attn.qkv.bias.float()
-            q = F.linear(normed.index_select(1, self.template_centre), weight[:C], None if bias is None else bias[:C])
-            k = F.linear(normed, weight[C:2 * C], None if bias is None else bias[C:2 * C])
-            q = q.view(B, -1, heads, C // heads).transpose(1, 2) * attn.scale
-            k = k.view(B, N, heads, C // heads).transpose(1, 2)
-            return q @ k.transpose(-2, -1)
+            return block.attn.query_logits(block.norm1(tokens.float()), self.template_centre)
+
+    def ce_attention_modules(self) -> list[nn.Module]:
+        """The attention modules whose weights the CE scores read (one per CE block): inference
+        copies keep them in float32 when the rest of the network is stored in bf16 / fp16."""
+        return [self.backbone.blocks[i].attn for i in self.ce_locations]
 
     def eliminate(self, tokens: torch.Tensor, centre_logits: torch.Tensor, keep_index: torch.Tensor,
                   num_template: int, keep_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ The exported graph takes ImageNet-normalised ``template`` [B, 3, 128, 128] and `
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -40,6 +41,13 @@ class TrackerExport(nn.Module):
         return tuple(out[name] for name in OUTPUT_NAMES)
 
 
+def _on_cpu(model: OneStreamTracker) -> OneStreamTracker:
+    """The model in eval mode on the CPU (a CPU copy when it lives on a GPU): exports and the
+    onnxruntime check run on the CPU."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    return (model if on_cpu else copy.deepcopy(model).cpu()).eval()
+
+
 def _example_inputs(model: OneStreamTracker, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, 3, model.template_size, model.template_size, generator=generator),
@@ -56,7 +64,7 @@ def export_onnx(model: OneStreamTracker, path: str | Path, opset: int = 17, ce_k
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     path = Path(path)
-    wrapper = TrackerExport(model.eval(), ce_keep_ratio).eval()
+    wrapper = TrackerExport(_on_cpu(model), ce_keep_ratio).eval()
     inputs = _example_inputs(model)
     attempts = [True, False] if dynamo is None else [dynamo]
     errors = []
@@ -82,9 +90,10 @@ def export_onnx(model: OneStreamTracker, path: str | Path, opset: int = 17, ce_k
 
 
 def export_module_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
-                        output_names: list[str], opset: int = 17) -> bytes:
-    """Export a module with fixed input shapes to an in-memory ONNX model (TorchScript exporter,
-    which needs no extra package; the dynamo exporter is tried when it fails)."""
+                        output_names: list[str], opset: int = 17, dynamic_batch: bool = False) -> bytes:
+    """Export a module to an in-memory ONNX model (TorchScript exporter, which needs no extra
+    package; the dynamo exporter is tried when it fails). ``dynamic_batch``: the first axis of
+    every input and output is left free."""
     errors = []
     for use_dynamo in (False, True):
         buffer = io.BytesIO()
@@ -92,11 +101,16 @@ def export_module_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], inp
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if use_dynamo:
+                    shapes = None
+                    if dynamic_batch:
+                        batch = torch.export.Dim("batch", min=1, max=1024)
+                        shapes = tuple({0: batch} for _ in inputs)
                     program = torch.onnx.export(module, inputs, input_names=input_names, output_names=output_names,
-                                                opset_version=opset, dynamo=True)
+                                                opset_version=opset, dynamo=True, dynamic_shapes=shapes)
                     return program.model_proto.SerializeToString()
+                axes = {name: {0: "batch"} for name in [*input_names, *output_names]} if dynamic_batch else None
                 torch.onnx.export(module, inputs, buffer, input_names=input_names, output_names=output_names,
-                                  opset_version=opset, dynamo=False)
+                                  opset_version=opset, dynamo=False, dynamic_axes=axes)
             return buffer.getvalue()
         except Exception as error:  # noqa: BLE001 - reported below with every attempt
             errors.append(f"dynamo={use_dynamo}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
@@ -118,7 +132,7 @@ def check_onnx(path: str | Path, model: OneStreamTracker, batch: int = 1, ce_kee
     template, search = _example_inputs(model, batch, seed)
     onnx_out = session.run(list(OUTPUT_NAMES), {"template": template.numpy(), "search": search.numpy()})
     with torch.inference_mode():
-        torch_out = TrackerExport(model.eval(), ce_keep_ratio)(template, search)
+        torch_out = TrackerExport(_on_cpu(model), ce_keep_ratio)(template, search)
     diffs = {name: float(np.abs(o - t.numpy()).max()) for name, o, t in zip(OUTPUT_NAMES, onnx_out, torch_out)}
     same_peak = bool((onnx_out[0].reshape(batch, -1).argmax(1) == torch_out[0].reshape(batch, -1).argmax(1).numpy()).all())
     return {"max_abs_diff": diffs, "same_peak": same_peak}

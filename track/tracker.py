@@ -1,4 +1,5 @@
-"""Per-frame tracking with a ``OneStreamTracker``: OSTrack's inference protocol, arranged for CPU speed.
+"""Per-frame tracking with a ``OneStreamTracker`` on any device: one sequence (``Tracker``) or several
+advanced in lock-step with one network call per step (``BatchedTracker``).
 
 Protocol (PROTOCOLS section 4, "Inference"): the template is cropped once from the first frame
 (factor 2, 128 px; no template update, no motion model); every later frame is cropped around the
@@ -8,24 +9,34 @@ box at the windowed peak is decoded, mapped back to image pixels and clipped to 
 
 Speed (all exact rewrites of the same computation, checked against ``OneStreamTracker.forward``
 by the tests): the network runs from a frozen copy (``InferenceNetwork``) whose patch embedding
-has the ImageNet normalisation folded in (it is linear and unpadded, so raw 0-255 crops go in),
-whose head convolutions have their BatchNorm folded in, whose template tokens are embedded once
-per sequence, and whose blocks all run fused attention (``fast_ce``: the CE scores come from the
-template-centre queries alone, not from an explicit N x N attention matrix), and whose head runs
-the offset and size branches only on the receptive field of the chosen cell
-(``OneStreamTracker.locate``). The crop is one ``cv2.warpAffine`` into a preallocated buffer. For
-bf16 the matmul / conv weights of the copy are stored in bf16 once (autocast does not re-cast
-them every frame) while the CE scores stay float32, so that bf16 keeps the same candidates as
-fp32 more often. Optional: ``torch.compile`` of the frozen per-frame step (weights become
-constants, so oneDNN / MKL get them prepacked; the fastest CPU path) and an onnxruntime backend
-for fp32 (see ``track/benchmark.py`` for measured speeds).
+has the ImageNet normalisation folded in (it is linear and unpadded, so raw 0-255 crops go in,
+as uint8 channels-last: the conversion to float is part of the step), whose head convolutions
+have their BatchNorm folded in, whose template tokens are embedded once per sequence, whose
+blocks all run fused attention (``fast_ce``: the CE scores come from the template-centre queries
+alone), and whose head runs the offset and size branches only on the receptive field of the
+chosen cell (``OneStreamTracker.locate``). The crop is one ``cv2.warpAffine`` written straight
+into the network's input buffer (pinned host memory on CUDA). For bf16 / fp16 the matmul / conv
+weights of the copy are stored in that precision once while the CE scores stay float32.
+
+Runtimes (``track.runtime`` checks every option before any work): PyTorch on a CPU (eager, or
+``torch.compile`` with frozen weights) or a CUDA GPU (the whole per-frame step captured once as
+a CUDA graph and replayed; candidate elimination keeps a fixed token count, so the shapes never
+change), ONNX Runtime (fp32) and OpenVINO (f32, or bf16 on CPUs that run it natively), the two
+CPU runtimes from one in-memory ONNX export of the same step.
+
+A frame where the network returns a non-finite box or score (a broken checkpoint, an overflow)
+is reported as lost: the previous box is kept (clipped to the frame), the score is NaN,
+``lost`` is True and ``info["non_finite"]`` is True.
 """
 from __future__ import annotations
 
 import copy
-import os
+import itertools
+import math
 import time
-from typing import Any, Callable, Sequence
+import types
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,85 +45,129 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from backbones import compile_frozen
 
-from .model import OneStreamTracker, decode_boxes
-from .processing import (IMAGENET_MEAN, IMAGENET_STD, _as_rgb, clip_box, crop_and_resize,
-                         hann_window_2d, map_crop_box_to_image)
+from .model import OneStreamTracker
+from .processing import (IMAGENET_MEAN, IMAGENET_STD, CropBox, _as_rgb, clip_box, crop_and_resize, hann_window_2d,
+                         map_crop_box_to_image)
+from .runtime import (DTYPES, OnnxRuntimeStep, OpenVinoStep, StaticStep, ieee_fp32, resolve_backend,
+                      resolve_device, resolve_dtype)
 
-__all__ = ["COMPILE_MODES", "DTYPES", "InferenceNetwork", "Tracker", "check_box", "check_image"]
+__all__ = ["COMPILE_MODES", "DTYPES", "BatchedTracker", "InferenceNetwork", "LocateStep", "Tracker", "check_box",
+           "check_image"]
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 COMPILE_MODES = ("default", "max-autotune")
 
 
 def _fold_normalisation(conv: nn.Conv2d) -> None:
     """Make a bias-carrying, unpadded conv take 0-255 pixels: ``conv((x/255 - m) / s) == conv'(x)``."""
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
     weight = conv.weight.detach().double()
-    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64, device=weight.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64, device=weight.device).view(1, 3, 1, 1)
+    bias = conv.bias.detach().double() if conv.bias is not None else weight.new_zeros(weight.shape[0])
     new_bias = bias - (weight * (mean / std)).sum(dim=(1, 2, 3))
     new_weight = weight / (255.0 * std)
     conv.weight = nn.Parameter(new_weight.to(conv.weight.dtype), requires_grad=False)
     conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype), requires_grad=False)
 
 
-class _MapsOnly(nn.Module):
-    """``forward_tokens`` with tuple outputs, for the ONNX export of the per-frame network."""
+_OWN_CODE = itertools.count()
+
+
+def _with_own_forward_code(module: nn.Module) -> nn.Module:
+    """Give ``module`` a forward with a code object of its own, then return it.
+
+    dynamo keeps its compiled graphs per code object, and ``compile_frozen`` skips the guards on
+    module attributes that would tell two instances of one class apart: a second compiled
+    ``LocateStep`` (other weights, other precision) would otherwise replay the first one's
+    frozen graph.
+    """
+    function = type(module).forward
+    code = function.__code__.replace(co_name=f"{function.__code__.co_name}_{next(_OWN_CODE)}")
+    own = types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
+    module.forward = types.MethodType(own, module)
+    return module
+
+
+def _pixels(crops: torch.Tensor) -> torch.Tensor:
+    """uint8 crops [B, H, W, 3] -> float32 [B, 3, H, W] (channels-last memory, 0-255, no normalisation)."""
+    return crops.permute(0, 3, 1, 2).float()
+
+
+class LocateStep(nn.Module):
+    """The per-frame step of the network with its window and keep ratio fixed: template tokens
+    [B, Nz, C] and uint8 search crops [B, H, W, 3] -> [B, 5] = (box cx, cy, w, h normalised to the
+    crop at the peak of ``score * window``, raw score-map peak), float32.
+
+    This module is what every runtime executes: eager, ``torch.compile``, the CUDA graph, and the
+    ONNX export that ONNX Runtime and OpenVINO run.
+    """
+
+    def __init__(self, net: OneStreamTracker, window: bool, ce_keep_ratio: float | None,
+                 autocast: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.net, self.ce_keep_ratio, self.autocast = net, ce_keep_ratio, autocast
+        grid = net.search_grid
+        self.register_buffer("window", hann_window_2d(grid).view(1, 1, grid, grid) if window else None)
+
+    def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
+        if search.is_cuda and self.autocast is None:   # fp32 on a GPU: no TF32 either
+            with ieee_fp32():
+                return self._locate(template_tokens, search)
+        return self._locate(template_tokens, search)
+
+    def _locate(self, template_tokens: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(search.device.type, dtype=self.autocast or torch.bfloat16,
+                            enabled=self.autocast is not None, cache_enabled=False):
+            box, peak = self.net.locate(template_tokens, _pixels(search), self.window, self.ce_keep_ratio)
+        return torch.cat([box.float(), peak.float().unsqueeze(1)], dim=1)
+
+
+class _MapsStep(nn.Module):
+    """Template tokens and uint8 search crops -> the three maps (for the ONNX graph of ``maps``)."""
 
     def __init__(self, net: OneStreamTracker, ce_keep_ratio: float | None) -> None:
         super().__init__()
         self.net, self.ce_keep_ratio = net, ce_keep_ratio
 
     def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.net.forward_tokens(template_tokens, search, self.ce_keep_ratio, details=False)
+        out = self.net.forward_tokens(template_tokens, _pixels(search), self.ce_keep_ratio, details=False)
         return out["score_map"], out["offset_map"], out["size_map"]
-
-
-class _Locate(nn.Module):
-    """``OneStreamTracker.locate`` with a fixed window and CE keep ratio: the module ``torch.compile``
-    freezes (weights become constants, so linear and conv weights are prepacked once)."""
-
-    def __init__(self, net: OneStreamTracker, window: torch.Tensor | None, ce_keep_ratio: float | None) -> None:
-        super().__init__()
-        self.net, self.ce_keep_ratio = net, ce_keep_ratio
-        self.register_buffer("window", window)
-
-    def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net.locate(template_tokens, search, self.window, self.ce_keep_ratio)
 
 
 class InferenceNetwork(nn.Module):
     """A frozen, inference-arranged copy of a ``OneStreamTracker`` (the original is not touched).
 
-    Inputs are uint8 RGB crops (H, W, 3) as ``crop_and_resize`` returns them.
+    Inputs are uint8 RGB crops, (H, W, 3) or (B, H, W, 3), as ``crop_and_resize`` writes them.
 
     Args:
-        dtype: "fp32" or "bf16" (autocast over bf16-stored weights).
-        compile: ``torch.compile`` the per-frame step ``locate`` with frozen weights (torch
-            backend; ``forward``, which returns the three maps, stays eager). True or
+        dtype: "fp32", "bf16", "fp16" (CUDA only) or "auto" (``track.runtime.resolve_dtype``).
+        device: "auto", "cpu", "cuda" or "cuda:<i>".
+        compile: CPU only: ``torch.compile`` the per-frame step with frozen weights. True or
             "default"; "max-autotune" also lets inductor time its own GEMM kernels against
-            oneDNN's (about 1 min to compile; faster for bf16, the same for fp32 here).
-        backend: "torch", or "onnxruntime" (fp32 only): the per-frame network (from the template
-            tokens and the raw search crop to the three maps) is exported to ONNX in memory and
-            run by onnxruntime with ``torch.get_num_threads()`` threads; the template tokens
-            are still computed by torch once per sequence.
-        ce_keep_ratio: the CE keep ratio fixed in the onnxruntime graph (default: the model's).
+            oneDNN's (about 1 min to compile; faster for bf16). On CUDA the step is a CUDA graph.
+        backend: "torch", "onnxruntime" (CPU, fp32) or "openvino" (CPU, fp32 or bf16): the step
+            (from the template tokens and the uint8 crops to box and peak) is exported to ONNX
+            in memory and run by that runtime with ``torch.get_num_threads()`` threads; the
+            template tokens are still computed by torch once per sequence.
+        ce_keep_ratio: the CE keep ratio (default: the model's).
+        window: multiply the score map by the Hann window (the protocol; off only for ablations).
+        cuda_graph: on CUDA, capture the step as a CUDA graph (False: launch it eagerly).
     """
 
     def __init__(self, model: OneStreamTracker, dtype: str = "fp32", compile: bool | str = False,
-                 backend: str = "torch", ce_keep_ratio: float | None = None) -> None:
+                 backend: str = "torch", ce_keep_ratio: float | None = None, device: str | torch.device = "cpu",
+                 window: bool = True, cuda_graph: bool = True) -> None:
         super().__init__()
         if compile is True:
             compile = "default"
         if compile not in (False, None, *COMPILE_MODES):
-            raise ValueError(f"compile must be a bool or one of {COMPILE_MODES}, got {compile!r}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        if backend not in ("torch", "onnxruntime"):
-            raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
-        if backend == "onnxruntime" and (dtype != "fp32" or compile):
-            raise ValueError("the onnxruntime backend runs fp32 without torch.compile")
-        net = copy.deepcopy(model).eval().requires_grad_(False)
+            raise ValueError(f"compile={compile!r}: expected a bool or one of {COMPILE_MODES}")
+        self.device = resolve_device(device)
+        self.backend = resolve_backend(backend, self.device)
+        self.dtype = resolve_dtype(dtype, self.device, self.backend)
+        if compile and (self.backend != "torch" or self.device.type != "cpu"):
+            raise ValueError(f"compile={compile!r} is for backend='torch' on a CPU (got backend={self.backend!r}, "
+                             f"device={str(self.device)!r}); on CUDA the step runs as a CUDA graph")
+        net = copy.deepcopy(model).float().eval().requires_grad_(False)
         net.fast_ce = True
         proj = net.backbone.patch_embed.proj
         if any(p != 0 for p in proj.padding):
@@ -122,101 +177,142 @@ class InferenceNetwork(nn.Module):
             for i in range(len(branch) - 1):
                 conv, bn, relu = branch[i]
                 branch[i] = nn.Sequential(fuse_conv_bn_eval(conv, bn), relu)
-        self.dtype = dtype
-        if dtype == "bf16":
-            # the CE blocks' qkv stays float32: candidate scores are computed from it in float32
-            # (``centre_logits``), autocast casts it for the block's own attention
-            keep_fp32 = {id(net.backbone.blocks[i].attn.qkv) for i in net.ce_locations}
+        low = DTYPES[self.dtype] if self.backend == "torch" and self.dtype != "fp32" else None
+        if low is not None:
+            # the CE blocks' attention stays float32: candidate scores are computed from it in
+            # float32 (``centre_logits``), autocast casts it for the block's own attention
+            keep_fp32 = {id(m) for attn in net.ce_attention_modules() for m in attn.modules()}
             for module in net.modules():
                 if isinstance(module, (nn.Linear, nn.Conv2d)) and id(module) not in keep_fp32:
-                    module.to(torch.bfloat16)
-        self.net = net
+                    module.to(low)
+        self.net = net.to(self.device)
+        self.autocast = low
+        self.ce_keep_ratio = ce_keep_ratio
         self.template_size, self.search_size = model.template_size, model.search_size
-        self._buffers: dict[torch.Size, torch.Tensor] = {}
-        self.backend = backend
-        self.session = self._onnxruntime_session(ce_keep_ratio) if backend == "onnxruntime" else None
+        self.step = LocateStep(self.net, window, ce_keep_ratio, low).to(self.device)
         self.compile = compile or None
-        self._compiled: dict[tuple, Callable] = {}
+        self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda" and self.backend == "torch"
+        self.max_batch: int | None = None   # BatchedTracker sets its slot count (batch buckets)
+        self._steps: dict[int, Callable] = {}
+        self._maps_runtime: Any = None
+        self._host: torch.Tensor | None = None       # search crops, pinned on CUDA
+        self._host_out: torch.Tensor | None = None   # step outputs, pinned on CUDA
+        self.runtime = self._export_runtime(self.step, ["packed"]) if self.backend != "torch" else None
 
-    def _onnxruntime_session(self, ce_keep_ratio: float | None) -> Any:
-        import onnxruntime
+    @property
+    def window(self) -> torch.Tensor | None:
+        return self.step.window
 
+    # -- runtimes
+    def _example(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.net
+        tokens = torch.zeros(batch, net.template_grid ** 2, net.backbone.embed_dim)
+        search = torch.zeros(batch, self.search_size, self.search_size, 3, dtype=torch.uint8)
+        return tokens, search
+
+    def _export_runtime(self, module: nn.Module, output_names: list[str]) -> Any:
+        """``module`` (on the CPU, fp32) exported to ONNX with a dynamic batch, for the CPU runtime."""
         from .onnx_export import export_module_bytes
 
-        net = self.net
-        tokens = torch.zeros(1, net.template_grid ** 2, net.backbone.embed_dim)
-        search = torch.zeros(1, 3, net.search_size, net.search_size)
         with torch.no_grad():
-            graph = export_module_bytes(_MapsOnly(net, ce_keep_ratio), (tokens, search),
-                                        ["template_tokens", "search"], ["score_map", "offset_map", "size_map"])
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # shared machine: no spin-waiting
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._search_array = np.empty((1, 3, net.search_size, net.search_size), dtype=np.float32)
-        return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            graph = export_module_bytes(module, self._example(), ["template_tokens", "search"], output_names,
+                                        dynamic_batch=True)
+        if self.backend == "onnxruntime":
+            return OnnxRuntimeStep(graph, ["template_tokens", "search"])
+        return OpenVinoStep(graph, ["template_tokens", "search"], self.dtype)
 
-    def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == "bf16")
+    def padded_batch(self, batch: int) -> int:
+        """The batch the step runs for ``batch`` crops: compiled steps and CUDA graphs have fixed
+        shapes, so they run power-of-two buckets (capped at ``max_batch``) and pad the rest."""
+        if not (self.compile or self.cuda_graph) or batch <= 1:
+            return batch
+        bucket = 1 << (batch - 1).bit_length()
+        return max(batch, min(bucket, self.max_batch or bucket))
 
-    def _to_tensor(self, crop: np.ndarray) -> torch.Tensor:
-        """uint8 (H, W, 3) -> float32 [1, 3, H, W] (channels-last memory, no normalisation),
-        written into a buffer kept per crop size (no allocation per frame)."""
-        pixels = torch.from_numpy(crop).unsqueeze(0).permute(0, 3, 1, 2)
-        buffer = self._buffers.get(pixels.shape)
-        if buffer is None:
-            buffer = self._buffers[pixels.shape] = torch.empty(
-                pixels.shape, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
-        return buffer.copy_(pixels)
-
-    @torch.inference_mode()
-    def template_tokens(self, template_crop: np.ndarray) -> torch.Tensor:
-        """Template crop -> tokens with position [1, Nz, C], computed once per sequence."""
-        with self._autocast():
-            return self.net.embed_template(self._to_tensor(template_crop))
-
-    @torch.inference_mode()
-    def forward(self, template_tokens: torch.Tensor, search_crop: np.ndarray,
-                ce_keep_ratio: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Search crop -> (score [1, 1, H, W], offset [1, 2, H, W], size [1, 2, H, W]), float32."""
-        if self.session is not None:
-            if ce_keep_ratio is not None:
-                raise ValueError("the onnxruntime backend fixes the CE keep ratio when it is built")
-            np.copyto(self._search_array[0], search_crop.transpose(2, 0, 1))
-            maps = self.session.run(None, {"template_tokens": template_tokens.numpy(), "search": self._search_array})
-            return tuple(torch.from_numpy(m) for m in maps)
-        with self._autocast():
-            out = self.net.forward_tokens(template_tokens, self._to_tensor(search_crop), ce_keep_ratio,
-                                          details=False)
-        return out["score_map"], out["offset_map"], out["size_map"]
-
-    @torch.inference_mode()
-    def locate(self, template_tokens: torch.Tensor, search_crop: np.ndarray, window: torch.Tensor | None = None,
-               ce_keep_ratio: float | None = None) -> tuple[torch.Tensor, float]:
-        """Search crop -> (box [4] normalised cxcywh in the crop at the peak of ``score * window``,
-        peak of the raw score map): ``OneStreamTracker.locate``, compiled when asked for."""
-        if self.session is not None:
-            score_map, offset_map, size_map = self.forward(template_tokens, search_crop, ce_keep_ratio)
-            response = score_map if window is None else score_map * window
-            return decode_boxes(response, offset_map, size_map)[0][0], float(score_map.max())
-        search = self._to_tensor(search_crop)
-        with self._autocast():
-            if self.compile:
-                box, peak = self._compiled_step(window, ce_keep_ratio)(template_tokens, search)
-            else:
-                box, peak = self.net.locate(template_tokens, search, window, ce_keep_ratio)
-        return box[0], float(peak[0])
-
-    def _compiled_step(self, window: torch.Tensor | None, ce_keep_ratio: float | None) -> Callable:
-        """One frozen, compiled ``_Locate`` per (window, keep ratio); the first call of each compiles
-        (about 15 s here, 1 min with max-autotune)."""
-        key = (None if window is None else (window.data_ptr(), tuple(window.shape)), ce_keep_ratio)
-        step = self._compiled.get(key)
+    def _step_for(self, batch: int) -> Callable:
+        step = self._steps.get(batch)
         if step is None:
-            step = self._compiled[key] = compile_frozen(_Locate(self.net, window, ce_keep_ratio).eval(),
-                                                        max_autotune=self.compile == "max-autotune")
+            if self.device.type == "cuda":
+                step = StaticStep(self.step, self.device, capture=self.cuda_graph)
+            elif self.compile:
+                if not self._steps:
+                    _with_own_forward_code(self.step)
+                step = compile_frozen(self.step, max_autotune=self.compile == "max-autotune")
+            else:
+                step = self.step
+            self._steps[batch] = step
         return step
+
+    def search_buffer(self, batch: int) -> np.ndarray:
+        """A (batch, S, S, 3) uint8 array to crop into; ``locate`` reads it without a copy
+        (pinned host memory on CUDA, so the copy to the GPU is one asynchronous transfer)."""
+        rows = self.padded_batch(batch)
+        if self._host is None or self._host.shape[0] < rows:
+            self._host = torch.zeros((rows, self.search_size, self.search_size, 3), dtype=torch.uint8,
+                                     pin_memory=self.device.type == "cuda")
+        return self._host.numpy()[:batch]
+
+    # -- per sequence
+    @torch.inference_mode()
+    def template_tokens(self, template_crops: np.ndarray) -> torch.Tensor:
+        """Template crops (H, W, 3) or (B, H, W, 3) uint8 -> tokens with position [B, Nz, C] on the
+        network's device (float32), computed once per sequence."""
+        crops = torch.from_numpy(np.ascontiguousarray(template_crops))
+        crops = crops.unsqueeze(0) if crops.ndim == 3 else crops
+        pixels = _pixels(crops.to(self.device, non_blocking=True))
+        with ieee_fp32(self.device.type == "cuda" and self.autocast is None), \
+                torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            return self.net.embed_template(pixels).float()
+
+    # -- per frame
+    @torch.inference_mode()
+    def locate(self, template_tokens: torch.Tensor, search_crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Search crops (H, W, 3) or (B, H, W, 3) uint8 -> (boxes [B, 4] cx, cy, w, h normalised to
+        the crop at the peak of ``score * window``, peaks [B] of the raw score maps), float32 numpy.
+
+        ``template_tokens``: [B, Nz, C] (or [1, Nz, C] for every crop).
+        """
+        crops = search_crops[None] if search_crops.ndim == 3 else search_crops
+        batch = crops.shape[0]
+        if template_tokens.shape[0] != batch:
+            template_tokens = template_tokens.expand(batch, -1, -1)
+        if self.runtime is not None:
+            packed = self.runtime(template_tokens.cpu().numpy(), np.ascontiguousarray(crops))[0]
+            return packed[:, :4], packed[:, 4]
+        rows = self.padded_batch(batch)
+        host = self.search_buffer(batch)
+        if crops.ctypes.data != host.ctypes.data or crops.strides != host.strides:
+            host[...] = crops
+        search = self._host[:rows]
+        if rows > batch:
+            template_tokens = torch.cat([template_tokens, template_tokens[:1].expand(rows - batch, -1, -1)])
+        packed = self._step_for(rows)(template_tokens, search)
+        if self.device.type == "cuda":
+            if self._host_out is None or self._host_out.shape[0] < rows:
+                self._host_out = torch.empty((rows, 5), dtype=torch.float32, pin_memory=True)
+            out = self._host_out[:rows]
+            out.copy_(packed, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+            packed = out
+        result = packed[:batch].numpy()
+        return result[:, :4], result[:, 4]
+
+    @torch.inference_mode()
+    def forward(self, template_tokens: torch.Tensor, search_crop: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Search crop(s) -> (score [B, 1, H, W], offset [B, 2, H, W], size [B, 2, H, W]), float32 on the
+        CPU: the full maps (for checks; tracking uses ``locate``)."""
+        crops = search_crop[None] if search_crop.ndim == 3 else search_crop
+        if self.runtime is not None:
+            if self._maps_runtime is None:
+                self._maps_runtime = self._export_runtime(_MapsStep(self.net, self.ce_keep_ratio),
+                                                          ["score_map", "offset_map", "size_map"])
+            maps = self._maps_runtime(template_tokens.cpu().numpy(), np.ascontiguousarray(crops))
+            return tuple(torch.from_numpy(np.asarray(m)) for m in maps)
+        search = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        with ieee_fp32(self.device.type == "cuda" and self.autocast is None), \
+                torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            out = self.net.forward_tokens(template_tokens, _pixels(search), self.ce_keep_ratio, details=False)
+        return tuple(out[k].float().cpu() for k in ("score_map", "offset_map", "size_map"))
 
 
 def check_image(image: Any, what: str = "image") -> np.ndarray:
@@ -253,6 +349,147 @@ def check_box(box_xywh: Sequence[float], image_shape: Sequence[int]) -> np.ndarr
     return box
 
 
+class BatchedTracker:
+    """``slots`` independent single-object tracks advanced together, one network call per step.
+
+    Each slot is started with ``initialize(slot, first_frame, box)``; ``track({slot: frame, ...})``
+    then advances every given slot by one frame with a single batched network call. A slot's
+    boxes are those a ``Tracker`` gives for the same frames (the network treats the batch rows
+    independently). ``release(slot)`` frees a slot for the next sequence.
+
+    Args:
+        model: a trained ``OneStreamTracker`` (a frozen copy is made; the model is not changed).
+        slots: how many sequences can run at once (the largest batch).
+        crop_threads: threads cropping the slots of a step in parallel (0: in the calling thread).
+        Others: as ``Tracker``.
+    """
+
+    clip_margin = 10.0
+
+    def __init__(self, model: OneStreamTracker, slots: int = 1, template_factor: float = 2.0,
+                 search_factor: float = 4.0, template_size: int | None = None, search_size: int | None = None,
+                 dtype: str = "fp32", lost_threshold: float = 0.2, ce_keep_ratio: float | None = None,
+                 window: bool = True, compile: bool | str = False, backend: str = "torch",
+                 device: str | torch.device = "auto", cuda_graph: bool = True, crop_threads: int = 0) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        template_size = model.template_size if template_size is None else template_size
+        search_size = model.search_size if search_size is None else search_size
+        if (template_size, search_size) != (model.template_size, model.search_size):
+            raise ValueError(f"crop sizes {template_size}/{search_size} differ from the model's "
+                             f"{model.template_size}/{model.search_size}")
+        self.network = InferenceNetwork(model, dtype, compile, backend, ce_keep_ratio, device, window, cuda_graph)
+        self.network.max_batch = slots
+        self.slots = slots
+        self.template_factor, self.search_factor = float(template_factor), float(search_factor)
+        self.template_size, self.search_size = template_size, search_size
+        self.dtype, self.device = self.network.dtype, self.network.device
+        self.lost_threshold = float(lost_threshold)
+        self.templates: torch.Tensor | None = None    # [slots, Nz, C] on the network's device
+        self.states: list[np.ndarray | None] = [None] * slots
+        self.scores = [1.0] * slots
+        self.lost = [False] * slots
+        self.infos: list[dict[str, Any]] = [{} for _ in range(slots)]
+        self._pool = ThreadPoolExecutor(crop_threads, thread_name_prefix="crop") if crop_threads > 0 else None
+        self.timings = {"crop": 0.0, "network": 0.0, "steps": 0, "frames": 0}
+
+    def _check_slot(self, slot: int) -> None:
+        if not 0 <= slot < self.slots:
+            raise ValueError(f"slot {slot} outside 0..{self.slots - 1}")
+
+    @torch.inference_mode()
+    def initialize(self, slot: int, image: np.ndarray, box_xywh: Sequence[float]) -> dict[str, Any]:
+        """Start ``slot`` on a sequence: crop the template; the output for this frame is ``box_xywh``."""
+        self._check_slot(slot)
+        image = check_image(image, "first frame")
+        box = check_box(box_xywh, image.shape)
+        template = crop_and_resize(image, box, self.template_factor, self.template_size)
+        tokens = self.network.template_tokens(template.image)
+        if self.templates is None:
+            self.templates = tokens.new_zeros((self.slots, *tokens.shape[1:]))
+        self.templates[slot] = tokens[0]
+        self.states[slot] = box.copy()
+        self.scores[slot], self.lost[slot] = 1.0, False
+        self.infos[slot] = {"box": box.copy(), "score": 1.0, "lost": False, "crop_box": template.crop_box}
+        return self.infos[slot]
+
+    def release(self, slot: int) -> None:
+        """Forget ``slot``'s sequence (``initialize`` must follow before it is tracked again)."""
+        self._check_slot(slot)
+        self.states[slot], self.infos[slot] = None, {}
+
+    def active(self) -> list[int]:
+        """Slots with a sequence in progress."""
+        return [s for s in range(self.slots) if self.states[s] is not None]
+
+    @torch.inference_mode()
+    def track(self, frames: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
+        """Advance the given slots by one frame each: ``{slot: frame}`` -> ``{slot: (box x, y, w, h
+        in pixels, score-map peak)}``, with one network call for all of them."""
+        order = sorted(frames)
+        for slot in order:
+            self._check_slot(slot)
+            if self.states[slot] is None:
+                raise RuntimeError(f"call initialize({slot}, first_frame, box) before tracking slot {slot}")
+        if not order:
+            return {}
+        images = [check_image(frames[slot], "frame") for slot in order]
+        start = time.perf_counter()
+        buffer = self.network.search_buffer(len(order))
+
+        def cut(j: int) -> CropBox:
+            return crop_and_resize(images[j], self.states[order[j]], self.search_factor, self.search_size,
+                                   out=buffer[j]).crop_box
+
+        if self._pool is not None and len(order) > 1:
+            crop_boxes = list(self._pool.map(cut, range(len(order))))
+        else:
+            crop_boxes = [cut(j) for j in range(len(order))]
+        if len(order) == self.slots:
+            tokens = self.templates
+        else:
+            tokens = self.templates[torch.tensor(order, device=self.templates.device)]
+        crops_done = time.perf_counter()
+        boxes, peaks = self.network.locate(tokens, buffer)
+        self.timings["crop"] += crops_done - start
+        self.timings["network"] += time.perf_counter() - crops_done
+        self.timings["steps"] += 1
+        self.timings["frames"] += len(order)
+        return {slot: self._follow(slot, boxes[j], float(peaks[j]), crop_boxes[j], images[j].shape)
+                for j, slot in enumerate(order)}
+
+    def _follow(self, slot: int, box_in_crop: np.ndarray, peak: float, crop_box: CropBox,
+                image_shape: Sequence[int]) -> tuple[np.ndarray, float]:
+        """Map the network's box back to the image, clip it, update the slot (see the module
+        docstring for a non-finite network output)."""
+        box = map_crop_box_to_image(box_in_crop.tolist(), crop_box)
+        finite = bool(np.isfinite(box).all()) and math.isfinite(peak)
+        if not finite:
+            box, peak = self.states[slot], float("nan")
+        box = clip_box(box, image_shape[0], image_shape[1], self.clip_margin)
+        lost = not peak >= self.lost_threshold
+        self.states[slot] = box
+        self.scores[slot], self.lost[slot] = peak, lost
+        self.infos[slot] = {"box": box.copy(), "score": peak, "lost": lost, "crop_box": crop_box,
+                            "non_finite": not finite}
+        return box.copy(), peak
+
+    def warm_up(self, height: int = 360, width: int = 640) -> None:
+        """Track one blank frame in every slot and forget it: compiles the network / captures the CUDA
+        graph for the full batch, so that the first real frames are not timed with it."""
+        frame = np.zeros((height, width, 3), dtype=np.uint8)
+        for slot in range(self.slots):
+            self.initialize(slot, frame, (width / 4, height / 4, width / 2, height / 2))
+        self.track({slot: frame for slot in range(self.slots)})
+        for slot in range(self.slots):
+            self.release(slot)
+        self.timings = {"crop": 0.0, "network": 0.0, "steps": 0, "frames": 0}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
 class Tracker:
     """Single-object tracker: ``initialize(first_frame, box)`` then ``track(frame)`` per frame.
 
@@ -260,78 +497,68 @@ class Tracker:
         model: a trained ``OneStreamTracker`` (a frozen copy is made; the model is not changed).
         template_factor, search_factor: context factors of the template / search crops.
         template_size, search_size: crop sides in pixels (default: the model's).
-        dtype: "fp32" or "bf16" (bf16 autocast on CPU).
+        dtype: "fp32" (default), "bf16", "fp16" (CUDA only) or "auto" (fp16 on CUDA; bf16 on a CPU
+            with AMX / AVX512-BF16, else fp32).
         lost_threshold: a frame whose score-map peak (before the Hann window) is below this is
             reported as lost (``tracker.lost``); the box is still returned and followed.
         ce_keep_ratio: candidate-elimination keep ratio (default: the model's).
         window: multiply the score map by the Hann window (the protocol; off only for ablations).
-        compile: run the per-frame network through ``torch.compile`` with frozen weights (needs
-            a C++ compiler): True / "default" (the first tracked frame then takes about 15 s) or
-            "max-autotune" (about 1 min; the fastest bf16 mode). See ``InferenceNetwork``.
-        backend: "torch" or "onnxruntime" (fp32; see ``InferenceNetwork``).
+        compile: CPU only: run the per-frame step through ``torch.compile`` with frozen weights
+            (needs a C++ compiler): True / "default" (the first tracked frame then takes about
+            15 s) or "max-autotune" (about 1 min; the fastest bf16 mode).
+        backend: "torch", "onnxruntime" (CPU, fp32) or "openvino" (CPU, fp32 / bf16).
+        device: "auto" (default: the GPU when torch sees one), "cpu", "cuda" or "cuda:<i>".
+        cuda_graph: on CUDA, replay the step as a captured CUDA graph (default) or launch it eagerly.
     """
-
-    clip_margin = 10.0
 
     def __init__(self, model: OneStreamTracker, template_factor: float = 2.0, search_factor: float = 4.0,
                  template_size: int | None = None, search_size: int | None = None, dtype: str = "fp32",
                  lost_threshold: float = 0.2, ce_keep_ratio: float | None = None, window: bool = True,
-                 compile: bool | str = False, backend: str = "torch") -> None:
-        template_size = model.template_size if template_size is None else template_size
-        search_size = model.search_size if search_size is None else search_size
-        if (template_size, search_size) != (model.template_size, model.search_size):
-            raise ValueError(f"crop sizes {template_size}/{search_size} differ from the model's "
-                             f"{model.template_size}/{model.search_size}")
-        self.network = InferenceNetwork(model, dtype, compile, backend, ce_keep_ratio)
-        self.template_factor, self.search_factor = float(template_factor), float(search_factor)
-        self.template_size, self.search_size = template_size, search_size
-        self.dtype = dtype
-        self.lost_threshold = float(lost_threshold)
-        self.ce_keep_ratio = None if backend == "onnxruntime" else ce_keep_ratio
-        grid = model.search_grid
-        self.window = hann_window_2d(grid).view(1, 1, grid, grid) if window else None
-        self._search_crop = np.empty((search_size, search_size, 3), dtype=np.uint8)
-        self._template_tokens: torch.Tensor | None = None
-        self.state: np.ndarray | None = None
-        self.score = 1.0
-        self.lost = False
-        self.info: dict[str, Any] = {}
+                 compile: bool | str = False, backend: str = "torch", device: str | torch.device = "auto",
+                 cuda_graph: bool = True) -> None:
+        self.tracks = BatchedTracker(model, 1, template_factor=template_factor, search_factor=search_factor,
+                                     template_size=template_size, search_size=search_size, dtype=dtype,
+                                     lost_threshold=lost_threshold, ce_keep_ratio=ce_keep_ratio, window=window,
+                                     compile=compile, backend=backend, device=device, cuda_graph=cuda_graph)
+        self.network = self.tracks.network
+        self.dtype, self.device = self.tracks.dtype, self.tracks.device
+        self.lost_threshold = self.tracks.lost_threshold
+
+    @property
+    def state(self) -> np.ndarray | None:
+        """The current box (x, y, w, h); set it to move the next search region."""
+        return self.tracks.states[0]
+
+    @state.setter
+    def state(self, box: np.ndarray | None) -> None:
+        self.tracks.states[0] = None if box is None else np.asarray(box, dtype=np.float64)
+
+    @property
+    def score(self) -> float:
+        return self.tracks.scores[0]
+
+    @property
+    def lost(self) -> bool:
+        return self.tracks.lost[0]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.tracks.infos[0]
 
     def initialize(self, image: np.ndarray, box_xywh: Sequence[float]) -> dict[str, Any]:
         """Crop the template from the first frame; the output for this frame is ``box_xywh``."""
-        image = check_image(image, "first frame")
-        box = check_box(box_xywh, image.shape)
-        template = crop_and_resize(image, box, self.template_factor, self.template_size)
-        self._template_tokens = self.network.template_tokens(template.image)
-        self.state = box.copy()
-        self.score, self.lost = 1.0, False
-        self.info = {"box": box.copy(), "score": 1.0, "lost": False, "crop_box": template.crop_box}
-        return self.info
+        return self.tracks.initialize(0, image, box_xywh)
 
-    @torch.inference_mode()
     def track(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """Locate the target in the next frame: (box x, y, w, h in pixels, score-map peak)."""
         if self.state is None:
             raise RuntimeError("call initialize(first_frame, box) before track()")
-        image = check_image(image, "frame")
-        crop = crop_and_resize(image, self.state, self.search_factor, self.search_size, out=self._search_crop)
-        box_in_crop, peak = self.network.locate(self._template_tokens, crop.image, self.window, self.ce_keep_ratio)
-        box = map_crop_box_to_image(box_in_crop.tolist(), crop.crop_box)
-        if not np.isfinite(box).all():  # only a broken network gets here; keep following the last box
-            box = self.state.copy()
-        box = clip_box(box, image.shape[0], image.shape[1], self.clip_margin)
-        self.state = box
-        self.score, self.lost = peak, peak < self.lost_threshold
-        self.info = {"box": box.copy(), "score": peak, "lost": self.lost, "crop_box": crop.crop_box}
-        return box.copy(), peak
+        return self.tracks.track({0: image})[0]
 
     def warm_up(self, height: int = 360, width: int = 640) -> None:
-        """Track one blank frame and forget it: with ``compile=True`` this compiles the network, so
-        that the first real frame is not timed with the compilation. ``initialize`` must follow."""
-        frame = np.zeros((height, width, 3), dtype=np.uint8)
-        self.initialize(frame, (width / 4, height / 4, width / 2, height / 2))
-        self.track(frame)
-        self.state, self._template_tokens, self.info = None, None, {}
+        """Track one blank frame and forget it: with ``compile`` or on CUDA this builds the step, so
+        that the first real frame is not timed with it. ``initialize`` must follow."""
+        self.tracks.warm_up(height, width)
 
     def track_sequence(self, frames, init_box: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run over an iterable of frames: (boxes (N, 4), scores (N,), seconds per frame (N,))."""

@@ -1,0 +1,294 @@
+"""Where and how the tracker network runs: device, precision, runtime, and the captured GPU step.
+
+Options are checked here, before any work, with errors that name the option:
+
+* ``device``: ``"auto"`` (the current CUDA GPU when torch sees one, else the CPU), ``"cpu"``,
+  ``"cuda"`` or ``"cuda:<i>"``.
+* ``dtype``: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only) or ``"auto"``: fp16 on CUDA (tensor cores
+  run fp16 and bf16 at the same rate, and fp16 keeps 3 more mantissa bits, so it stays closer to
+  fp32); on a CPU bf16 only where it runs natively (AMX or AVX512-BF16), else fp32.
+* ``backend``: ``"torch"`` (any device), ``"onnxruntime"`` (CPU, fp32) or ``"openvino"`` (CPU, f32 or
+  bf16 inference precision). The two CPU runtimes are imported only when asked for.
+
+``StaticStep`` runs a function over static input buffers and, on CUDA, captures it once as a CUDA
+graph that every later call replays (one launch instead of hundreds of small kernels).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.util
+import os
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["BACKENDS", "DTYPES", "OnnxRuntimeStep", "OpenVinoStep", "StaticStep", "add_runtime_arguments",
+           "cpu_bf16_native", "cpu_flags", "ieee_fp32", "resolve_backend", "resolve_device", "resolve_dtype", "resolve_runtime"]
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU as Linux lists them in /proc/cpuinfo (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_bf16_native() -> bool:
+    """True when this CPU computes bf16 matrix products natively (AMX-BF16 or AVX512-BF16).
+
+    Without either (AVX2-only or plain AVX-512 CPUs) bf16 is emulated and slower than fp32.
+    """
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` / ``"cpu"`` / ``"cuda"`` / ``"cuda:<i>"`` -> a checked ``torch.device``.
+
+    Raises ValueError naming the option for an unknown device, CUDA without a GPU, or a GPU index
+    beyond the ones torch sees.
+    """
+    text = str(device).strip().lower()
+    if text == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
+    if parsed.type == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+                         "use device='cpu' or 'auto'")
+    count = torch.cuda.device_count()
+    index = torch.cuda.current_device() if parsed.index is None else parsed.index
+    if index >= count:
+        raise ValueError(f"device={device!r}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1})")
+    return torch.device("cuda", index)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Check the runtime name, that it runs on ``device`` and that its package is installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend != "torch":
+        if device.type != "cpu":
+            raise ValueError(f"backend={backend!r} runs on the CPU only; got device={str(device)!r} "
+                             "(use backend='torch' on a GPU)")
+        package = _BACKEND_PACKAGES[backend]
+        if importlib.util.find_spec(package) is None:
+            raise ValueError(f"backend={backend!r} needs the {package} package, which is not installed "
+                             f"(pip install {package}); backend='torch' needs nothing more")
+    return backend
+
+
+def resolve_dtype(dtype: str, device: torch.device, backend: str = "torch") -> str:
+    """The precision to run: ``dtype`` checked against the device and runtime, ``"auto"`` resolved.
+
+    Raises ValueError for an unknown precision, fp16 on a CPU and anything but fp32 with
+    onnxruntime; warns when bf16 is asked for on a CPU that only emulates it.
+    """
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if backend in ("torch", "openvino") and cpu_bf16_native() else "fp32"
+    if dtype == "fp16" and device.type != "cuda":
+        raise ValueError(f"dtype='fp16' runs on CUDA only (device={str(device)!r}); use 'fp32' or 'bf16' on a CPU")
+    if backend == "onnxruntime" and dtype != "fp32":
+        raise ValueError(f"backend='onnxruntime' runs fp32 only, got dtype={dtype!r}")
+    if dtype == "bf16" and device.type == "cpu" and not cpu_bf16_native():
+        warnings.warn("dtype='bf16' on a CPU without AMX or AVX512-BF16: bf16 is emulated there and runs "
+                      "slower than fp32 (dtype='auto' picks fp32 on this CPU)", RuntimeWarning, stacklevel=3)
+    return dtype
+
+
+# ---------------------------------------------------------------------------- command-line options
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tools' ``--device``, ``--dtype``, ``--backend``, ``--compile`` and ``--no-cuda-graph``."""
+    parser.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto: fp16 on CUDA, bf16 on CPUs with AMX / AVX512-BF16, else fp32; "
+                             "fp16 is CUDA only")
+    parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                        help="network runtime; auto: openvino on a CPU when installed (the fastest there), "
+                             "else torch; onnxruntime: CPU fp32")
+    parser.add_argument("--compile", nargs="?", const="default", default=None,
+                        choices=("default", "max-autotune"),
+                        help="CPU, torch backend: torch.compile the per-frame step (~15 s to compile per "
+                             "worker; max-autotune ~1 min)")
+    parser.add_argument("--no-cuda-graph", action="store_true",
+                        help="on CUDA, launch the step eagerly instead of replaying a captured CUDA graph")
+
+
+def resolve_runtime(device: str, dtype: str, backend: str, compile: str | None = None) -> tuple[str, str, str]:
+    """Check the tools' --device / --dtype / --backend / --compile before any work; returns (device,
+    dtype, backend) resolved (backend "auto": OpenVINO on a CPU when installed and nothing is
+    compiled, else torch). Raises SystemExit with a message naming the option."""
+    try:
+        where = resolve_device(device)
+        if backend == "auto":
+            use_openvino = where.type == "cpu" and not compile and importlib.util.find_spec("openvino") is not None
+            backend = "openvino" if use_openvino else "torch"
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}: expected one of auto, {', '.join(BACKENDS)}")
+        resolve_backend(backend, where)
+        precision = resolve_dtype(dtype, where, backend)
+        if compile and (backend != "torch" or where.type != "cpu"):
+            raise ValueError(f"--compile is for --backend torch on a CPU (got --backend {backend}, --device {where})")
+    except ValueError as error:
+        message = str(error)
+        for option in ("device", "dtype", "backend"):
+            if message.startswith(option + "="):
+                message = f"--{option} {message[len(option) + 1:]}"
+        raise SystemExit(f"error: {message}") from None
+    return str(where), precision, backend
+
+
+# ---------------------------------------------------------------------------- captured GPU step
+
+@contextlib.contextmanager
+def ieee_fp32(enabled: bool = True) -> Any:
+    """Run CUDA matmuls and convolutions in full fp32 (no TF32, which cuDNN allows by default): the
+    tracker's fp32 on a GPU then gives the CPU's boxes. Does nothing when ``enabled`` is False."""
+    if not enabled:
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):
+            yield
+    finally:
+        matmul.allow_tf32 = previous
+
+
+class StaticStep:
+    """``fn(*inputs)`` over static input buffers, captured once as a CUDA graph when ``capture``.
+
+    The first call allocates the buffers on ``device`` (copies of its inputs); every call copies
+    its inputs into them (asynchronously from pinned host memory) and either replays the graph (CUDA) or calls ``fn`` on the buffers (CPU, or
+    ``capture=False``). Shapes and dtypes must stay those of the first call. The returned
+    tensors are the step's own output buffers: overwritten by the next call, so read them first.
+    """
+
+    def __init__(self, fn: Callable[..., Any], device: torch.device, capture: bool, warmup: int = 2) -> None:
+        if capture and device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
+        self.fn, self.device, self.capture, self.warmup = fn, device, capture, warmup
+        self.inputs: list[torch.Tensor] | None = None
+        self.output: Any = None
+        self.graph: Any = None
+
+    def _capture(self) -> None:
+        device = self.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up off the capture: lazy initialisation, workspace sizes
+            for _ in range(self.warmup):
+                self.fn(*self.inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = self.fn(*self.inputs)
+
+    def __call__(self, *inputs: torch.Tensor) -> Any:
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                return self._run(inputs)
+        return self._run(inputs)
+
+    def _run(self, inputs: Sequence[torch.Tensor]) -> Any:
+        if self.inputs is None:
+            self.inputs = [torch.empty_like(x, device=self.device).copy_(x) for x in inputs]
+            if self.capture:
+                self._capture()
+        else:
+            if len(inputs) != len(self.inputs):
+                raise ValueError(f"expected {len(self.inputs)} inputs, got {len(inputs)}")
+            for buffer, x in zip(self.inputs, inputs):
+                if x.shape != buffer.shape or x.dtype != buffer.dtype:
+                    raise ValueError(f"static step input changed from {tuple(buffer.shape)} {buffer.dtype} "
+                                     f"to {tuple(x.shape)} {x.dtype}")
+                if x.data_ptr() != buffer.data_ptr():
+                    buffer.copy_(x, non_blocking=True)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.output = self.fn(*self.inputs)
+        return self.output
+
+
+# ---------------------------------------------------------------------------- CPU runtimes
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+class OnnxRuntimeStep:
+    """An ONNX graph (bytes) run by onnxruntime's CPU provider with torch's thread count."""
+
+    def __init__(self, graph: bytes, input_names: Sequence[str]) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = _threads()
+        options.inter_op_num_threads = 1
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # shared machine: no spin-waiting
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.input_names = list(input_names)
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, dict(zip(self.input_names, inputs)))
+
+
+@functools.lru_cache(maxsize=1)
+def _openvino_core() -> Any:
+    """One OpenVINO ``Core`` per process, shared by every compiled step."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+class OpenVinoStep:
+    """An ONNX graph (bytes) compiled by OpenVINO for the CPU.
+
+    ``precision``: "fp32" (f32 inference precision, the same maps as PyTorch fp32 up to rounding)
+    or "bf16" (OpenVINO's bf16 inference precision, native on AMX / AVX512-BF16 CPUs).
+    """
+
+    def __init__(self, graph: bytes, input_names: Sequence[str], precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"backend='openvino' runs fp32 or bf16, got dtype={precision!r}")
+        core = _openvino_core()
+        model = core.read_model(graph)
+        config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16",
+                  "INFERENCE_NUM_THREADS": _threads(), "PERFORMANCE_HINT": "LATENCY",
+                  "NUM_STREAMS": 1}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = list(input_names)
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        results = self.request.infer(dict(zip(self.input_names, inputs)), share_inputs=True)
+        return [results[output] for output in self.compiled.outputs]
