@@ -13,7 +13,8 @@
 # OUT_DIR/environment.txt    GPU, driver, torch
 #
 # Environment: PYTHON (default python3), DEVICE (default cuda; cpu runs the same steps small, to
-# check the script itself), E2E_SEQUENCES / E2E_FRAMES / DECODE_THREADS to resize the end-to-end run.
+# check the script itself), BATCHES / FRAMES (network rows), E2E_BATCHES / E2E_SEQUENCES / E2E_FRAMES /
+# DECODE_THREADS to resize the run.
 set -u
 OUT=${1:?usage: benchmarks/track_gpu_check.sh OUT_DIR}
 PYTHON=${PYTHON:-python3}
@@ -27,6 +28,7 @@ if [ "$DEVICE" = cpu ]; then
 else
     batches="1 8 32 128"; e2e_batches="32 64"; frames=60; sequences=${E2E_SEQUENCES:-64}; length=${E2E_FRAMES:-64}
 fi
+batches=${BATCHES:-$batches}; e2e_batches=${E2E_BATCHES:-$e2e_batches}; frames=${FRAMES:-$frames}
 decode=${DECODE_THREADS:-$(( cores > 4 ? cores - 4 : 1 ))}
 status=0
 
