@@ -325,13 +325,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = [header]
     estimates = {s.name: s.estimate(ctx) for s in sections}
     bar = StageProgress(sum(estimates.values()), enabled=ctx.progress, stream=terminal)
+    failed = []
     try:
         for section in sections:
             start = time.perf_counter()
             log = args.out / "logs" / f"{section.name}.log"
-            with bar.stage(section.title, estimates[section.name]), \
-                    (_captured(log) if section.captured else contextlib.nullcontext()):
-                text, data = section.run(ctx)
+            try:
+                with bar.stage(section.title, estimates[section.name]), \
+                        (_captured(log) if section.captured else contextlib.nullcontext()):
+                    text, data = section.run(ctx)
+            except Exception as error:  # the other sections still run; the exit status says it failed
+                failed.append(section.name)
+                text, data = f"**Failed**: {type(error).__name__}: {error}", {"error": str(error)}
+                print(f"section {section.name} failed: {error}", file=terminal)
             seconds = time.perf_counter() - start
             report[section.name] = data
             report["timings"][section.name] = {"wall_s": seconds, "estimate_s": estimates[section.name]}
@@ -342,4 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         bar.close("benchmark: done")
     print(f"wrote {args.out / 'report.md'} and report.json", file=terminal)
+    if failed:
+        raise SystemExit(f"error: section(s) failed: {', '.join(failed)} (see {args.out / 'report.md'} and "
+                         f"{args.out / 'logs'})")
     return report

@@ -167,3 +167,13 @@ def test_given_results_are_checked_before_any_work(given, tmp_path, monkeypatch)
         main(["--sections", "study", "--out", str(tmp_path / "r"), "--lasot-results", "x=/no_such_folder",
               "--lasot-annos", str(given["lasot"])])
     assert not (tmp_path / "r").exists()
+
+
+def test_a_failing_section_is_reported_and_fails_the_run(tmp_path):
+    bad = tmp_path / "not_a_checkpoint.pth"
+    bad.write_text("plain text")
+    with pytest.raises(SystemExit, match="section\\(s\\) failed: study"):
+        main(["--sections", "study", "--out", str(tmp_path / "r"), "--no-progress", "--backbone", f"bad={bad}"])
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "**Failed**" in markdown and "not_a_checkpoint.pth" in markdown
+    assert "error" in json.loads((tmp_path / "r" / "report.json").read_text())["study"]
