@@ -641,7 +641,7 @@ def seg_overlay_grid(ade_root: Path, preds: Mapping[str, Path], palette: Sequenc
     width = max(r.shape[1] for r in rows)
     header = np.full((14, width, 3), 255, np.uint8)
     for i, title in enumerate(["image", "ground truth", *preds]):
-        cv2.putText(header, title[:16], (96 * i + 2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(header, title.replace("²", "2")[:16], (96 * i + 2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1, cv2.LINE_AA)
     grid = np.concatenate([header] + [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255)
                                       for r in rows], axis=0)
     return write_png(path, grid)
@@ -696,7 +696,8 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     track_md, track, plots = lasot_table(
         {names[r]: Path(summaries[f"track-test-{r}"]["results"]) for r in settings.recipes}, lasot_root,
         "Tracking photo sequences (LaSOT layout and protocol, objects and scenes from the photos' held-out "
-        "regions; tracker with 64/128 px crops)",
+        f"regions; tracker with 64/128 px crops; fps = frames / second while tracking them, {threads} threads, "
+        "timed alongside whatever else ran on the machine: the track section times speed under control)",
         fps={names[r]: summaries[f"track-test-{r}"]["fps"] for r in settings.recipes},
         baseline=("static box (frame 1 repeated)", static), plots=study_out / "lasot_plots")
     sizes = summaries["sizes"]
