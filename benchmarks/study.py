@@ -641,7 +641,8 @@ def seg_overlay_grid(ade_root: Path, preds: Mapping[str, Path], palette: Sequenc
     width = max(r.shape[1] for r in rows)
     header = np.full((14, width, 3), 255, np.uint8)
     for i, title in enumerate(["image", "ground truth", *preds]):
-        cv2.putText(header, title.replace("²", "2")[:16], (96 * i + 2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(header, title.replace("²", "2")[:16], (96 * i + 2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
+                    (0, 0, 0), 1, cv2.LINE_AA)
     grid = np.concatenate([header] + [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255)
                                       for r in rows], axis=0)
     return write_png(path, grid)
@@ -663,7 +664,8 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     """
     from benchmarks.demo_data.photos import PHOTOS
 
-    cache = Path(cache) if cache is not None else default_cache()
+    cache = (Path(cache) if cache is not None else default_cache()).resolve()
+    _check_cli_path(cache)  # before any work: the seg stages hand paths under it to mmseg's command line
     out = Path(out)
     study_out = out / "study"
     runner = StageRunner(cache / "study", out / "logs" / "study")
