@@ -91,8 +91,8 @@ class StudySettings:
     seg_options: Mapping[str, Any] = field(default_factory=dict)
     track_options: Mapping[str, Any] = field(default_factory=dict)
     estimates: Mapping[str, float] = field(default_factory=lambda: dict(
-        photos=2, ade20k=1, lasot=2, teacher=40, mae=12, dmae=20, d2mae=20, probe=4, seg=22,
-        track_train=28, track_test=10, sizes=8))
+        photos=2, ade20k=1, lasot=2, teacher=35, mae=12, dmae=20, d2mae=20, probe=4, seg=22,
+        track_train=22, track_test=10, sizes=8))
     title: str = "embedded study"
 
 

@@ -2,7 +2,7 @@
 # ViT-Tiny, 64/128 px crops, CE after blocks 2 and 3, sin-cos positions as the study's
 # pre-training) on LaSOT-layout sequences made from the photos (benchmarks/demo_data/lasot.py,
 # source="photos": 14 classes x 6 sequences of 32 frames, 2 of each class for testing, cut from
-# the photos' held-out regions). 8 epochs of 256 pairs, batch 16 (128 steps); the backbone
+# the photos' held-out regions). 6 epochs of 256 pairs, batch 16 (96 steps); the backbone
 # learns at 0.1x the head's rate as in the published recipe, whatever its initialisation.
 #   python tools/track_train.py THIS_CONFIG --pretrained WORK/backbone.pth --work-dir DIR
 _base_ = ["../../track/vit_tiny_ce_tiny_synthetic.py"]
@@ -14,10 +14,10 @@ data = dict(
                            "rocket"]),
 )
 train = dict(
-    epochs=8,
+    epochs=6,
     backbone_lr_mult=0.1,
-    lr_drop_epochs=[7],
-    ce=dict(start_epoch=2, end_epoch=6, final_ratio=0.7),
+    lr_drop_epochs=[5],
+    ce=dict(start_epoch=2, end_epoch=5, final_ratio=0.7),
     log_interval=8,
     num_threads=None,
     progress=False,
