@@ -1,76 +1,135 @@
-"""The project's tables in one run: model sizes, speed against in-run baselines, and evaluation.
+"""The main job (``make benchmark``): the study's tables, model sizes and speed, in one report.
 
-    python tools/benchmark.py                       # everything, embedded demo data
-    python tools/benchmark.py --sections speed      # only the speed tables
-    python tools/benchmark.py --lasot-results R1 R2 --lasot-annos DIR   # score real LaSOT results
+    python tools/benchmark.py                          # everything; embedded data (photos) when none is given
+    python tools/benchmark.py --sections speed --quick # only the speed tables, fewer repeats
+    python tools/benchmark.py --sections study --lasot-results ours=R1 other=R2 --lasot-annos DIR \\
+        --ade20k-results ours=PREDS --ade20k /data/ADEChallengeData2016 \\
+        --imagenet-results ours=work_dirs/ft/metrics.json --backbone ours=backbone.pth
 
-Sections:
+Sections (``--sections`` takes names or groups: speed = pretrain seg track, eval = study, all):
+  study     each pre-training recipe of the backbone (none, MAE, D-MAE, D²-MAE) beside what it gives
+            downstream (probe / fine-tune top-1, mIoU, tracking AUC) with sizes and speed; without
+            data a toy-scale run of the whole job on real photos (see benchmarks/study.py), with
+            data given the results of real runs scored by the shared evaluators (lasot and ade20k
+            are accepted as older names of this section)
   models    parameters and FLOPs of every backbone (torch's flop counter, fused attention included)
-  pretrain  MAE-Tiny / D²-MAE-Tiny training-step throughput, fp32 and bf16, vs a reference-style step
+  pretrain  MAE-Tiny / D²-MAE-Tiny training-step throughput vs a reference-style step
   seg       parameters and FLOPs of every segmentation config at 512x512; CPU latency of our
             ViT-Tiny UperNet vs mmseg's built-in MAE backbone with the same neck and head
-  track     tracking speed (full step and network, fp32 / bf16) vs a reference-style step
-  lasot     LaSOT-protocol table: the given result folders, or (no data configured) a tiny tracker
-            trained on generated LaSOT-layout sequences vs a static-box baseline
-  ade20k    mIoU table: a tiny UperNet trained by mmseg's runner on a generated ADE20K-layout set
+  track     tracking speed (full step and network) vs a reference-style step
 
-Heavy demo training runs are cached under $LITEVIT_CACHE (default ~/.cache/litevit/benchmark),
-keyed by the config's content, so a second run only re-measures and re-scores.
-Writes OUT/report.md, OUT/report.json and the pictures each section makes.
+bf16 rows are measured only where the CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere
+torch emulates it and the rows would time the emulation; the report says which applies.
+Trained artefacts of the study are cached under $LITEVIT_CACHE/benchmark (default
+~/.cache/litevit/benchmark), keyed by content: a second run re-scores and re-measures only.
+Writes OUT/report.md, OUT/report.json (after every section), the pictures and OUT/logs/.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import contextlib
 import os
+import platform
 import shutil
-import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from fileio import atomic_write_json, atomic_write_text
+
+from .stages import StageProgress, default_cache
+
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("models", "pretrain", "seg", "track", "lasot", "ade20k")
-GROUPS = {"speed": ("pretrain", "seg", "track"), "eval": ("lasot", "ade20k"), "all": SECTIONS}
-CACHE = Path(os.environ.get("LITEVIT_CACHE", Path.home() / ".cache" / "litevit")) / "benchmark"
-TRACK_DEMO_CONFIG = REPO / "configs/track/vit_tiny_ce_tiny_synthetic.py"
-SEG_DEMO_CONFIG = REPO / "configs/seg/upernet_vit-tiny_1xb4-400iter_ade20k-demo-64x64.py"
-
-# Published figures (papers and their public code), shown beside ours for context only.
-PUBLISHED_LASOT = [("MAE-Lite ViT-Tiny OSTrack-CE, D²-MAE init", "66.1", "-", "-"),
-                   ("HiT-Base", "64.6", "68.1", "73.3"), ("MixFormerV2-S", "60.6", "60.4", "69.9"),
-                   ("E.T.Track", "59.1", "-", "-"), ("FEAR-XS", "53.5", "54.5", "-"),
-                   ("OSTrack-256 (ViT-B)", "69.1", "75.2", "78.7")]
-PUBLISHED_ADE20K = [("DeiT-Tiny, Semantic FPN", "38.0"), ("D²-MAE-Tiny, Semantic FPN", "39.0"),
-                    ("DeiT-Tiny-FT-RPE, Semantic FPN", "41.5"), ("D²-MAE-Tiny-FT-RPE, Semantic FPN", "42.8")]
 
 
-def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-    """Run one of the project's command-line tools; its output goes to ``log`` (and on failure,
-    the end of it to the terminal)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print("  $", " ".join(map(str, cmd)), flush=True)
-    with open(log, "w") as f:
-        done = subprocess.run([str(c) for c in cmd], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
-    if done.returncode:
-        tail = log.read_text(errors="replace").splitlines()[-30:]
-        raise RuntimeError(f"{cmd[1]} failed (exit {done.returncode}), log {log}:\n" + "\n".join(tail))
+# ----------------------------------------------------------------------------- what the CPU does
+def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The feature flags of the first CPU in /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() in ("flags", "Features"):
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
-def content_key(*paths: Path) -> str:
-    """Hash of config files and everything they inherit from (their folders' _base_)."""
-    h = hashlib.sha256()
-    for path in paths:
-        for p in sorted([path, *path.parent.joinpath("_base_").glob("*.py")]):
-            h.update(p.read_bytes())
-    return h.hexdigest()[:12]
+def cpu_model(path: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        for line in path.read_text(errors="replace").splitlines():
+            if line.split(":", 1)[0].strip() == "model name":
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-# ------------------------------------------------------------------------------------ sections
-def section_models(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
+@dataclass(frozen=True)
+class CpuSupport:
+    """What the CPU computes natively, and what the speed sections therefore measure."""
+
+    capability: str          # torch.backends.cpu.get_cpu_capability(): DEFAULT, AVX2, AVX512, ...
+    model: str
+    avx512_bf16: bool
+    amx_bf16: bool
+
+    @property
+    def native_bf16(self) -> bool:
+        return self.avx512_bf16 or self.amx_bf16
+
+    @property
+    def dtypes(self) -> list[str]:
+        """Precisions worth timing: fp32 always, bf16 only where it is not emulated."""
+        return ["fp32", "bf16"] if self.native_bf16 else ["fp32"]
+
+    def note(self) -> str:
+        found = [n for n, v in (("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx_bf16)) if v]
+        if found:
+            return f"native bf16 ({', '.join(found)}): bf16 rows measured"
+        return ("no native bf16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo): torch would emulate "
+                "it, so the bf16 rows are left out (they would time the emulation, ~10x slower than fp32)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"capability": self.capability, "model": self.model, "avx512_bf16": self.avx512_bf16,
+                "amx_bf16": self.amx_bf16, "native_bf16": self.native_bf16, "dtypes": self.dtypes}
+
+
+def detect_cpu(flags: set[str] | None = None) -> CpuSupport:
+    import torch
+
+    flags = cpu_flags() if flags is None else flags
+    return CpuSupport(torch.backends.cpu.get_cpu_capability(), cpu_model(), "avx512_bf16" in flags,
+                      "amx_bf16" in flags)
+
+
+# ------------------------------------------------------------------------------------- sections
+@dataclass
+class Context:
+    """What every section gets: options, the CPU's support, the given data."""
+
+    out: Path
+    threads: int
+    quick: bool
+    cpu: CpuSupport
+    given: Any                      # benchmarks.study.GivenResults
+    study_scale: str = "full"
+    cache: Path = field(default_factory=default_cache)
+    terminal: Any = None            # stream for progress bars while sections write their logs
+    progress: bool = True
+
+
+def section_study(ctx: Context) -> tuple[str, Any]:
+    from .study import SMOKE, StudySettings, report_section
+
+    settings = SMOKE if ctx.study_scale == "smoke" else StudySettings()
+    return report_section(ctx.out, ctx.threads, ctx.quick, ctx.given, settings, ctx.cache, ctx.progress,
+                          ctx.terminal)
+
+
+def section_models(ctx: Context) -> tuple[str, Any]:
     import torch
 
     from backbones import build_backbone
@@ -89,171 +148,207 @@ def section_models(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
     return "\n".join(rows), data
 
 
-def section_pretrain(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
+def section_pretrain(ctx: Context) -> tuple[str, Any]:
     from benchmarks.pretrain_speed import main
 
-    steps = ["--steps", "3", "--warmup", "1"] if args.quick else []
-    results = main(["--out", str(out / "pretrain_throughput"), "--threads", str(args.threads), "--breakdown",
-                    *steps])
-    return (out / "pretrain_throughput.md").read_text(), results
+    steps = ["--steps", "3", "--warmup", "1"] if ctx.quick else []
+    results = main(["--out", str(ctx.out / "pretrain_throughput"), "--threads", str(ctx.threads), "--breakdown",
+                    "--dtypes", *ctx.cpu.dtypes, *steps])
+    return (ctx.out / "pretrain_throughput.md").read_text() + f"\n\nCPU: {ctx.cpu.note()}.", results
 
 
-def section_seg(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
+def section_seg(ctx: Context) -> tuple[str, Any]:
     from benchmarks.seg_speed import main
 
-    report = main(["--out", str(out / "seg"), "--threads", str(args.threads),
-                   "--repeats", "3" if args.quick else "10"])
-    return (out / "seg.md").read_text(), report
+    report = main(["--out", str(ctx.out / "seg"), "--threads", str(ctx.threads),
+                   "--repeats", "3" if ctx.quick else "10"])
+    return (ctx.out / "seg.md").read_text(), report
 
 
-def section_track(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
+def section_track(ctx: Context) -> tuple[str, Any]:
     from benchmarks.track_speed import main
 
     compiler = shutil.which("c++") or shutil.which("g++")
-    results = main(["--frames", "40" if args.quick else "150", "--threads", str(args.threads),
+    results = main(["--frames", "40" if ctx.quick else "150", "--threads", str(ctx.threads),
+                    "--dtype", *ctx.cpu.dtypes,
                     *(["--compile", "default", "max-autotune"] if compiler else []),
-                    "--json", str(out / "track_speed.json"), "--plot", str(out / "track_speed.png")])
+                    "--json", str(ctx.out / "track_speed.json"), "--plot", str(ctx.out / "track_speed.png")])
     rows = ["| precision | network runs | full step fps | network fps | reference-style full step fps | "
             "reference-style network fps | full speed-up | network speed-up |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    nan = float("nan")
     for r in results:
         runtime = f"torch.compile, {r['compile']}" if r.get("compile") else "eager"
         rows.append(f"| {r['dtype']} | {runtime} | {r['full_fps']:.1f} | {r['network_fps']:.1f} | "
-                    f"{r.get('baseline_full_fps', float('nan')):.1f} | "
-                    f"{r.get('baseline_network_fps', float('nan')):.1f} | "
-                    f"{r.get('full_speedup', float('nan')):.2f}x | {r.get('network_speedup', float('nan')):.2f}x |")
-    rows.append(f"\nbatch 1, {args.threads} threads, 640x360 frames; full step = crop, normalise, network, "
+                    f"{r.get('baseline_full_fps', nan):.1f} | {r.get('baseline_network_fps', nan):.1f} | "
+                    f"{r.get('full_speedup', nan):.2f}x | {r.get('network_speedup', nan):.2f}x |")
+    rows.append(f"\nbatch 1, {ctx.threads} threads, 640x360 frames; full step = crop, normalise, network, "
                 "decode, map back (`Tracker.track`); compiled = `Tracker(compile=True)` (default) or "
                 "`Tracker(compile='max-autotune')`. Reference-style = the same network run the way the "
-                "reference code does, timed in the same run."
+                f"reference code does, timed in the same run. CPU: {ctx.cpu.note()}."
                 + ("" if compiler else " No C++ compiler found: the compiled rows are left out."))
     return "\n".join(rows), results
 
 
-def _static_results(lasot_root: Path, out: Path) -> None:
-    """Frame 1's ground-truth box repeated: the floor a tracker has to beat."""
-    import numpy as np
+@dataclass(frozen=True)
+class Section:
+    """One part of the report: ``run(ctx) -> (Markdown, JSON-able data)``.
 
-    from evaluation.annotations import read_boxes
-    from track.datasets.lasot import list_sequences
+    ``estimate(ctx)`` is its expected duration in seconds on a quiet 2-core CPU (the progress
+    bar's ETA); ``captured`` sections have their output sent to ``OUT/logs/<name>.log``.
+    """
 
-    out.mkdir(parents=True, exist_ok=True)
-    for name in list_sequences(lasot_root, "test"):
-        cls = name.rsplit("-", 1)[0]
-        gt = read_boxes(lasot_root / cls / name / "groundtruth.txt")
-        np.savetxt(out / f"{name}.txt", np.repeat(gt[:1], len(gt), axis=0), fmt="%.4f", delimiter=",")
-
-
-def section_lasot(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
-    from evaluation.lasot import (attribute_table, evaluate_tracker, load_annotations, markdown_table,
-                                  results_to_json, save_plots)
-    from fileio import atomic_write_json
-
-    py = sys.executable
-    if args.lasot_results:
-        if args.lasot_annos is None:
-            raise SystemExit("error: --lasot-results needs --lasot-annos (or LITEVIT_LASOT_ANNOS)")
-        folders, annos_root, note = args.lasot_results, args.lasot_annos, f"annotations: {args.lasot_annos}"
-    else:
-        work = CACHE / f"track_demo-{content_key(TRACK_DEMO_CONFIG)}"
-        checkpoint = work / "tracker_final.pth"
-        if not checkpoint.is_file():
-            print(f"training the demo tracker once ({TRACK_DEMO_CONFIG.name}); cached in {work}", flush=True)
-            run([py, "tools/track_train.py", TRACK_DEMO_CONFIG, "--work-dir", work], out / "logs/track_train.log")
-        annos_root = work / "synthetic_lasot"
-        results = out / "lasot_results"
-        shutil.rmtree(results, ignore_errors=True)
-        run([py, "tools/track_test.py", TRACK_DEMO_CONFIG, checkpoint, "--lasot-root", annos_root,
-             "--out", results / "tiny_tracker"], out / "logs/track_test.log")
-        _static_results(annos_root, results / "static_box")
-        folders = [results / "tiny_tracker", results / "static_box"]
-        note = (f"demo: {TRACK_DEMO_CONFIG.name} trained on generated LaSOT-layout sequences, scored on "
-                "its held-out generated test split (not LaSOT: the numbers check the pipeline, they are "
-                "not comparable with the published ones)")
-    annos = load_annotations(annos_root)
-    evaluated = [evaluate_tracker(f, annos, progress=False) for f in folders]
-    atomic_write_json(out / "lasot.json", results_to_json(evaluated))
-    save_plots(evaluated, out / "lasot_plots")
-    table = markdown_table(evaluated)
-    attributes = attribute_table(evaluated)
-    published = "\n".join(["| published tracker | AUC | P | NP |", "|---|---:|---:|---:|"] +
-                          [f"| {n} | {a} | {p} | {np_} |" for n, a, p, np_ in PUBLISHED_LASOT])
-    text = f"{table}\n\n{note}\n" + (f"\n{attributes}\n" if attributes else "") + \
-        f"\nPublished LaSOT numbers, for reference:\n\n{published}"
-    return text, results_to_json(evaluated)
+    name: str
+    title: str
+    run: Callable[[Context], tuple[str, Any]]
+    estimate: Callable[[Context], float]
+    groups: tuple[str, ...] = ()
+    captured: bool = True
 
 
-def section_ade20k(out: Path, args: argparse.Namespace) -> tuple[str, Any]:
-    py = sys.executable
-    work = CACHE / f"seg_demo-{content_key(SEG_DEMO_CONFIG)}"
-    data_root = CACHE / "ade20k_demo"
-    if not (data_root / "ADEChallengeData2016").is_dir():
-        run([py, "tools/make_ade20k_demo.py", "--out", data_root, "--num-train", "48", "--num-val", "8"],
-            out / "logs/make_ade20k.log")
-    env = {"LITEVIT_ADE20K": str(data_root / "ADEChallengeData2016")}
-    checkpoint = work / "iter_400.pth"
-    if not checkpoint.is_file():
-        print(f"training the demo segmentor once ({SEG_DEMO_CONFIG.name}); cached in {work}", flush=True)
-        run([py, "tools/seg_train.py", SEG_DEMO_CONFIG, "--work-dir", work], out / "logs/seg_train.log", env)
-    pred = out / "ade20k_pred"
-    shutil.rmtree(pred, ignore_errors=True)
-    run([py, "tools/seg_test.py", SEG_DEMO_CONFIG, checkpoint, "--work-dir", out / "ade20k_test", "--out", pred,
-         "--cfg-options", f"default_hooks.overlay.out_dir={out / 'ade20k_overlays'}"], out / "logs/seg_test.log", env)
-    run([py, "tools/eval_miou.py", "--pred", pred, "--gt", data_root / "ADEChallengeData2016/annotations/validation",
-         "--num-classes", "150", "--reduce-zero-label", "--pred-raw", "--class-names", "ade20k",
-         "--json", out / "ade20k.json", "--plot", out / "ade20k_iou.png"], out / "logs/eval_miou.log")
-    result = json.loads((out / "ade20k.json").read_text())
-    present = {k: v for k, v in result["per_class"].items() if v["IoU"] is not None}
-    rows = ["| model | data | aAcc | mIoU | mAcc | classes present |", "|---|---|---:|---:|---:|---:|",
-            f"| ViT-Tiny UperNet (demo, from scratch) | generated ADE20K layout | {result['aAcc']:.2f} | "
-            f"{result['mIoU']:.2f} | {result['mAcc']:.2f} | {len(present)} |"]
-    published = "\n".join(["| published (ADE20K val) | mIoU |", "|---|---:|"] +
-                          [f"| {n} | {m} |" for n, m in PUBLISHED_ADE20K])
-    note = (f"demo: {SEG_DEMO_CONFIG.name} trained by mmseg's runner; mIoU over the classes present "
-            "(the generated set paints a few of the 150). Overlays: ade20k_overlays/.")
-    return "\n".join(rows) + f"\n\n{note}\n\nPublished numbers, for reference:\n\n{published}", result
+def _study_estimate(ctx: Context) -> float:
+    from .study import SMOKE, StudySettings, pending_estimate
+
+    if ctx.given is not None and ctx.given.any():
+        return 10.0
+    return pending_estimate(SMOKE if ctx.study_scale == "smoke" else StudySettings(), ctx.cache) + 5
 
 
-HANDLERS: dict[str, Callable[[Path, argparse.Namespace], tuple[str, Any]]] = {
-    "models": section_models, "pretrain": section_pretrain, "seg": section_seg, "track": section_track,
-    "lasot": section_lasot, "ade20k": section_ade20k}
-TITLES = {"models": "Backbones", "pretrain": "Pre-training throughput (batch 64, 224x224, CPU)",
-          "seg": "Segmentation models (512x512)", "track": "Tracking speed (CPU)",
-          "lasot": "LaSOT protocol", "ade20k": "Semantic segmentation (mIoU)"}
+SECTIONS: tuple[Section, ...] = (
+    Section("study", "The study: pre-training recipes and what they give downstream", section_study,
+            _study_estimate, ("eval",), captured=False),
+    Section("models", "Backbones", section_models, lambda ctx: 15),
+    Section("pretrain", "Pre-training throughput (batch 64, 224x224, CPU)", section_pretrain,
+            lambda ctx: (40 if ctx.quick else 110) * len(ctx.cpu.dtypes), ("speed",)),
+    Section("seg", "Segmentation models (512x512)", section_seg, lambda ctx: 35 if ctx.quick else 70, ("speed",)),
+    Section("track", "Tracking speed (CPU)", section_track,
+            lambda ctx: (50 if ctx.quick else 110) * len(ctx.cpu.dtypes), ("speed",)),
+)
+ALIASES = {"lasot": "study", "ade20k": "study"}
+
+
+def select_sections(requested: list[str]) -> list[Section]:
+    names = set()
+    for item in requested:
+        item = ALIASES.get(item, item)
+        names |= {s.name for s in SECTIONS if item in ("all", s.name, *s.groups)}
+    return [s for s in SECTIONS if s.name in names]
+
+
+@contextlib.contextmanager
+def _captured(log: Path):
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8", buffering=1) as f, contextlib.redirect_stdout(f), \
+            contextlib.redirect_stderr(f):
+        yield
+
+
+# ----------------------------------------------------------------------------------------- main
+def _named_paths(values: list[str] | None, option: str) -> dict[str, Path]:
+    """``NAME=PATH`` items (or a bare PATH, named by its last component) -> {name: path}."""
+    out: dict[str, Path] = {}
+    for item in values or []:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        path_obj = Path(path)
+        name = name or path_obj.name
+        if not path or not name:
+            raise SystemExit(f"error: {option} {item!r}: expected NAME=PATH or PATH")
+        if name in out:
+            raise SystemExit(f"error: {option}: the name {name!r} is given twice")
+        out[name] = path_obj
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    choices = [s.name for s in SECTIONS] + sorted({g for s in SECTIONS for g in s.groups}) + ["all", *ALIASES]
+    parser.add_argument("--sections", nargs="+", default=["all"], choices=choices, help="what to run (default: all)")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmark")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (study and speed sections)")
+    parser.add_argument("--quick", action="store_true", help="fewer timing repeats in the speed sections")
+    parser.add_argument("--study-scale", choices=("full", "smoke"), default="full",
+                        help="smoke: one recipe, a few steps (checks the study's pipeline in about a minute)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    given = parser.add_argument_group("data given (the study then tabulates these instead of its embedded run)")
+    given.add_argument("--lasot-results", nargs="+", default=None, metavar="[NAME=]DIR",
+                       help="tracker result folders (<seq>.txt) to score")
+    given.add_argument("--lasot-annos", type=Path, default=os.environ.get("LITEVIT_LASOT_ANNOS"),
+                       help="LaSOT root or toolkit annotation folder (env LITEVIT_LASOT_ANNOS)")
+    given.add_argument("--ade20k-results", nargs="+", default=None, metavar="[NAME=]DIR",
+                       help="prediction folders of tools/seg_test.py --out (PNG, encoded like the annotations)")
+    given.add_argument("--ade20k", type=Path, default=None,
+                       help="ADEChallengeData2016 folder (or its annotations/validation) to score them against")
+    given.add_argument("--imagenet-results", nargs="+", default=None, metavar="[NAME=]FILE",
+                       help="metrics.json (or its work dir) of tools/pretrain.py fine-tuning / probing runs")
+    given.add_argument("--backbone", nargs="+", default=None, metavar="[NAME=]FILE",
+                       help="backbone checkpoints (our exports) for the size table")
+    return parser.parse_args(argv)
+
+
+def given_results(args: argparse.Namespace):
+    from .study import GivenResults
+
+    given = GivenResults(imagenet_results=_named_paths(args.imagenet_results, "--imagenet-results"),
+                         ade20k_results=_named_paths(args.ade20k_results, "--ade20k-results"),
+                         ade20k_annos=args.ade20k,
+                         lasot_results=_named_paths(args.lasot_results, "--lasot-results"),
+                         lasot_annos=Path(args.lasot_annos) if args.lasot_annos else None,
+                         backbones=_named_paths(args.backbone, "--backbone"))
+    try:
+        given.check()
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    return given
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--sections", nargs="+", default=["all"], choices=[*SECTIONS, *GROUPS],
-                        help="what to run (default: all)")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmark")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed sections")
-    parser.add_argument("--quick", action="store_true", help="fewer timing repeats")
-    parser.add_argument("--lasot-results", nargs="+", type=Path, default=None,
-                        help="result folders (<seq>.txt) to score instead of the demo tracker")
-    parser.add_argument("--lasot-annos", type=Path, default=os.environ.get("LITEVIT_LASOT_ANNOS"),
-                        help="LaSOT root or toolkit annotation folder (env LITEVIT_LASOT_ANNOS)")
-    args = parser.parse_args(argv)
-    sections = [s for s in SECTIONS if any(s == x or s in GROUPS.get(x, ()) for x in args.sections)]
+    args = parse_args(argv)
+    given = given_results(args)
+    sections = select_sections(args.sections)
+    if args.threads < 1:
+        raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
     torch.set_num_threads(args.threads)
+    cpu = detect_cpu()
+    terminal = sys.stderr
+    ctx = Context(args.out, args.threads, args.quick, cpu, given, args.study_scale, terminal=terminal,
+                  progress=not args.no_progress)
     report: dict[str, Any] = {"machine": {"threads": args.threads, "cpu_count": os.cpu_count(),
-                                          "torch": torch.__version__}}
-    parts = [f"# Benchmark report\n\ntorch {torch.__version__}, {args.threads} threads, "
-             f"{os.cpu_count()} logical CPUs, {time.strftime('%Y-%m-%d %H:%M')}\n"]
-    for name in sections:
-        print(f"\n== {TITLES[name]}", flush=True)
-        start = time.perf_counter()
-        text, data = HANDLERS[name](args.out, args)
-        seconds = time.perf_counter() - start
-        report[name] = data
-        parts.append(f"## {TITLES[name]}\n\n{text}\n\n_({seconds:.0f} s)_\n")
-        print(text, flush=True)
-    (args.out / "report.md").write_text("\n".join(parts))
-    (args.out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nwrote {args.out / 'report.md'} and report.json")
+                                          "torch": torch.__version__, "cpu": cpu.to_dict()},
+                              "timings": {}}
+    header = (f"# Benchmark report\n\ntorch {torch.__version__}, {args.threads} threads, {os.cpu_count()} logical "
+              f"CPUs ({cpu.model}; torch CPU capability {cpu.capability}; {cpu.note()}), "
+              f"{time.strftime('%Y-%m-%d %H:%M')}\n")
+    parts = [header]
+    estimates = {s.name: s.estimate(ctx) for s in sections}
+    bar = StageProgress(sum(estimates.values()), enabled=ctx.progress, stream=terminal)
+    failed = []
+    try:
+        for section in sections:
+            start = time.perf_counter()
+            log = args.out / "logs" / f"{section.name}.log"
+            try:
+                with bar.stage(section.title, estimates[section.name]), \
+                        (_captured(log) if section.captured else contextlib.nullcontext()):
+                    text, data = section.run(ctx)
+            except Exception as error:  # the other sections still run; the exit status says it failed
+                failed.append(section.name)
+                text, data = f"**Failed**: {type(error).__name__}: {error}", {"error": str(error)}
+                print(f"section {section.name} failed: {error}", file=terminal)
+            seconds = time.perf_counter() - start
+            report[section.name] = data
+            report["timings"][section.name] = {"wall_s": seconds, "estimate_s": estimates[section.name]}
+            parts.append(f"## {section.title}\n\n{text}\n\n_({seconds:.0f} s"
+                         + (f"; log `{log.relative_to(args.out)}`" if section.captured else "") + ")_\n")
+            atomic_write_text(args.out / "report.md", "\n".join(parts))
+            atomic_write_json(args.out / "report.json", report, default=str)
+    finally:
+        bar.close("benchmark: done")
+    print(f"wrote {args.out / 'report.md'} and report.json", file=terminal)
+    if failed:
+        raise SystemExit(f"error: section(s) failed: {', '.join(failed)} (see {args.out / 'report.md'} and "
+                         f"{args.out / 'logs'})")
     return report
-

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""The project's tables in one run (``make benchmark``); see :mod:`benchmarks.report` for the sections.
+"""The main job (``make benchmark``): the study's tables (each pre-training recipe and what it gives
+downstream), model sizes and speed; see :mod:`benchmarks.report` for the sections and options.
 
-    python tools/benchmark.py                       # everything, embedded demo data
+    python tools/benchmark.py                       # everything; the study on embedded photos
     python tools/benchmark.py --sections speed      # only the speed tables
+    python tools/benchmark.py --sections study --lasot-results ours=DIR --lasot-annos LASOT
 """
 from __future__ import annotations
 

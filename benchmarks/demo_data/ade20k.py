@@ -5,19 +5,29 @@
     ... validation/ADE_val_00000001.{jpg,png}
 
 Annotations are uint8 PNGs with ADE20K's raw encoding: 0 = "other", classes 1..num_classes.
-The images are learnable: only a few classes appear, each painted with its own colour and texture
-(stripes, checkerboard, dots, ...), laid out as wavy horizontal bands plus ellipses and polygons,
-with some "other" regions in between, so a tiny model can fit them.
+The images are learnable: only a few classes appear, laid out as wavy horizontal bands plus
+ellipses and polygons, with some "other" regions in between, so a tiny model can fit them.
+Two sources paint the classes:
+
+* ``photos=None`` (default): a few random labels of the 150, each with its own colour and
+  texture (stripes, checkerboard, dots, ...);
+* ``photos=[name, ...]``: label ``k`` (1-based) is the k-th photo of :mod:`.photos`, every region
+  of it filled with a random crop of that photograph (training images crop the photos' training
+  regions, validation images their held-out regions), so segmenting needs the photos' texture and
+  appearance, not a colour look-up.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from fileio import atomic_write_bytes
+
+from .photos import photo_region, random_crop
 
 ADE_DIRNAME = "ADEChallengeData2016"
 SPLITS = {"training": "ADE_train", "validation": "ADE_val"}
@@ -124,9 +134,36 @@ def render_sample(seed: int, split: str, index: int, size: tuple[int, int] = (16
     return np.clip(np.round(image), 0, 255).astype(np.uint8), layout
 
 
+def render_photo_sample(seed: int, split: str, index: int, photos: Sequence[str],
+                        size: tuple[int, int] = (128, 96)) -> tuple[np.ndarray, np.ndarray]:
+    """One (BGR image, raw label map) pair whose class ``k`` (1-based) shows photo ``photos[k-1]``.
+
+    Same layouts as :func:`render_sample`; each present class is filled with one crop of its
+    photo (10-60 % of the region's area, so texture stays visible at this size); "other" keeps
+    the grey blocks. Validation images crop the photos' held-out regions.
+    """
+    labels = list(range(1, len(photos) + 1))
+    rng = np.random.default_rng([seed, list(SPLITS).index(split), index, 0xF07])
+    width = max(16, int(round(size[0] * rng.uniform(0.85, 1.15))))
+    height = max(16, int(round(size[1] * rng.uniform(0.85, 1.15))))
+    layout = _draw_layout(rng, labels, height, width)
+    region = "train" if split == "training" else "heldout"
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    other = (90 + 40 * rng.random((height // 4 + 1, width // 4 + 1))).astype(np.uint8)
+    image[layout == 0] = cv2.resize(other, (width, height), interpolation=cv2.INTER_NEAREST
+                                    )[layout == 0][:, None]
+    for label in labels:
+        mask = layout == label
+        if mask.any():
+            crop = random_crop(rng, photo_region(photos[label - 1], region), (width, height), (0.1, 0.6))
+            image[mask] = crop[mask]
+    noisy = image.astype(np.float32) + rng.normal(0, 3, image.shape).astype(np.float32)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8), layout
+
+
 def make_ade20k_dataset(root: str | os.PathLike, num_train: int = 8, num_val: int = 4,
                         size: tuple[int, int] = (160, 120), num_classes: int = 150,
-                        seed: int = 0) -> Path:
+                        seed: int = 0, photos: Sequence[str] | None = None) -> Path:
     """Write the synthetic dataset under ``root`` and return ``root/ADEChallengeData2016``.
 
     Args:
@@ -135,11 +172,15 @@ def make_ade20k_dataset(root: str | os.PathLike, num_train: int = 8, num_val: in
         size: nominal (W, H); each image varies by up to +-15%.
         num_classes: classes of the raw label space (labels ``1..num_classes``, 0 = other).
         seed: everything is deterministic given the seed.
+        photos: paint these photographs (:data:`.photos.PHOTOS` names) as classes
+            ``1..len(photos)`` instead of textures (``len(photos) <= num_classes``).
     """
     if num_train < 0 or num_val < 0:
         raise ValueError(f"image counts must be >= 0, got {num_train} and {num_val}")
     if not 1 <= num_classes <= 255:
         raise ValueError(f"num_classes must be in [1, 255] (uint8 annotations), got {num_classes}")
+    if photos is not None and not 1 <= len(photos) <= num_classes:
+        raise ValueError(f"{len(photos)} photos do not fit the {num_classes} classes")
     data_root = Path(root) / ADE_DIRNAME
     for split, count in (("training", num_train), ("validation", num_val)):
         image_dir = data_root / "images" / split
@@ -147,7 +188,8 @@ def make_ade20k_dataset(root: str | os.PathLike, num_train: int = 8, num_val: in
         image_dir.mkdir(parents=True, exist_ok=True)
         label_dir.mkdir(parents=True, exist_ok=True)
         for index in range(1, count + 1):
-            image, label = render_sample(seed, split, index, size, num_classes)
+            image, label = (render_sample(seed, split, index, size, num_classes) if photos is None
+                            else render_photo_sample(seed, split, index, photos, size))
             stem = f"{SPLITS[split]}_{index:08d}"
             ok_jpg, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
             ok_png, png = cv2.imencode(".png", label)

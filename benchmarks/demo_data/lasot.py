@@ -10,6 +10,10 @@ that slides over it (``full_occlusion`` = 1 while it covers the whole object; th
 as LaSOT does for most fully occluded frames). Boxes are the tight bounds of the object's
 visible pixels in LaSOT's 1-based convention (``x = column + 1``). Everything is determined
 by the seed.
+
+``source="photos"`` (:func:`make_lasot_dataset`) uses real photographs instead (see
+:mod:`.photos`): the object is a shape cut from its class's photo, the scene a crop of another
+photo, with the same motion, scale changes, exit and occlusion.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from .photos import PHOTOS, photo_region, random_crop
 
 PALETTE = {  # BGR
     "red": (40, 40, 220), "green": (60, 180, 60), "blue": (210, 90, 30),
@@ -89,6 +95,11 @@ def _object_patch(rng: np.random.Generator, shape: str, pattern: str, colours: l
     patch += rng.normal(0, 8, size=patch.shape).astype(np.float32)
     cv2.circle(patch, (width // 2, height // 2), max(2, min(width, height) // 8),
                (20, 20, 20), -1, cv2.LINE_AA)
+    return patch, _shape_mask(shape, width, height)
+
+
+def _shape_mask(shape: str, width: int, height: int) -> np.ndarray:
+    """Alpha mask (float32, 1 inside) of an ellipse, rectangle or diamond filling width x height."""
     mask = np.zeros((height, width), np.float32)
     if shape == "ellipse":
         cv2.ellipse(mask, (width // 2, height // 2), (width // 2 - 1, height // 2 - 1), 0, 0,
@@ -99,7 +110,7 @@ def _object_patch(rng: np.random.Generator, shape: str, pattern: str, colours: l
         points = np.array([[width // 2, 0], [width - 1, height // 2], [width // 2, height - 1],
                            [0, height // 2]], np.int32)
         cv2.fillConvexPoly(mask, points, 1.0, cv2.LINE_AA)
-    return patch, mask
+    return mask
 
 
 def _smooth_walk(rng: np.random.Generator, count: int, step: float, limit: float) -> np.ndarray:
@@ -159,14 +170,24 @@ def _visible_box(mask: np.ndarray, x0: int, y0: int, width: int,
 
 def synthesize_sequence(rng: np.random.Generator, num_frames: int = 60,
                         size: tuple[int, int] = (320, 240), shape: str = "ellipse",
-                        pattern: str = "striped") -> SyntheticSequence:
-    """Render one sequence in memory (see the module docstring); ``size`` is (W, H)."""
+                        pattern: str = "striped", object_photo: np.ndarray | None = None,
+                        background_photo: np.ndarray | None = None,
+                        description: str | None = None) -> SyntheticSequence:
+    """Render one sequence in memory (see the module docstring); ``size`` is (W, H).
+
+    With ``object_photo`` / ``background_photo`` (BGR images) the object is a ``shape`` cut from
+    a random crop of the first and the scene a random crop of the second, instead of the
+    two-colour pattern and the generated clutter; ``description`` replaces the generated
+    ``nlp`` sentence.
+    """
     width, height = size
     if num_frames < 2 or width < 32 or height < 32:
         raise ValueError(f"need at least 2 frames of 32x32 pixels, got {num_frames} frames "
                          f"of {width}x{height}")
     margin = _PAN_MARGIN
-    world = _background(rng, width + 2 * margin, height + 2 * margin)
+    world_size = (width + 2 * margin, height + 2 * margin)
+    world = (_background(rng, *world_size) if background_photo is None
+             else random_crop(rng, background_photo, world_size, scale=(0.3, 1.0)))
     pan = np.stack([_smooth_walk(rng, num_frames, 0.4, margin - 1) for _ in range(2)], 1)
     pan = np.rint(pan).astype(int) + margin
 
@@ -174,8 +195,12 @@ def synthesize_sequence(rng: np.random.Generator, num_frames: int = 60,
     base = rng.uniform(0.18, 0.28) * min(width, height)
     aspect = rng.uniform(0.6, 1.6)
     base_wh = np.array([base * np.sqrt(aspect), base / np.sqrt(aspect)])
-    patch, mask = _object_patch(rng, shape, pattern, [PALETTE[c] for c in colour_names],
-                                int(np.ceil(base_wh[0] * 1.6)), int(np.ceil(base_wh[1] * 1.6)))
+    patch_wh = (int(np.ceil(base_wh[0] * 1.6)), int(np.ceil(base_wh[1] * 1.6)))
+    if object_photo is None:
+        patch, mask = _object_patch(rng, shape, pattern, [PALETTE[c] for c in colour_names], *patch_wh)
+    else:
+        patch = random_crop(rng, object_photo, patch_wh, scale=(0.05, 0.3)).astype(np.float32)
+        mask = _shape_mask(shape, *patch_wh)
     scales = np.exp(_smooth_walk(rng, num_frames, 0.015, 0.35))
     sizes = base_wh[None] * scales[:, None]
     centres = _trajectory(rng, num_frames, width, height, sizes)
@@ -241,8 +266,8 @@ def synthesize_sequence(rng: np.random.Generator, num_frames: int = 60,
                 occluded[i] = ox0 <= c0 and oy0 <= r0 and ox1 > c1 and oy1 > r1
         frames.append(frame)
 
-    nlp = (f"the {colour_names[0]} and {colour_names[1]} {pattern} {shape} moving over a "
-           "cluttered background")
+    nlp = description or (f"the {colour_names[0]} and {colour_names[1]} {pattern} {shape} moving "
+                          "over a cluttered background")
     return SyntheticSequence(frames, boxes, occluded, out_of_view, nlp)
 
 
@@ -276,7 +301,8 @@ def write_sequence(seq_dir: str | Path, sequence: SyntheticSequence,
 def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog"),
                        seqs_per_class: int = 2, num_frames: int = 60,
                        size: tuple[int, int] = (320, 240), seed: int = 0,
-                       test_per_class: int = 1, write_training_set: bool = True) -> list[str]:
+                       test_per_class: int = 1, write_training_set: bool = True,
+                       source: str = "shapes") -> list[str]:
     """Write ``<root>/<class>/<class>-<id>/`` sequences (ids 1..seqs_per_class) and split files.
 
     The first ``test_per_class`` ids of each class are listed in ``<root>/testing_set.txt``,
@@ -285,6 +311,10 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
 
     Args:
         size: (W, H) of the frames.
+        source: ``"shapes"`` (generated patterns and clutter) or ``"photos"``: the classes are
+            photos of :data:`.photos.PHOTOS`; each object is a shape cut from its class's photo,
+            moving over a crop of another photo. Test sequences take both from the photos'
+            held-out regions, training sequences from their training regions.
     """
     if seqs_per_class < 1 or not classes:
         raise ValueError("need at least one class and one sequence per class")
@@ -293,6 +323,15 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
     for class_name in classes:
         if not class_name or "/" in class_name or class_name.startswith("."):
             raise ValueError(f"invalid class name {class_name!r}")
+    if source not in ("shapes", "photos"):
+        raise ValueError(f"source must be 'shapes' or 'photos', got {source!r}")
+    if source == "photos":
+        unknown = [c for c in classes if c not in PHOTOS]
+        if unknown:
+            raise ValueError(f"source='photos' needs photo names as classes; unknown: {unknown} "
+                             f"(known: {', '.join(PHOTOS)})")
+        if len(PHOTOS) < 2:
+            raise ValueError("source='photos' needs at least two photos (object and background)")
     from fileio import atomic_write_text
 
     root = Path(root)
@@ -303,9 +342,20 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
         for seq_id in range(1, seqs_per_class + 1):
             name = f"{class_name}-{seq_id}"
             rng = np.random.default_rng([seed, class_seed, seq_id])
-            sequence = synthesize_sequence(rng, num_frames, size,
-                                           shape=SHAPES[class_seed % len(SHAPES)],
-                                           pattern=PATTERNS[(class_seed // 7) % len(PATTERNS)])
+            shape = SHAPES[class_seed % len(SHAPES)]
+            photos: dict[str, Any] = {}
+            if source == "photos":
+                region = "heldout" if seq_id <= test_per_class else "train"
+                others = [p for p in PHOTOS if p != class_name]
+                background = others[int(rng.integers(len(others)))]
+                shape = SHAPES[int(rng.integers(len(SHAPES)))]
+                photos = {"object_photo": photo_region(class_name, region),
+                          "background_photo": photo_region(background, region),
+                          "description": f"the {shape} cut from the {class_name} photograph moving "
+                                         f"over the {background} photograph"}
+            sequence = synthesize_sequence(rng, num_frames, size, shape=shape,
+                                           pattern=PATTERNS[(class_seed // 7) % len(PATTERNS)],
+                                           **photos)
             write_sequence(root / class_name / name, sequence)
             names.append(name)
             (test if seq_id <= test_per_class else train).append(name)
