@@ -13,10 +13,11 @@ Sections (``--sections`` takes names or groups: speed = pretrain seg track, eval
             data given the results of real runs scored by the shared evaluators (lasot and ade20k
             are accepted as older names of this section)
   models    parameters and FLOPs of every backbone (torch's flop counter, fused attention included)
-  pretrain  MAE-Tiny / D²-MAE-Tiny training-step throughput vs a reference-style step
+  pretrain  MAE-Tiny / D²-MAE-Tiny training-step throughput vs MAE-Lite's own code, same run
   seg       parameters and FLOPs of every segmentation config at 512x512; CPU latency of our
             ViT-Tiny UperNet vs mmseg's built-in MAE backbone with the same neck and head
-  track     tracking speed (full step and network) vs a reference-style step
+  track     tracking speed per runtime, precision and batch vs OSTrack's own network (same run),
+            share of the measured matmul peak, end to end over 1280x720 JPEG sequences
 
 bf16 rows are measured only where the CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere
 torch emulates it and the rows would time the emulation; the report says which applies.
@@ -30,7 +31,6 @@ import argparse
 import contextlib
 import os
 import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -149,45 +149,23 @@ def section_models(ctx: Context) -> tuple[str, Any]:
 
 
 def section_pretrain(ctx: Context) -> tuple[str, Any]:
-    from benchmarks.pretrain_speed import main
+    from benchmarks.pretrain_speed import report_section
 
-    steps = ["--steps", "3", "--warmup", "1"] if ctx.quick else []
-    results = main(["--out", str(ctx.out / "pretrain_throughput"), "--threads", str(ctx.threads), "--breakdown",
-                    "--dtypes", *ctx.cpu.dtypes, *steps])
-    return (ctx.out / "pretrain_throughput.md").read_text() + f"\n\nCPU: {ctx.cpu.note()}.", results
+    text, data = report_section(ctx.out, ctx.threads, ctx.quick)
+    return f"{text}\n\nCPU: {ctx.cpu.note()}.", data
 
 
 def section_seg(ctx: Context) -> tuple[str, Any]:
-    from benchmarks.seg_speed import main
+    from benchmarks.seg_speed import report_section
 
-    report = main(["--out", str(ctx.out / "seg"), "--threads", str(ctx.threads),
-                   "--repeats", "3" if ctx.quick else "10"])
-    return (ctx.out / "seg.md").read_text(), report
+    return report_section(ctx.out, ctx.threads, ctx.quick)
 
 
 def section_track(ctx: Context) -> tuple[str, Any]:
-    from benchmarks.track_speed import main
+    from benchmarks.track_speed import report_section
 
-    compiler = shutil.which("c++") or shutil.which("g++")
-    results = main(["--frames", "40" if ctx.quick else "150", "--threads", str(ctx.threads),
-                    "--dtype", *ctx.cpu.dtypes,
-                    *(["--compile", "default", "max-autotune"] if compiler else []),
-                    "--json", str(ctx.out / "track_speed.json"), "--plot", str(ctx.out / "track_speed.png")])
-    rows = ["| precision | network runs | full step fps | network fps | reference-style full step fps | "
-            "reference-style network fps | full speed-up | network speed-up |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
-    nan = float("nan")
-    for r in results:
-        runtime = f"torch.compile, {r['compile']}" if r.get("compile") else "eager"
-        rows.append(f"| {r['dtype']} | {runtime} | {r['full_fps']:.1f} | {r['network_fps']:.1f} | "
-                    f"{r.get('baseline_full_fps', nan):.1f} | {r.get('baseline_network_fps', nan):.1f} | "
-                    f"{r.get('full_speedup', nan):.2f}x | {r.get('network_speedup', nan):.2f}x |")
-    rows.append(f"\nbatch 1, {ctx.threads} threads, 640x360 frames; full step = crop, normalise, network, "
-                "decode, map back (`Tracker.track`); compiled = `Tracker(compile=True)` (default) or "
-                "`Tracker(compile='max-autotune')`. Reference-style = the same network run the way the "
-                f"reference code does, timed in the same run. CPU: {ctx.cpu.note()}."
-                + ("" if compiler else " No C++ compiler found: the compiled rows are left out."))
-    return "\n".join(rows), results
+    text, data = report_section(ctx.out, ctx.threads, ctx.quick)
+    return f"{text}\n\nCPU: {ctx.cpu.note()}.", data
 
 
 @dataclass(frozen=True)
@@ -221,7 +199,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("pretrain", "Pre-training throughput (batch 64, 224x224, CPU)", section_pretrain,
             lambda ctx: (40 if ctx.quick else 110) * len(ctx.cpu.dtypes), ("speed",)),
     Section("seg", "Segmentation models (512x512)", section_seg, lambda ctx: 35 if ctx.quick else 70, ("speed",)),
-    Section("track", "Tracking speed (CPU)", section_track,
+    Section("track", "Tracking speed", section_track,
             lambda ctx: (50 if ctx.quick else 110) * len(ctx.cpu.dtypes), ("speed",)),
 )
 ALIASES = {"lasot": "study", "ade20k": "study"}

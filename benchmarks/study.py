@@ -715,16 +715,41 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
                                f"The study ({settings.title}): each pre-training recipe of the 4-block ViT-Tiny "
                                "and what it gives downstream")
     relative = [str(p.relative_to(out)) for p in pictures]
+    analysis_md, analysis = _analyses(plan, runner, names, Path(summaries["data-photos"]["root"]) / "val",
+                                      study_out / "analysis", out)
     text = "\n\n".join([
-        summary_md, probe_md, seg_md, track_md, sizes_table(sizes), published_table(),
+        summary_md, probe_md, seg_md, track_md, analysis_md, sizes_table(sizes), published_table(),
         "Pictures: " + ", ".join(f"`{p}`" for p in relative) + ". Seg overlays: rows = held-out images; "
         "columns = image, ground truth, then " + ", ".join(names.values()) + ".",
         f"**Stages** (cache `{runner.cache}`; logs `{runner.logs}`)\n\n" + stage_table(runner.records),
         _pretraining_note(summaries, settings)])
     data = {"mode": "embedded", "settings": {k: v for k, v in vars(settings).items()}, "probe": probe, "seg": seg,
             "lasot": track, "sizes": sizes, "stages": runner.records, "wall_s": wall, "pictures": relative,
-            "pretraining": {n: summaries[n] for n in summaries if n.startswith("pretrain-")}}
+            "pretraining": {n: summaries[n] for n in summaries if n.startswith("pretrain-")},
+            "analysis": analysis}
     return text, data
+
+
+def _analyses(plan: StudyPlan, runner: StageRunner, names: Mapping[str, str], images: Path, out_dir: Path,
+              report_root: Path) -> tuple[str, dict]:
+    """Layer CKA and attention distance / entropy of the study's encoders (random init and each export)
+    over the held-out photo crops (``analysis.report_section``; seconds at this scale)."""
+    import torch
+
+    from analysis import report_section
+    from backbones import build_backbone, load_backbone
+
+    models = {}
+    for recipe, name in names.items():
+        stage = plan.backbones.get(recipe)
+        if stage is None:
+            torch.manual_seed(0)
+            models[name] = build_backbone("vit_tiny", num_classes=0, depth=4, img_size=64)
+        else:
+            models[name] = load_backbone(runner.folder(stage) / "backbone.pth", strict=False, num_classes=0)
+    text, data = report_section(models, images, out_dir, max_images=64, link_root=report_root)
+    return ("### Analyses of the encoders (layer CKA, attention distance and entropy; tools/analyze.py)\n\n"
+            + text), data
 
 
 def _photo_palette() -> list[list[int]]:

@@ -27,7 +27,7 @@ import torch.nn as nn
 from backbones import read_checkpoint
 
 from .checkpoint import restore_rank_rng, save_checkpoint
-from .distributed import DistInfo, unwrap, wrap_ddp
+from .distributed import DistInfo, wrap_ddp
 from .log import JsonLog, progress_bar
 from .precision import Precision
 

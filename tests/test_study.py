@@ -168,7 +168,7 @@ def test_smoke_export_is_what_every_task_starts_from(smoke):
     assert next(r for r in probe_log if r.get("event") == "start")["pretrained"] == str(export)
     track_log = [json.loads(line) for line in
                  (Path(_stage(smoke, "track-train-mae")["folder"]) / "log.jsonl").read_text().splitlines()]
-    init = next(r for r in track_log if r.get("type") == "init")
+    init = next(r for r in track_log if r.get("event") == "init")
     assert init["pretrained"] == str(export) and init["missing"] == []
     seg_log = Path(_stage(smoke, "seg-mae")["log"]).read_text()
     assert f"loaded {export}" in seg_log
@@ -224,3 +224,12 @@ def test_full_embedded_study(tmp_path):
         stage = next(r for r in data["stages"] if r["stage"] == f"track-test-{recipe}")
         assert evaluate_tracker(stage["summary"]["results"], lasot_root, progress=False).AUC == data["lasot"][n]["AUC"]
     assert data["pretraining"]["pretrain-dmae"]["finished"] and data["pretraining"]["pretrain-d2mae"]["finished"]
+
+
+def test_smoke_report_holds_the_encoders_analyses(smoke):
+    """The study's encoders go through analysis.report_section: a CKA of the export with itself is 1."""
+    analysis = smoke["data"]["analysis"]
+    assert "Analyses of the encoders" in smoke["text"]
+    matrix = analysis["cka"]["pairs"][0]["matrix"]  # one recipe: the export against itself
+    assert abs(matrix[-1][-1] - 1.0) < 1e-6
+    assert (smoke["root"] / "out" / "study" / "analysis" / "attention_distance.png").stat().st_size > 1000
