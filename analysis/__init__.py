@@ -15,7 +15,7 @@ from .attention import attention_entropy, attention_logits, attention_summary, b
     mean_attention_distance, patch_attention, patch_distances
 from .cka import MinibatchCKA, cka_summary, linear_cka, u_center, unbiased_hsic
 from .images import image_loader, list_images, spread
-from .models import ModelSpec, build_model, input_size, layer_features, parse_model_spec, resolve_device
+from .models import ModelSpec, build_model, input_size, layer_features, parse_model_spec
 from .report import report_section
 from .runs import default_pairs, run_attention, run_cka, run_maps
 
@@ -24,5 +24,5 @@ __all__ = [
     "build_model",
     "cka_summary", "default_pairs", "image_loader", "input_size", "layer_features", "linear_cka", "list_images",
     "mean_attention_distance", "parse_model_spec", "patch_attention", "patch_distances", "report_section",
-    "resolve_device", "run_attention", "run_cka", "run_maps", "spread", "u_center", "unbiased_hsic",
+    "run_attention", "run_cka", "run_maps", "spread", "u_center", "unbiased_hsic",
 ]

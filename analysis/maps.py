@@ -8,22 +8,18 @@ heads; each tile is scaled to its own maximum and drawn at the model's input siz
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal, Sequence
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from backbones import VisionTransformer
-from fileio import atomic_path
 
 from .attention import attention_logits
 
 __all__ = ["HEADER_PX", "LABEL_PX", "GAP_PX", "Query", "attention_maps", "canvas_size", "overlay_heat",
-           "parse_query", "query_token", "render_map_grid", "write_png"]
+           "parse_query", "query_token", "render_map_grid"]
 
 Query = Literal["cls"] | tuple[int, int]
 HEADER_PX, LABEL_PX, GAP_PX = 20, 56, 2  # column titles, row labels, space between tiles
@@ -116,10 +112,3 @@ def render_map_grid(image_rgb: np.ndarray, maps: dict[int, np.ndarray], heads: S
             x = LABEL_PX + j * (tile_w + GAP_PX)
             canvas[y:y + tile_h, x:x + tile_w] = tile
     return canvas
-
-
-def write_png(path: str | os.PathLike, image_rgb: np.ndarray) -> Path:
-    """Write an RGB uint8 array as PNG atomically."""
-    with atomic_path(path) as temp:
-        Image.fromarray(np.ascontiguousarray(image_rgb)).save(temp, format="PNG")
-    return Path(path)

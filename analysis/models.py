@@ -28,7 +28,7 @@ from backbones import (CheckpointError, Hiera, VisionTransformer, build_backbone
                        load_pretrained, read_checkpoint)
 
 __all__ = ["ModelSpec", "Pool", "HieraLayers", "build_model", "check_indices", "default_name", "input_size",
-           "layer_features", "layer_names", "parse_model_spec", "resolve_device", "require_vit"]
+           "layer_features", "layer_names", "parse_model_spec", "require_vit"]
 
 Pool = Literal["mean", "cls"]
 HieraLayers = Literal["blocks", "stages"]
@@ -125,23 +125,6 @@ def build_model(spec: ModelSpec, img_size: int | None = None, seed: int = 0, qui
         if (result.missing or result.unexpected) and not quiet:
             print(f"{spec.text}: loaded with {result}")
     return model.eval()
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``; a clear error when CUDA is asked for but absent."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r}: not a device name ({e})") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available (torch {torch.__version__}, "
-                             f"cuda build {torch.version.cuda}, no usable GPU); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif device.type != "cpu":
-        raise ValueError(f"--device {name}: only cpu and cuda are supported")
-    return device
 
 
 def input_size(model: nn.Module) -> tuple[int, int]:

@@ -14,12 +14,12 @@ from typing import Mapping, Sequence
 import torch.nn as nn
 from tqdm import tqdm
 
-from fileio import atomic_write_json
+from fileio import atomic_write_json, atomic_write_png
 
 from .attention import attention_summary
 from .cka import cka_summary
 from .images import image_loader, to_rgb_uint8
-from .maps import Query, attention_maps, query_token, render_map_grid, write_png
+from .maps import Query, attention_maps, query_token, render_map_grid
 from .models import HieraLayers, Pool, check_indices, input_size, require_vit
 from .plots import file_stem, plot_attention_metric, plot_cka
 
@@ -133,7 +133,7 @@ def run_maps(models: Mapping[str, nn.Module], paths: Sequence[Path], out_dir: st
                 label = labels[index]
                 per_block = {b: maps[b][k, hs].numpy() for b in chosen_blocks[name]}
                 png = out_dir / f"maps_{stems[name]}_{image_stems[str(Path(label).with_suffix(''))]}.png"
-                write_png(png, render_map_grid(to_rgb_uint8(x[k]), per_block, hs, query, model.patch_size, alpha))
+                atomic_write_png(png, render_map_grid(to_rgb_uint8(x[k]), per_block, hs, query, model.patch_size, alpha))
                 records[name].append({
                     "image": label, "png": str(png),
                     "attention": [[[[round(v, 6) for v in row] for row in m] for m in per_block[b].tolist()]

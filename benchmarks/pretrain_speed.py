@@ -38,9 +38,10 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
 from benchmarks.peers import load_peers, unavailable_reason
+from engine import bf16_unsupported_reason
 from fileio import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["MODELS", "DTYPES", "PEER_FIGURES", "bf16_unsupported_reason", "build_ours", "build_maelite",
+__all__ = ["MODELS", "DTYPES", "PEER_FIGURES", "build_ours", "build_maelite",
            "Stepper", "compare_throughput", "step_breakdown", "run", "markdown", "report_section", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,38 +53,6 @@ OPTIM = dict(lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95))  # the recipes' Ad
 # GPU figures: context only, not comparable with CPU rows. The papers publish no throughput.
 PEER_FIGURES = {"mae_vit_tiny": {"fp32 (TF32)": 7454, "bf16": 6248, "fp16": 5592},
                 "d2mae_vit_tiny": {"bf16": 4197, "fp16": 4509}}
-
-
-def _cpu_flags() -> set[str] | None:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return None
-
-
-def bf16_unsupported_reason(device: str = "cpu") -> str | None:
-    """Why bf16 training should not be timed on ``device`` (None: it computes bf16 natively).
-
-    On CPU, torch's kernels use native bf16 instructions only with AVX512-BF16 or AMX; elsewhere
-    eager bf16 is emulated and runs ~10x slower than fp32, which says nothing about the model.
-    """
-    if device.startswith("cuda"):
-        return None if torch.cuda.is_bf16_supported() else "this GPU has no native bf16"
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability.startswith("AMX"):
-        return None
-    if capability == "AVX512":
-        flags = _cpu_flags()
-        if flags is None:
-            return "CPU capability AVX512, but /proc/cpuinfo is unreadable: native bf16 (avx512_bf16) unknown"
-        if flags & {"avx512_bf16", "amx_bf16"}:
-            return None
-        return "CPU has AVX512 without avx512_bf16: eager bf16 is emulated (~10x slower than fp32)"
-    return f"CPU capability {capability}: no native bf16, eager bf16 is emulated (~10x slower than fp32)"
 
 
 def _autocast(device: str, dtype: str):

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from engine import cpu_flags
 from fileio import atomic_write_json, atomic_write_text
 
 from .stages import StageProgress, default_cache
@@ -45,18 +46,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------- what the CPU does
-def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The feature flags of the first CPU in /proc/cpuinfo (empty where there is no such file)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.split(":", 1)[0].strip() in ("flags", "Features"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def cpu_model(path: Path = Path("/proc/cpuinfo")) -> str:
     try:
         for line in path.read_text(errors="replace").splitlines():
@@ -97,7 +86,7 @@ class CpuSupport:
                 "amx_bf16": self.amx_bf16, "native_bf16": self.native_bf16, "dtypes": self.dtypes}
 
 
-def detect_cpu(flags: set[str] | None = None) -> CpuSupport:
+def detect_cpu(flags: frozenset[str] | None = None) -> CpuSupport:
     import torch
 
     flags = cpu_flags() if flags is None else flags

@@ -624,7 +624,8 @@ def seg_overlay_grid(ade_root: Path, preds: Mapping[str, Path], palette: Sequenc
     import cv2
 
     from evaluation.miou import apply_reduce_zero_label, read_label_map
-    from seg.visualize import overlay, write_png
+    from fileio import atomic_write_png
+    from seg.visualize import overlay
 
     images = sorted((ade_root / "images" / "validation").glob("*.jpg"))[:count]
     rows = []
@@ -645,7 +646,7 @@ def seg_overlay_grid(ade_root: Path, preds: Mapping[str, Path], palette: Sequenc
                     (0, 0, 0), 1, cv2.LINE_AA)
     grid = np.concatenate([header] + [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255)
                                       for r in rows], axis=0)
-    return write_png(path, grid)
+    return atomic_write_png(path, grid)
 
 
 # ---------------------------------------------------------------------------------- the section

@@ -47,7 +47,8 @@ import torch
 
 from evaluation.boxes import box_iou
 from track.model import OneStreamTracker, build_tracker
-from track.runtime import DTYPES, cpu_bf16_native, resolve_device
+from engine import cpu_bf16_native, resolve_device
+from track.runtime import DTYPES
 from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
 __all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement", "demo_frames",

@@ -40,29 +40,32 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str | None = "auto", local_rank: int = 0, option: str = "device") -> torch.device:
+def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0,
+                   option: str = "device") -> torch.device:
     """``"auto"`` (the local rank's GPU if there is one, else the CPU), ``"cpu"``, ``"cuda"``
-    (the local rank's GPU) or ``"cuda:<index>"``.
+    (the local rank's GPU) or ``"cuda:<index>"``, checked against the GPUs torch sees.
 
-    ``option`` is the config key or flag the value came from; errors name it.
+    The one device parser of the project (training, tracking, analyses). ``option`` is the config key
+    (``runtime.device``) or flag (``--device``) the value came from; every ValueError names it.
     """
-    name = "auto" if name is None else str(name)
+    name = "auto" if name is None else str(name).strip().lower()
+    given = f"{option} {name!r}" if option.startswith("--") else f"{option}={name!r}"
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
     if name != "cuda" and not name.startswith("cuda:"):
-        raise ValueError(f"{option} must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {name!r}")
+        raise ValueError(f"{given}: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
     index_text = name.partition(":")[2] or str(local_rank)
     if not index_text.isdigit():
-        raise ValueError(f"{option}={name!r}: the GPU index must be a non-negative integer")
+        raise ValueError(f"{given}: the GPU index must be a non-negative integer")
     if not torch.cuda.is_available():
-        raise RuntimeError(f"{option}={name!r} asks for a GPU, but torch sees none (torch.cuda.is_available() "
-                           f"is False); use 'cpu' or 'auto'")
+        raise ValueError(f"{given} asks for a GPU, but torch sees none (torch.cuda.is_available() is False); "
+                         "use 'cpu' or 'auto'")
     index, count = int(index_text), torch.cuda.device_count()
     if index >= count:
-        raise RuntimeError(f"{option}={name!r}: GPU {index} does not exist ({count} visible"
-                           + (f"; LOCAL_RANK is {local_rank}: one GPU a process)" if name == "cuda" else ")"))
+        raise ValueError(f"{given}: GPU {index} does not exist ({count} visible"
+                         + (f"; LOCAL_RANK is {local_rank}: one GPU a process)" if name == "cuda" else ")"))
     return torch.device("cuda", index)
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ContextManager
 
 import torch
 
-__all__ = ["PRECISIONS", "Precision", "autocast", "resolve_precision"]
+__all__ = ["PRECISIONS", "Precision", "autocast", "bf16_unsupported_reason", "cpu_bf16_native", "cpu_flags",
+           "resolve_precision"]
+
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,3 +57,36 @@ def resolve_precision(name: str | None, device: torch.device, option: str = "pre
         raise ValueError(f"{option}='fp16' needs a GPU (float16 autocast with GradScaler); the run's device is "
                          f"{device}: use 'bf16' or 'fp32' there")
     return Precision(name, device)
+
+
+def cpu_flags(path: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The instruction-set flags of the first CPU as Linux lists them (empty where there is no such file)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() in ("flags", "Features"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_bf16_native(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU computes bf16 matrix products natively (AVX512-BF16 or AMX-BF16); elsewhere torch
+    emulates bf16 and runs it several times slower than fp32."""
+    return bool(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+def bf16_unsupported_reason(device: str | torch.device = "cpu", flags: frozenset[str] | None = None) -> str | None:
+    """Why bf16 would only be emulated on ``device`` (a sentence for reports), or None where it is native."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return None if torch.cuda.is_bf16_supported() else f"{torch.cuda.get_device_name(device)} has no native bf16"
+    flags = cpu_flags() if flags is None else flags
+    if cpu_bf16_native(flags):
+        return None
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not flags:
+        return f"CPU capability {capability} and no readable /proc/cpuinfo: native bf16 unknown, treated as emulated"
+    return (f"CPU capability {capability} without avx512_bf16 or amx_bf16: torch emulates bf16 there (about 10x "
+            "slower than fp32), so bf16 figures would time the emulation")

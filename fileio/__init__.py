@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "json_ready"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "atomic_write_text",
+           "json_ready"]
 
 
 def _new_temp_file(path: Path) -> Path:
@@ -94,3 +95,16 @@ def atomic_write_json(path: str | os.PathLike, data: Any, **json_kwargs: Any) ->
     json_kwargs.setdefault("indent", 2)
     json_kwargs.setdefault("allow_nan", False)
     return atomic_write_text(path, json.dumps(json_ready(data), **json_kwargs) + "\n")
+
+
+def atomic_write_png(path: str | os.PathLike, image: Any) -> Path:
+    """Write a uint8 image array, (H, W) grey or (H, W, 3) RGB, as a PNG atomically; returns ``path``."""
+    import numpy as np
+    from PIL import Image
+
+    array = np.ascontiguousarray(image)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
+        raise ValueError(f"{path}: a PNG needs a uint8 (H, W) or (H, W, 3) RGB array, got {array.dtype} {array.shape}")
+    with atomic_path(path) as temp:
+        Image.fromarray(array).save(temp, format="PNG")
+    return Path(path)

@@ -10,10 +10,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
-from fileio import atomic_write_bytes
+from fileio import atomic_write_png
 
 
 def ade20k_palette() -> np.ndarray:
@@ -73,16 +72,6 @@ def overlay(image_rgb: np.ndarray, label_map: np.ndarray,
     return out
 
 
-def write_png(path: str | os.PathLike, image_rgb: np.ndarray) -> Path:
-    """Write an RGB uint8 image as PNG atomically (temp file beside it, then rename)."""
-    path = Path(path)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image_rgb),
-                                                 cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"OpenCV failed to encode {path}")
-    return atomic_write_bytes(path, data.tobytes())
-
-
 def save_overlays(images: Sequence[np.ndarray], preds: Sequence[np.ndarray],
                   gts: Sequence[np.ndarray] | None, out_dir: str | os.PathLike,
                   palette: np.ndarray | Sequence[Sequence[int]] | None = None,
@@ -115,5 +104,5 @@ def save_overlays(images: Sequence[np.ndarray], preds: Sequence[np.ndarray],
                   overlay(image, pred, palette, alpha, ignore_index)]
         if gts is not None:
             panels.append(overlay(image, gts[i], palette, alpha, ignore_index))
-        written.append(write_png(Path(out_dir) / f"{names[i]}.png", np.concatenate(panels, 1)))
+        written.append(atomic_write_png(Path(out_dir) / f"{names[i]}.png", np.concatenate(panels, 1)))
     return written

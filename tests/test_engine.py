@@ -288,10 +288,12 @@ def test_world_size_change_is_refused_or_reseeded(two_rank_run, tmp_path):
 # ------------------------------------------------------------------------- devices, precision
 def test_device_choices_and_errors(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match="runtime.device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'"):
+    with pytest.raises(ValueError, match="runtime.device='gpu': expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'"):
         resolve_device("gpu", option="runtime.device")
     with pytest.raises(ValueError, match="device='cuda:x': the GPU index must be a non-negative integer"):
         resolve_device("cuda:x")
+    with pytest.raises(ValueError, match="--device 'tpu': expected"):  # a flag is named as on the command line
+        resolve_device("tpu", option="--device")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="train.device='cuda:0' under torchrun with 2 processes"):
         init_distributed("cuda:0", option="train.device")
@@ -300,13 +302,13 @@ def test_device_choices_and_errors(monkeypatch):
         assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
         assert resolve_device("cuda") == torch.device("cuda", 0)
         count = torch.cuda.device_count()
-        with pytest.raises(RuntimeError, match=f"GPU {count} does not exist"):
+        with pytest.raises(ValueError, match=f"GPU {count} does not exist"):
             resolve_device(f"cuda:{count}")
     else:
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(RuntimeError, match="train.device='cuda' asks for a GPU, but torch sees none"):
+        with pytest.raises(ValueError, match="train.device='cuda' asks for a GPU, but torch sees none"):
             resolve_device("cuda", option="train.device")
-        with pytest.raises(RuntimeError, match="asks for a GPU"):
+        with pytest.raises(ValueError, match="asks for a GPU"):
             init_distributed("cuda:0")
 
 

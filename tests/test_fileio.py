@@ -96,3 +96,19 @@ def test_atomic_save_round_trip(tmp_path):
     loaded = torch.load(path, weights_only=True)
     assert torch.equal(loaded["weight"], state["weight"]) and loaded["meta"] == {"epoch": 3}
     assert os.listdir(path.parent) == ["last.pth"]
+
+
+def test_png_round_trip_and_bad_arrays(tmp_path):
+    from PIL import Image
+
+    from fileio import atomic_write_png
+
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    for name, array in (("rgb.png", rgb), ("grey.png", grey)):
+        with Image.open(atomic_write_png(tmp_path / name, array)) as image:
+            np.testing.assert_array_equal(np.array(image), array)
+    for bad in (rgb.astype(np.float32), np.zeros((4, 5, 2), np.uint8)):
+        with pytest.raises(ValueError, match="bad.png: a PNG needs"):
+            atomic_write_png(tmp_path / "bad.png", bad)
+    assert not (tmp_path / "bad.png").exists()

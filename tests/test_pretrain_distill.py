@@ -235,17 +235,13 @@ def test_step_breakdown_classifies_the_ops_of_our_step_and_maelites_alike():
 
 
 def test_bf16_rows_need_native_bf16(monkeypatch):
-    from benchmarks import pretrain_speed
+    from engine import bf16_unsupported_reason
 
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert "AVX2" in pretrain_speed.bf16_unsupported_reason("cpu")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    monkeypatch.setattr(pretrain_speed, "_cpu_flags", lambda: {"avx512f", "avx2"})
-    assert "avx512_bf16" in pretrain_speed.bf16_unsupported_reason("cpu")
-    monkeypatch.setattr(pretrain_speed, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    assert pretrain_speed.bf16_unsupported_reason("cpu") is None
-    monkeypatch.setattr(pretrain_speed, "_cpu_flags", lambda: None)
-    assert "unknown" in pretrain_speed.bf16_unsupported_reason("cpu")
+    assert "without avx512_bf16 or amx_bf16" in bf16_unsupported_reason("cpu", frozenset({"avx512f", "avx2"}))
+    assert bf16_unsupported_reason("cpu", frozenset({"avx512f", "avx512_bf16"})) is None
+    assert bf16_unsupported_reason("cpu", frozenset({"avx2", "amx_bf16", "amx_tile"})) is None
+    assert "unknown" in bf16_unsupported_reason("cpu", frozenset())
 
 
 def test_benchmark_without_peers_reports_ours_and_says_why(monkeypatch, tmp_path):

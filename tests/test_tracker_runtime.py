@@ -16,7 +16,9 @@ import torch
 
 from track import runtime
 from track.model import build_tracker
-from track.runtime import StaticStep, resolve_backend, resolve_device, resolve_dtype, resolve_runtime
+import engine.precision
+from engine import resolve_device
+from track.runtime import StaticStep, resolve_backend, resolve_dtype, resolve_runtime
 from track.tracker import BatchedTracker, InferenceNetwork, Tracker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,15 +49,15 @@ def test_device_option():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if CUDA else "cpu")
     for bad in ("gpu", "tpu:0", "cuda:x", "mps"):
-        with pytest.raises(ValueError, match=r"device=.*expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'"):
+        with pytest.raises(ValueError, match=r"device=.*: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'"):
             resolve_device(bad)
     if CUDA:
         count = torch.cuda.device_count()
-        with pytest.raises(ValueError, match=f"only {count} CUDA GPU"):
+        with pytest.raises(ValueError, match=f"GPU {count} does not exist"):
             resolve_device(f"cuda:{count}")
     else:
         for asked in ("cuda", "cuda:3"):
-            with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            with pytest.raises(ValueError, match="asks for a GPU, but torch sees none"):
                 resolve_device(asked)
 
 
@@ -73,20 +75,20 @@ def test_dtype_option(monkeypatch):
     # the CPU's instruction sets decide "auto": bf16 only where it is native
     for flags, expected in [({"avx2", "fma"}, "fp32"), ({"avx2", "avx512f", "avx512bw"}, "fp32"),
                             ({"avx512f", "avx512_bf16"}, "bf16"), ({"avx2", "amx_bf16", "amx_tile"}, "bf16")]:
-        monkeypatch.setattr(runtime, "cpu_flags", lambda flags=flags: frozenset(flags))
+        monkeypatch.setattr(engine.precision, "cpu_flags", lambda flags=flags: frozenset(flags))
         assert resolve_dtype("auto", cpu) == expected, flags
         assert resolve_dtype("auto", cpu, "openvino") == expected
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(engine.precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     with pytest.warns(RuntimeWarning, match="emulated"):
         assert resolve_dtype("bf16", cpu) == "bf16"
 
 
 def test_this_cpu_reads_its_flags():
-    flags = runtime.cpu_flags()
+    flags = engine.precision.cpu_flags()
     if Path("/proc/cpuinfo").is_file():
         text = Path("/proc/cpuinfo").read_text()
         assert flags and all(flag in text for flag in list(flags)[:20])
-        assert runtime.cpu_bf16_native() == (" avx512_bf16" in text or " amx_bf16" in text)
+        assert engine.precision.cpu_bf16_native() == (" avx512_bf16" in text or " amx_bf16" in text)
 
 
 def test_backend_option(monkeypatch):
@@ -113,7 +115,7 @@ def test_tool_options_fail_before_any_work(tmp_path, monkeypatch):
         resolve_runtime("cpu", "fp32", "onnxruntime", "default")
     assert resolve_runtime("cpu", "fp32", "auto", "default")[2] == "torch"       # compiled: torch
     if not CUDA:
-        with pytest.raises(SystemExit, match="--device 'cuda:3': torch sees no CUDA GPU"):
+        with pytest.raises(SystemExit, match="--device 'cuda:3' asks for a GPU, but torch sees none"):
             resolve_runtime("cuda:3", "auto", "auto")
     monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name, *args: None)
     assert resolve_runtime("cpu", "fp32", "auto") == ("cpu", "fp32", "torch")    # no OpenVINO: torch
@@ -129,7 +131,7 @@ def test_track_test_tool_rejects_options_before_work(tmp_path):
     config = str(REPO / "configs/track/vit_tiny_ce_tiny_synthetic.py")
     cases = [(["--dtype", "fp16", "--device", "cpu"], "--dtype 'fp16' runs on CUDA only"),
              (["--backend", "openvino", "--device", "cuda"] if CUDA else ["--device", "cuda:3"],
-              "runs on the CPU only" if CUDA else "--device 'cuda:3': torch sees no CUDA GPU"),
+              "runs on the CPU only" if CUDA else "--device 'cuda:3' asks for a GPU, but torch sees none"),
              (["--batch-sequences", "0"], "--batch-sequences must be >= 1")]
     for options, message in cases:
         out = tmp_path / f"out{len(options)}"

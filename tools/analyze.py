@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.images import list_images, spread  # noqa: E402
 from analysis.maps import parse_query  # noqa: E402
-from analysis.models import build_model, default_name, parse_model_spec, resolve_device  # noqa: E402
+from analysis.models import build_model, default_name, parse_model_spec  # noqa: E402
+from engine import resolve_device  # noqa: E402
 from analysis.runs import run_attention, run_cka, run_maps  # noqa: E402
 
 DEFAULTS = {"cka": {"batch_size": 64, "max_images": 1000}, "attention": {"batch_size": 16, "max_images": 1000},
@@ -108,7 +109,7 @@ def pick_images(paths: list[Path], root: Path, picks: list[str]) -> list[Path]:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, option="--device")
         if args.names is not None and len(args.names) != len(args.models):
             raise ValueError(f"--names gives {len(args.names)} names for {len(args.models)} models")
         if args.max_images < 0:

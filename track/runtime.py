@@ -26,60 +26,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from engine import cpu_bf16_native, resolve_device
+
 __all__ = ["BACKENDS", "DTYPES", "OnnxRuntimeStep", "OpenVinoStep", "StaticStep", "add_runtime_arguments",
-           "cpu_bf16_native", "cpu_flags", "ieee_fp32", "resolve_backend", "resolve_device", "resolve_dtype", "resolve_runtime"]
+           "ieee_fp32", "resolve_backend", "resolve_dtype", "resolve_runtime"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags of this CPU as Linux lists them in /proc/cpuinfo (empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_bf16_native() -> bool:
-    """True when this CPU computes bf16 matrix products natively (AMX-BF16 or AVX512-BF16).
-
-    Without either (AVX2-only or plain AVX-512 CPUs) bf16 is emulated and slower than fp32.
-    """
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` / ``"cpu"`` / ``"cuda"`` / ``"cuda:<i>"`` -> a checked ``torch.device``.
-
-    Raises ValueError naming the option for an unknown device, CUDA without a GPU, or a GPU index
-    beyond the ones torch sees.
-    """
-    text = str(device).strip().lower()
-    if text == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        parsed = torch.device(text)
-    except RuntimeError:
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
-    if parsed.type == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
-                         "use device='cpu' or 'auto'")
-    count = torch.cuda.device_count()
-    index = torch.cuda.current_device() if parsed.index is None else parsed.index
-    if index >= count:
-        raise ValueError(f"device={device!r}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1})")
-    return torch.device("cuda", index)
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -44,12 +44,12 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from backbones import compile_frozen
+from engine import resolve_device
 
 from .model import OneStreamTracker
 from .processing import (IMAGENET_MEAN, IMAGENET_STD, CropBox, _as_rgb, clip_box, crop_and_resize, hann_window_2d,
                          map_crop_box_to_image)
-from .runtime import (DTYPES, OnnxRuntimeStep, OpenVinoStep, StaticStep, ieee_fp32, resolve_backend,
-                      resolve_device, resolve_dtype)
+from .runtime import DTYPES, OnnxRuntimeStep, OpenVinoStep, StaticStep, ieee_fp32, resolve_backend, resolve_dtype
 
 __all__ = ["COMPILE_MODES", "DTYPES", "BatchedTracker", "InferenceNetwork", "LocateStep", "Tracker", "check_box",
            "check_image"]
