@@ -235,7 +235,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def load_backbone(path: str | os.PathLike, arch: str | None = None, strict: bool = True,
                   **overrides: Any) -> nn.Module:
-    """Build the backbone named in an export's metadata (or ``arch``) and load the weights."""
+    """Build the backbone an export's metadata names, with the build options it records (``arch_kwargs``,
+    e.g. a 4-block depth), or ``arch`` with ``overrides`` only; then load the weights."""
     from .registry import build_backbone
 
     ckpt = read_checkpoint(path)
@@ -243,6 +244,7 @@ def load_backbone(path: str | os.PathLike, arch: str | None = None, strict: bool
         if detect_format(ckpt) != "litevit":
             raise CheckpointError(f"{path}: not a litevit export; pass arch= to choose the model")
         arch = ckpt["meta"]["arch"]
+        overrides = {**(ckpt["meta"].get("arch_kwargs") or {}), **overrides}
     model = build_backbone(arch, **overrides)
     load_pretrained(model, ckpt, strict=strict)
     return model

@@ -168,7 +168,7 @@ def _run_pretrain(config: Path, options: Mapping[str, Any], work: Path) -> dict[
     cfg.work_dir = str(work)
     cfg.recipe = cfg.get("recipe") or config.stem
     summary = run(cfg.to_dict(), resume=True)
-    losses = [r["loss"] for r in read_log(work / "log.jsonl") if "loss" in r and "event" not in r]
+    losses = [r["loss"] for r in read_log(work / "log.jsonl") if r.get("event") == "train"]
     out = {"updates": summary.get("update"), "finished": summary.get("finished"),
            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
     for key in ("export", "top1", "top5", "images"):
@@ -602,7 +602,7 @@ def plot_pretrain_losses(logs: Mapping[str, Path], path: Path) -> Path:
 
     fig, (ax_mae, ax_attn) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, log in logs.items():
-        records = [r for r in read_log(log) if "loss" in r and "update" in r and "event" not in r]
+        records = [r for r in read_log(log) if r.get("event") == "train"]
         updates = [r["update"] for r in records]
         ax_mae.plot(updates, [r.get("loss_mae", r["loss"]) for r in records], label=name)
         if any("loss_attn" in r for r in records):
@@ -747,7 +747,7 @@ def _analyses(plan: StudyPlan, runner: StageRunner, names: Mapping[str, str], im
             torch.manual_seed(0)
             models[name] = build_backbone("vit_tiny", num_classes=0, depth=4, img_size=64)
         else:
-            models[name] = load_backbone(runner.folder(stage) / "backbone.pth", strict=False, num_classes=0)
+            models[name] = load_backbone(runner.folder(stage) / "backbone.pth", num_classes=0)
     text, data = report_section(models, images, out_dir, max_images=64, link_root=report_root)
     return ("### Analyses of the encoders (layer CKA, attention distance and entropy; tools/analyze.py)\n\n"
             + text), data
@@ -829,7 +829,7 @@ def _checkpoint_sizes(backbones: Mapping[str, Path]) -> str:
 
     lines = ["| checkpoint | arch | params (M) | GFLOPs @224 |", "|---|---|---:|---:|"]
     for name, path in backbones.items():
-        model = load_backbone(path, strict=False, num_classes=0).eval()
+        model = load_backbone(path, num_classes=0).eval()
         flops, _ = count_flops(lambda: model(torch.zeros(1, 3, 224, 224)))
         lines.append(f"| {name} | {getattr(model, 'arch', '?')} | "
                      f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} | {flops / 1e9:.2f} |")

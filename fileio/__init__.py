@@ -10,12 +10,14 @@ import json
 import math
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "atomic_write_text",
+__all__ = ["atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "atomic_write_text",
            "json_ready"]
 
 
@@ -54,6 +56,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path`` to fill; on success it replaces ``path`` (an existing
+    folder there is removed first). If the block raises, the temporary folder goes and ``path`` stays."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-tmp-"))
+    try:
+        yield temp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

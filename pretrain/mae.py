@@ -18,38 +18,23 @@ Pre-training models register by name with :func:`register_pretrain_model` and ar
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from backbones import Block, LogitsBlock, VisionTransformer, build_backbone, sincos_pos_embed_2d, xavier_init_
+from backbones.registry import Registry
 
 __all__ = ["BackboneMAE", "MaskedAutoencoderViT", "MaskedEncoding", "MAEOutput", "random_masking", "patchify",
            "unpatchify", "normalize_patches", "embed_visible_patches", "mae_vit_tiny", "d2mae_vit_tiny",
            "register_pretrain_model", "build_pretrain_model", "list_pretrain_models"]
 
-_PRETRAIN_MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_pretrain_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register a pre-training model factory under its function name."""
-    if fn.__name__ in _PRETRAIN_MODELS:
-        raise ValueError(f"pre-training model {fn.__name__!r} is registered twice")
-    _PRETRAIN_MODELS[fn.__name__] = fn
-    return fn
-
-
-def list_pretrain_models() -> list[str]:
-    return sorted(_PRETRAIN_MODELS)
-
-
-def build_pretrain_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered pre-training model; ``kwargs`` replace the factory's defaults."""
-    if name not in _PRETRAIN_MODELS:
-        raise KeyError(f"unknown pre-training model {name!r}; known: {', '.join(list_pretrain_models())}")
-    return _PRETRAIN_MODELS[name](**kwargs)
+PRETRAIN_MODELS = Registry("pre-training model")
+register_pretrain_model = PRETRAIN_MODELS.register
+list_pretrain_models = PRETRAIN_MODELS.names
+build_pretrain_model = PRETRAIN_MODELS.build
 
 
 class BackboneMAE:

@@ -233,3 +233,12 @@ def test_load_backbone_needs_arch_for_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match="not a litevit export"):
         load_backbone(tmp_path / "plain.pth")
     assert load_backbone(tmp_path / "plain.pth", arch="vit_tiny").arch == "vit_tiny"
+
+
+def test_export_rebuilds_its_recorded_architecture(tmp_path):
+    """An export of a reduced model (4 blocks, 64 px) loads into that model, not a 12-block default."""
+    src = randomised(build_backbone("vit_tiny", num_classes=0, depth=4, img_size=64))
+    path = save_backbone(src, tmp_path / "small.pth", arch="vit_tiny", arch_kwargs={"depth": 4, "img_size": 64})
+    model = load_backbone(path, num_classes=0)
+    assert len(model.blocks) == 4 and model.grid_size == (4, 4)
+    assert_same_weights(model, src.state_dict())

@@ -233,3 +233,10 @@ def test_smoke_report_holds_the_encoders_analyses(smoke):
     matrix = analysis["cka"]["pairs"][0]["matrix"]  # one recipe: the export against itself
     assert abs(matrix[-1][-1] - 1.0) < 1e-6
     assert (smoke["root"] / "out" / "study" / "analysis" / "attention_distance.png").stat().st_size > 1000
+
+
+def test_smoke_pretraining_summary_reads_the_training_log(smoke):
+    """The pre-training summary and loss plot read the engine's train records (first and last loss)."""
+    summary = smoke["data"]["pretraining"]["pretrain-mae"]
+    assert summary["updates"] > 0 and summary["loss_first"] > 0 and summary["loss_last"] > 0
+    assert "loss - -> -" not in smoke["text"]

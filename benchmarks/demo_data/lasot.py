@@ -17,9 +17,6 @@ photo, with the same motion, scale changes, exit and occlusion.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +25,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from fileio import atomic_dir, atomic_write_text
 
 from .photos import PHOTOS, photo_region, random_crop
 
@@ -275,9 +274,7 @@ def write_sequence(seq_dir: str | Path, sequence: SyntheticSequence,
                    jpeg_quality: int = 90) -> Path:
     """Write ``sequence`` as a LaSOT sequence folder (built in a temporary folder, then renamed)."""
     seq_dir = Path(seq_dir)
-    seq_dir.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=seq_dir.parent, prefix=f".{seq_dir.name}."))
-    try:
+    with atomic_dir(seq_dir) as temp:
         (temp / "img").mkdir()
         for index, frame in enumerate(sequence.frames, start=1):
             path = temp / "img" / f"{index:08d}.jpg"
@@ -289,12 +286,6 @@ def write_sequence(seq_dir: str | Path, sequence: SyntheticSequence,
                             ("out_of_view", sequence.out_of_view)):
             (temp / f"{name}.txt").write_text(",".join(str(int(v)) for v in flags) + "\n")
         (temp / "nlp.txt").write_text(sequence.nlp + "\n")
-        if seq_dir.exists():
-            shutil.rmtree(seq_dir)
-        os.replace(temp, seq_dir)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp)
     return seq_dir
 
 
@@ -332,7 +323,6 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
                              f"(known: {', '.join(PHOTOS)})")
         if len(PHOTOS) < 2:
             raise ValueError("source='photos' needs at least two photos (object and background)")
-    from fileio import atomic_write_text
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,6 @@ generators (:mod:`.ade20k`, :mod:`.lasot`, ``source="photos"``).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fileio import atomic_write_json
+from fileio import atomic_dir, atomic_write_json
 
 __all__ = ["PHOTOS", "SPLITS", "photo_folder", "load_photo", "photo_region", "random_crop",
            "make_photo_imagenet"]
@@ -134,9 +132,7 @@ def make_photo_imagenet(root: str | os.PathLike, photos: Sequence[str] = tuple(P
         raise ValueError(f"unknown photos {unknown} (known: {', '.join(PHOTOS)})" if unknown
                          else "need at least one photo")
     root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-    try:
+    with atomic_dir(root) as temp:
         counts = {}
         splits = [("train", per_class, "train"), ("probe", probe_per_class, "train"),
                   ("val", val_per_class, "heldout")]
@@ -159,10 +155,4 @@ def make_photo_imagenet(root: str | os.PathLike, photos: Sequence[str] = tuple(P
                   "seed": seed, "heldout_fraction": HELDOUT_FRACTION,
                   "source": {p: PHOTOS[p] for p in photos}}
         atomic_write_json(temp / "photos.json", record)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(temp, root)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp)
     return record
