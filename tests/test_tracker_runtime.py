@@ -48,9 +48,11 @@ def _sequence(count: int = 10, seed: int = 0, size: tuple[int, int] = (320, 240)
 def test_device_option():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if CUDA else "cpu")
-    for bad in ("gpu", "tpu:0", "cuda:x", "mps"):
+    for bad in ("gpu", "tpu:0", "mps"):
         with pytest.raises(ValueError, match=r"device=.*: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'"):
             resolve_device(bad)
+    with pytest.raises(ValueError, match="device='cuda:x': the GPU index must be a non-negative integer"):
+        resolve_device("cuda:x")
     if CUDA:
         count = torch.cuda.device_count()
         with pytest.raises(ValueError, match=f"GPU {count} does not exist"):
