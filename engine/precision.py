@@ -17,6 +17,7 @@ __all__ = ["PRECISIONS", "Precision", "autocast", "bf16_unsupported_reason", "cp
            "resolve_precision"]
 
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CAPABILITIES_BELOW_AVX512 = frozenset({"NO AVX", "DEFAULT", "AVX", "AVX2"})
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -71,21 +72,27 @@ def cpu_flags(path: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-def cpu_bf16_native(flags: frozenset[str] | None = None) -> bool:
-    """True when the CPU computes bf16 matrix products natively (AVX512-BF16 or AMX-BF16); elsewhere torch
-    emulates bf16 and runs it several times slower than fp32."""
-    return bool(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+def cpu_bf16_native(flags: frozenset[str] | None = None, capability: str | None = None) -> bool:
+    """True when the CPU computes bf16 matrix products natively (AVX512-BF16 or AMX-BF16) and torch may use
+    those units (its CPU capability is not restricted below AVX-512, e.g. by ``ATEN_CPU_CAPABILITY=avx2``);
+    elsewhere torch emulates bf16 and runs it several times slower than fp32."""
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    return bool(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags)) and capability not in CAPABILITIES_BELOW_AVX512
 
 
-def bf16_unsupported_reason(device: str | torch.device = "cpu", flags: frozenset[str] | None = None) -> str | None:
+def bf16_unsupported_reason(device: str | torch.device = "cpu", flags: frozenset[str] | None = None,
+                            capability: str | None = None) -> str | None:
     """Why bf16 would only be emulated on ``device`` (a sentence for reports), or None where it is native."""
     device = torch.device(device)
     if device.type == "cuda":
         return None if torch.cuda.is_bf16_supported() else f"{torch.cuda.get_device_name(device)} has no native bf16"
     flags = cpu_flags() if flags is None else flags
-    if cpu_bf16_native(flags):
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    if cpu_bf16_native(flags, capability):
         return None
-    capability = torch.backends.cpu.get_cpu_capability()
+    if CPU_BF16_FLAGS & flags:
+        return (f"torch's CPU capability is restricted to {capability} (ATEN_CPU_CAPABILITY): the CPU's bf16 units "
+                "are not used, so bf16 figures would time the emulation")
     if not flags:
         return f"CPU capability {capability} and no readable /proc/cpuinfo: native bf16 unknown, treated as emulated"
     return (f"CPU capability {capability} without avx512_bf16 or amx_bf16: torch emulates bf16 there (about 10x "

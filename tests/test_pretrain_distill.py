@@ -242,6 +242,8 @@ def test_bf16_rows_need_native_bf16(monkeypatch):
     assert bf16_unsupported_reason("cpu", frozenset({"avx512f", "avx512_bf16"})) is None
     assert bf16_unsupported_reason("cpu", frozenset({"avx2", "amx_bf16", "amx_tile"})) is None
     assert "unknown" in bf16_unsupported_reason("cpu", frozenset())
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # ATEN_CPU_CAPABILITY=avx2
+    assert "restricted to AVX2" in bf16_unsupported_reason("cpu", frozenset({"avx512f", "avx512_bf16"}))
 
 
 def test_benchmark_without_peers_reports_ours_and_says_why(monkeypatch, tmp_path):
