@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import cpu_flags
+from engine import bf16_unsupported_reason, cpu_flags
 from fileio import atomic_write_json, atomic_write_text
 
 from .stages import StageProgress, default_cache
@@ -64,10 +64,11 @@ class CpuSupport:
     model: str
     avx512_bf16: bool
     amx_bf16: bool
+    bf16_emulated: str | None   # engine.bf16_unsupported_reason: why bf16 would be emulated; None if native
 
     @property
     def native_bf16(self) -> bool:
-        return self.avx512_bf16 or self.amx_bf16
+        return self.bf16_emulated is None
 
     @property
     def dtypes(self) -> list[str]:
@@ -75,23 +76,23 @@ class CpuSupport:
         return ["fp32", "bf16"] if self.native_bf16 else ["fp32"]
 
     def note(self) -> str:
-        found = [n for n, v in (("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx_bf16)) if v]
-        if found:
+        if self.native_bf16:
+            found = [n for n, v in (("avx512_bf16", self.avx512_bf16), ("amx_bf16", self.amx_bf16)) if v]
             return f"native bf16 ({', '.join(found)}): bf16 rows measured"
-        return ("no native bf16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo): torch would emulate "
-                "it, so the bf16 rows are left out (they would time the emulation, ~10x slower than fp32)")
+        return f"bf16 rows left out: {self.bf16_emulated}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"capability": self.capability, "model": self.model, "avx512_bf16": self.avx512_bf16,
                 "amx_bf16": self.amx_bf16, "native_bf16": self.native_bf16, "dtypes": self.dtypes}
 
 
-def detect_cpu(flags: frozenset[str] | None = None) -> CpuSupport:
+def detect_cpu(flags: frozenset[str] | None = None, capability: str | None = None) -> CpuSupport:
     import torch
 
-    flags = cpu_flags() if flags is None else flags
-    return CpuSupport(torch.backends.cpu.get_cpu_capability(), cpu_model(), "avx512_bf16" in flags,
-                      "amx_bf16" in flags)
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    return CpuSupport(capability, cpu_model(), "avx512_bf16" in flags, "amx_bf16" in flags,
+                      bf16_unsupported_reason("cpu", flags, capability))
 
 
 # ------------------------------------------------------------------------------------- sections

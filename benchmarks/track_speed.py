@@ -47,7 +47,7 @@ import torch
 
 from evaluation.boxes import box_iou
 from track.model import OneStreamTracker, build_tracker
-from engine import cpu_bf16_native, resolve_device
+from engine import bf16_unsupported_reason, cpu_bf16_native, resolve_device
 from track.runtime import DTYPES
 from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
@@ -177,7 +177,8 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
     {dtype: FLOP/s}, "flops": {...}, "skipped": [reasons]}``.
     """
     where = resolve_device(device)
-    native_bf16 = where.type == "cuda" or cpu_bf16_native()
+    bf16_emulated = None if where.type == "cuda" else bf16_unsupported_reason(where)
+    native_bf16 = bf16_emulated is None
     skipped = []
     if runs is None:
         if where.type == "cuda":
@@ -187,7 +188,7 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
             if native_bf16:
                 runs += [("torch", "bf16"), ("openvino", "bf16")]
             else:
-                skipped.append("bf16 rows: this CPU has neither AMX nor AVX512-BF16, bf16 would only be emulated")
+                skipped.append(f"bf16 rows: {bf16_emulated}")
     import importlib.util
 
     available = [(b, d) for b, d in runs if b == "torch" or importlib.util.find_spec(b) is not None]

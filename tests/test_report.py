@@ -27,12 +27,15 @@ def test_cpu_flags_decide_the_bf16_rows(tmp_path):
                     "processor\t: 1\nflags\t\t: fpu sse avx2 fma avx512_bf16\n")
     assert cpu_flags(info) == {"fpu", "sse", "avx2", "fma"}  # the first CPU's line
     assert cpu_flags(tmp_path / "missing") == set()
-    avx2 = detect_cpu(flags={"avx2", "fma"})
+    avx2 = detect_cpu(flags={"avx2", "fma"}, capability="AVX2")
     assert avx2.dtypes == ["fp32"] and not avx2.native_bf16 and "left out" in avx2.note()
+    assert "avx512_bf16 or amx_bf16" in avx2.note()
     for flag in ("avx512_bf16", "amx_bf16"):
-        native = detect_cpu(flags={"avx2", flag})
+        native = detect_cpu(flags={"avx2", flag}, capability="AVX512")
         assert native.dtypes == ["fp32", "bf16"] and native.native_bf16 and flag in native.note()
-    assert CpuSupport("AVX2", "x", False, False).to_dict()["dtypes"] == ["fp32"]
+    restricted = detect_cpu(flags={"avx512f", "avx512_bf16"}, capability="AVX2")  # ATEN_CPU_CAPABILITY=avx2
+    assert restricted.dtypes == ["fp32"] and "restricted to AVX2" in restricted.note()
+    assert CpuSupport("AVX2", "x", False, False, "emulated").to_dict()["dtypes"] == ["fp32"]
 
 
 def test_section_selection():
