@@ -11,7 +11,6 @@ import math
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,18 +57,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
+def _new_temp_dir(path: Path, tag: str) -> Path:
+    """Create an empty ``.<name>-<tag>-<random>`` folder beside ``path``, with the mode a plain
+    ``mkdir`` gives (umask applied), not ``tempfile.mkdtemp``'s owner-only 0700."""
+    while True:
+        temp = path.with_name(f".{path.name}-{tag}-{secrets.token_hex(4)}")
+        try:
+            temp.mkdir(0o777)
+            return temp
+        except FileExistsError:
+            continue
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a new empty folder beside ``path`` to fill; on success it replaces ``path`` (an existing
-    folder there is removed first). If the block raises, the temporary folder goes and ``path`` stays."""
+    """Yield a new empty folder beside ``path`` to fill; on success it takes the place of ``path``.
+
+    An existing folder at ``path`` is first renamed aside, then the new one renamed in, then the
+    old one removed: POSIX cannot swap two folders in one step, so a crash between the two renames
+    leaves the old folder beside ``path`` as ``.<name>-old-*``, never a half-filled one at ``path``.
+    If the block raises, the temporary folder goes and ``path`` stays as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-tmp-"))
+    temp = _new_temp_dir(path, "tmp")
     try:
         yield temp
+        old = None
         if path.exists():
-            shutil.rmtree(path)
+            old = path.with_name(f".{path.name}-old-{secrets.token_hex(4)}")
+            os.replace(path, old)
         os.replace(temp, path)
+        if old is not None:
+            shutil.rmtree(old)
     finally:
         if temp.exists():
             shutil.rmtree(temp)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from backbones import atomic_save
-from fileio import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from fileio import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def test_writes_content_into_new_folders_and_leaves_no_temp(tmp_path):
@@ -112,3 +112,28 @@ def test_png_round_trip_and_bad_arrays(tmp_path):
         with pytest.raises(ValueError, match="bad.png: a PNG needs"):
             atomic_write_png(tmp_path / "bad.png", bad)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_folder_replaces_an_existing_one_with_a_plain_mkdir_mode(tmp_path):
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with atomic_dir(target) as temp:
+        assert temp.parent == tmp_path and temp.name.startswith(".data-tmp-") and not any(temp.iterdir())
+        (temp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    (tmp_path / "plain").mkdir()
+    assert target.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+
+
+def test_folder_failure_keeps_the_old_one(tmp_path):
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="half way"):
+        with atomic_dir(target) as temp:
+            (temp / "part.txt").write_text("part")
+            raise RuntimeError("half way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert (target / "old.txt").read_text() == "old"
