@@ -294,6 +294,9 @@ def test_device_choices_and_errors(monkeypatch):
         resolve_device("cuda:x")
     with pytest.raises(ValueError, match="--device 'tpu': expected"):  # a flag is named as on the command line
         resolve_device("tpu", option="--device")
+    for bad in ("tpu:0", "mps"):
+        with pytest.raises(ValueError, match=r"device=.*: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'"):
+            resolve_device(bad)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="train.device='cuda:0' under torchrun with 2 processes"):
         init_distributed("cuda:0", option="train.device")
@@ -308,6 +311,8 @@ def test_device_choices_and_errors(monkeypatch):
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="train.device='cuda' asks for a GPU, but torch sees none"):
             resolve_device("cuda", option="train.device")
+        with pytest.raises(ValueError, match="device='cuda:3' asks for a GPU, but torch sees none"):
+            resolve_device("cuda:3")
         with pytest.raises(ValueError, match="asks for a GPU"):
             init_distributed("cuda:0")
 
@@ -331,11 +336,18 @@ def test_precision_choices_and_errors():
 
 
 def test_bf16_run_on_cpu(tmp_path):
-    engine = tiny_engine(tmp_path, precision="bf16")
-    assert tiny_fit(engine)
-    records = train_records(tmp_path)
-    assert len(records) == 8 and all(math.isfinite(r["loss"]) for r in records)
-    assert read_checkpoint(tmp_path / "last.pth")["scaler"] == {}  # no scaler outside fp16
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        engine = tiny_engine(tmp_path / precision, precision=precision)
+        dtypes = set()
+        engine.module.net[0].register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+        assert tiny_fit(engine)
+        assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}  # the layers ran in it
+        records = train_records(tmp_path / precision)
+        assert len(records) == 8 and all(math.isfinite(r["loss"]) for r in records)
+        losses[precision] = [r["loss"] for r in records]
+    assert losses["bf16"] != losses["fp32"] and np.allclose(losses["bf16"], losses["fp32"], rtol=0.05)
+    assert read_checkpoint(tmp_path / "bf16" / "last.pth")["scaler"] == {}  # no scaler outside fp16
 
 
 # ------------------------------------------------------------------------- log and plot
