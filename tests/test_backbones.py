@@ -218,3 +218,29 @@ def test_compile_frozen_prepacks_weights():
     ops = {event.key for event in prof.key_averages()}
     assert ops & {"mkl::_mkl_linear", "mkldnn::_linear_pointwise"}, sorted(ops)
     assert "aten::addmm" not in ops
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
+def test_compile_frozen_instances_of_one_class_keep_their_own_weights():
+    """Guards on module attributes are skipped, yet a second instance of the same class gets its own
+    graph (not the first one's weights baked in as constants)."""
+    from backbones import compile_frozen
+
+    class Scaled(torch.nn.Module):  # a user module, as the tracker step and the distillation teacher are
+        def __init__(self, weight: float) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+            with torch.no_grad():
+                self.linear.weight.fill_(weight)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * self.linear(x)
+
+    first, second = Scaled(1.0).eval(), Scaled(2.0).eval()
+    with torch.no_grad():
+        x = torch.ones(2, 4)
+        runs = compile_frozen(first), compile_frozen(second)
+        for module, run in zip((first, second), runs):
+            torch.testing.assert_close(run(x), module(x))
+        again = compile_frozen(first)  # compiled again (another shape): still its own weights
+        torch.testing.assert_close(again(torch.ones(3, 4)), first(torch.ones(3, 4)))

@@ -69,24 +69,6 @@ def _fold_normalisation(conv: nn.Conv2d) -> None:
     conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype), requires_grad=False)
 
 
-_OWN_CODE = itertools.count()
-
-
-def _with_own_forward_code(module: nn.Module) -> nn.Module:
-    """Give ``module`` a forward with a code object of its own, then return it.
-
-    dynamo keeps its compiled graphs per code object, and ``compile_frozen`` skips the guards on
-    module attributes that would tell two instances of one class apart: a second compiled
-    ``LocateStep`` (other weights, other precision) would otherwise replay the first one's
-    frozen graph.
-    """
-    function = type(module).forward
-    code = function.__code__.replace(co_name=f"{function.__code__.co_name}_{next(_OWN_CODE)}")
-    own = types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
-    module.forward = types.MethodType(own, module)
-    return module
-
-
 def _pixels(crops: torch.Tensor) -> torch.Tensor:
     """uint8 crops [B, H, W, 3] -> float32 [B, 3, H, W] (channels-last memory, 0-255, no normalisation)."""
     return crops.permute(0, 3, 1, 2).float()
@@ -235,8 +217,6 @@ class InferenceNetwork(nn.Module):
             if self.device.type == "cuda":
                 step = StaticStep(self.step, self.device, capture=self.cuda_graph)
             elif self.compile:
-                if not self._steps:
-                    _with_own_forward_code(self.step)
                 step = compile_frozen(self.step, max_autotune=self.compile == "max-autotune")
             else:
                 step = self.step
