@@ -86,6 +86,26 @@ def test_batched_sequences_equal_alone(model, lasot, alone, slots):
     assert stats.network > 0 and stats.decode > 0
 
 
+def test_warm_up_builds_every_batch_the_run_steps(model, lasot, alone, monkeypatch):
+    """With fixed shapes (compiled / CUDA graph), the run steps padded batches of 1 .. slots as
+    sequences finish: warm-up builds each of them, so none is built while a frame is timed. (Fixed
+    shapes are switched on without compiling: the padding logic is what is checked.)"""
+    from track.tracker import InferenceNetwork
+
+    monkeypatch.setattr(InferenceNetwork, "fixed_shapes", property(lambda self: True))
+    tracker = BatchedTracker(model, slots=3, device="cpu")
+    built = []
+    step_for = tracker.network._step_for
+    monkeypatch.setattr(tracker.network, "_step_for", lambda batch: built.append(batch) or step_for(batch))
+    tracker.warm_up(60, 80)
+    warmed, built[:] = set(built), []
+    done = {}
+    track_sequences(tracker, _jobs(lasot), lambda r: done.setdefault(r.name, r))
+    assert warmed == {1, 2, 3} and set(built) <= warmed and len(set(built)) > 1
+    for name, result in done.items():  # padded batches give the same boxes
+        np.testing.assert_allclose(result.boxes, alone[name], atol=1e-3, rtol=0)
+
+
 def test_batched_openvino_equals_its_single_stream(model, lasot):
     """The OpenVINO runtime (dynamic batch) gives each sequence the boxes it gives it alone."""
     pytest.importorskip("openvino")

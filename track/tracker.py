@@ -203,10 +203,15 @@ class InferenceNetwork(nn.Module):
             return OnnxRuntimeStep(graph, ["template_tokens", "search"])
         return OpenVinoStep(graph, ["template_tokens", "search"], self.dtype)
 
+    @property
+    def fixed_shapes(self) -> bool:
+        """Whether the step is built per batch size (compiled or a CUDA graph) rather than run eagerly."""
+        return bool(self.compile or self.cuda_graph)
+
     def padded_batch(self, batch: int) -> int:
         """The batch the step runs for ``batch`` crops: compiled steps and CUDA graphs have fixed
         shapes, so they run power-of-two buckets (capped at ``max_batch``) and pad the rest."""
-        if not (self.compile or self.cuda_graph) or batch <= 1:
+        if not self.fixed_shapes or batch <= 1:
             return batch
         bucket = 1 << (batch - 1).bit_length()
         return max(batch, min(bucket, self.max_batch or bucket))
@@ -371,7 +376,7 @@ class BatchedTracker:
         self.lost = [False] * slots
         self.infos: list[dict[str, Any]] = [{} for _ in range(slots)]
         self._pool = ThreadPoolExecutor(crop_threads, thread_name_prefix="crop") if crop_threads > 0 else None
-        self.timings = {"crop": 0.0, "network": 0.0, "steps": 0, "frames": 0}
+        self.timings = {"crop": 0.0, "network": 0.0}
 
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot < self.slots:
@@ -433,8 +438,6 @@ class BatchedTracker:
         boxes, peaks = self.network.locate(tokens, buffer)
         self.timings["crop"] += crops_done - start
         self.timings["network"] += time.perf_counter() - crops_done
-        self.timings["steps"] += 1
-        self.timings["frames"] += len(order)
         return {slot: self._follow(slot, boxes[j], float(peaks[j]), crop_boxes[j], images[j].shape)
                 for j, slot in enumerate(order)}
 
@@ -455,15 +458,18 @@ class BatchedTracker:
         return box.copy(), peak
 
     def warm_up(self, height: int = 360, width: int = 640) -> None:
-        """Track one blank frame in every slot and forget it: compiles the network / captures the CUDA
-        graph for the full batch, so that the first real frames are not timed with it."""
+        """Track blank frames and forget them: compiles the network / captures the CUDA graph for every
+        batch the run can step (``padded_batch`` of 1 .. ``slots`` active sequences: fewer run as
+        sequences finish), so that no real frame is timed with it."""
         frame = np.zeros((height, width, 3), dtype=np.uint8)
         for slot in range(self.slots):
             self.initialize(slot, frame, (width / 4, height / 4, width / 2, height / 2))
-        self.track({slot: frame for slot in range(self.slots)})
+        counts = range(1, self.slots + 1) if self.network.fixed_shapes else [self.slots]
+        for rows in sorted({self.network.padded_batch(active) for active in counts}):
+            self.track({slot: frame for slot in range(rows)})
         for slot in range(self.slots):
             self.release(slot)
-        self.timings = {"crop": 0.0, "network": 0.0, "steps": 0, "frames": 0}
+        self.timings = {"crop": 0.0, "network": 0.0}
 
     def close(self) -> None:
         if self._pool is not None:
