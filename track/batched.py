@@ -23,15 +23,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .datasets.lasot import read_image
 from .tracker import BatchedTracker, check_image
 
 __all__ = ["RunStats", "SequenceJob", "SequenceResult", "track_sequences"]
-
-
-def _read_image(path: Any) -> np.ndarray:
-    from .datasets.lasot import read_image
-
-    return read_image(path)
 
 
 @dataclass
@@ -43,7 +38,7 @@ class SequenceJob:
     name: str
     frames: Sequence[Any] = ()
     init_box: Sequence[float] = (0.0, 0.0, 0.0, 0.0)
-    read_frame: Callable[[Any], np.ndarray] | None = _read_image
+    read_frame: Callable[[Any], np.ndarray] | None = read_image
     error: str | None = None
 
 

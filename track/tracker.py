@@ -403,10 +403,6 @@ class BatchedTracker:
         self._check_slot(slot)
         self.states[slot], self.infos[slot] = None, {}
 
-    def active(self) -> list[int]:
-        """Slots with a sequence in progress."""
-        return [s for s in range(self.slots) if self.states[s] is not None]
-
     @torch.inference_mode()
     def track(self, frames: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, float]]:
         """Advance the given slots by one frame each: ``{slot: frame}`` -> ``{slot: (box x, y, w, h
