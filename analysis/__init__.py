@@ -13,7 +13,7 @@ Command line: ``tools/analyze.py {cka,attention,maps}``.
 """
 from .attention import attention_entropy, attention_logits, attention_summary, block_statistics, \
     mean_attention_distance, patch_attention, patch_distances
-from .cka import MinibatchCKA, cka_summary, linear_cka, u_center, unbiased_hsic
+from .cka import MinibatchCKA, cka_summary, linear_cka, u_center
 from .images import image_loader, list_images, spread
 from .models import ModelSpec, build_model, input_size, layer_features, parse_model_spec
 from .report import report_section
@@ -24,5 +24,5 @@ __all__ = [
     "build_model",
     "cka_summary", "default_pairs", "image_loader", "input_size", "layer_features", "linear_cka", "list_images",
     "mean_attention_distance", "parse_model_spec", "patch_attention", "patch_distances", "report_section",
-    "run_attention", "run_cka", "run_maps", "spread", "u_center", "unbiased_hsic",
+    "run_attention", "run_cka", "run_maps", "spread", "u_center",
 ]

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .images import ImageBatch
 from .models import HieraLayers, Pool, input_size, layer_features, layer_names
 
-__all__ = ["MinibatchCKA", "cka_summary", "linear_cka", "u_center", "unbiased_hsic"]
+__all__ = ["MinibatchCKA", "cka_summary", "linear_cka", "u_center"]
 
 MIN_BATCH = 4  # HSIC_1 divides by n (n - 3) (n - 2) (n - 1)
 
@@ -51,12 +51,6 @@ def _centred_grams(features: Sequence[torch.Tensor]) -> torch.Tensor:
     """Layer features, each [n, C_l] -> flattened U-centred linear Grams [layers, n * n] (float64)."""
     flat = [f.flatten(1).double() for f in features]
     return u_center(torch.stack([f @ f.T for f in flat])).flatten(1)
-
-
-def unbiased_hsic(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    """HSIC_1 of two Gram matrices [n, n] (Song et al., 2012)."""
-    n = k.shape[-1]
-    return (u_center(k.double()) * u_center(l.double())).sum(dim=(-2, -1)) / (n * (n - 3))
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -127,7 +127,7 @@ def test_batches_are_near_equal_and_never_below_the_minimum():
     assert sum(even_batches(130, 64), []) == list(range(130))
 
 
-def test_unbiased_hsic_needs_four_examples():
+def test_u_center_needs_four_examples():
     with pytest.raises(ValueError, match="at least 4"):
         u_center(torch.ones(3, 3))
 
