@@ -52,6 +52,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temp = _new_temp_file(path)
     try:
         yield temp
+        descriptor = os.open(temp, os.O_RDONLY)  # on disk before the rename: after a power cut the
+        try:                                      # target is the old file or the new one, not empty
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
