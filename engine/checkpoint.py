@@ -13,16 +13,21 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from backbones import atomic_save
+from backbones import CheckpointError, atomic_save
 
 from .distributed import DistInfo, all_gather_objects, barrier
 from .rng import capture_rng, restore_rng, seed_rank
 
-__all__ = ["WorldSizeChangeError", "plain", "save_checkpoint", "restore_rank_rng"]
+__all__ = ["TRAINING_KEYS", "WorldSizeChangeError", "check_training_checkpoint", "plain", "save_checkpoint",
+           "restore_rank_rng"]
+
+# What every checkpoint of :func:`save_checkpoint` holds (besides the model's state under the task's key).
+TRAINING_KEYS = ("optimizer", "position", "rng", "world_size")
 
 
 class WorldSizeChangeError(ValueError):
-    """A checkpoint written by N processes was resumed by M != N processes without the override."""
+    """A checkpoint written by N processes was resumed by M != N processes without the override,
+    or with the override where the task cannot continue its schedule on M processes."""
 
 
 def plain(obj: Any) -> Any:
@@ -49,6 +54,20 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any] | None, 
     return Path(path)
 
 
+def check_training_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike, model_key: str) -> None:
+    """:class:`backbones.CheckpointError` naming ``path`` unless ``ckpt`` has what resuming needs:
+    the model's state under ``model_key`` and :data:`TRAINING_KEYS`, with a non-empty per-rank
+    ``rng`` list."""
+    missing = [k for k in (model_key, *TRAINING_KEYS) if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a training checkpoint of this engine (no {', '.join(repr(k) for k in missing)}; it holds "
+            f"{sorted(map(str, ckpt))}): resume from a checkpoint the training loop wrote, e.g. its last.pth")
+    states = ckpt["rng"]
+    if not isinstance(states, (list, tuple)) or not states:
+        raise CheckpointError(f"{path}: no per-rank 'rng' list: not a training checkpoint of this engine")
+
+
 def restore_rank_rng(ckpt: Mapping[str, Any], path: str | os.PathLike, info: DistInfo, *, seed: int, update: int,
                      allow_world_size_change: bool, option: str) -> bool:
     """Give this rank the RNG state saved for it; returns True (exact resumption).
@@ -58,9 +77,10 @@ def restore_rank_rng(ckpt: Mapping[str, Any], path: str | os.PathLike, info: Dis
     this rank from (seed, rank, update) and return False.
     """
     states = ckpt.get("rng")
-    if not isinstance(states, (list, tuple)) or not states:
-        raise KeyError(f"{path}: no per-rank 'rng' list: not a training checkpoint of this engine")
-    saved = int(ckpt.get("world_size", len(states)))
+    if not isinstance(states, (list, tuple)) or not states or "world_size" not in ckpt:
+        raise CheckpointError(f"{path}: no per-rank 'rng' list or no 'world_size': not a training checkpoint of "
+                              "this engine")
+    saved = int(ckpt["world_size"])  # save_checkpoint writes it with every 'rng' list
     if saved == info.world_size:
         restore_rng(states[info.rank], info.device)
         return True

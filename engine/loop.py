@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from backbones import read_checkpoint
 
-from .checkpoint import restore_rank_rng, save_checkpoint
+from .checkpoint import check_training_checkpoint, restore_rank_rng, save_checkpoint
 from .distributed import DistInfo, wrap_ddp
 from .log import JsonLog, progress_bar
 from .precision import Precision
@@ -178,6 +178,9 @@ class Engine:
     def save(self, path: str | Path | None = None) -> Path:
         """Write a resumable checkpoint (default: ``checkpoint_path``). Collective.
 
+        Only a save to ``checkpoint_path`` counts as the run's checkpoint: a copy elsewhere (an
+        epoch snapshot, say) does not spare :meth:`fit` its final save of ``checkpoint_path``.
+
         First checks, on every rank, that the losses since the last log record and the weights
         are finite: FloatingPointError instead of a checkpoint of a diverged run.
         """
@@ -188,9 +191,11 @@ class Engine:
         if self.info.is_main:
             payload = {self.model_key: self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                        "scaler": self.scaler.state_dict(), "position": asdict(self.position), **entries}
-        path = save_checkpoint(path or self.checkpoint_path, payload, self.info)
-        self._saved_update = self.position.update
-        return path
+        target = self.checkpoint_path if path is None else Path(path)
+        written = save_checkpoint(target, payload, self.info)
+        if target.resolve() == self.checkpoint_path.resolve():
+            self._saved_update = self.position.update
+        return written
 
     def _check_finite_weights(self) -> None:
         tensors = {k: v for k, v in self.module.state_dict().items() if v.is_floating_point()}
@@ -201,17 +206,24 @@ class Engine:
                                  f"(epoch {self.position.epoch}): {bad[:8]}{' ...' if len(bad) > 8 else ''}")
 
     def resume(self, path: str | Path, allow_world_size_change: bool = False,
-               option: str = "allow_world_size_change=True") -> dict[str, Any]:
+               option: str = "allow_world_size_change=True",
+               validate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Load model, optimizer, scaler, position and this rank's RNG state from ``path``;
         returns the checkpoint for the task's own entries.
 
-        A checkpoint of another number of processes is refused unless ``allow_world_size_change``
-        (``option`` names the setting in the error); the resumption is then logged as not exact.
+        A file that is not a checkpoint of :meth:`save` raises :class:`backbones.CheckpointError`
+        naming it. A checkpoint of another number of processes is refused unless
+        ``allow_world_size_change`` (``option`` names the setting in the error); the resumption is
+        then logged as not exact. ``validate(ckpt)``, the task's own check, may raise after those
+        checks and before anything is loaded.
         """
         ckpt = read_checkpoint(path)
+        check_training_checkpoint(ckpt, path, self.model_key)
         position = Position(**ckpt["position"])
         exact = restore_rank_rng(ckpt, path, self.info, seed=self.seed, update=position.update,
                                  allow_world_size_change=allow_world_size_change, option=option)
+        if validate is not None:
+            validate(ckpt)
         self.module.load_state_dict(ckpt[self.model_key])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):

@@ -7,6 +7,7 @@ only: float16 autocast on CPU is slow and has no scaler there, so it is refused 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ContextManager
@@ -50,13 +51,21 @@ class Precision:
 
 
 def resolve_precision(name: str | None, device: torch.device, option: str = "precision") -> Precision:
-    """Check ``name`` (None means fp32) against the device; ``option`` names the config key in errors."""
+    """Check ``name`` (None means fp32) against the device; ``option`` names the config key in errors.
+
+    ``"bf16"`` where the device only emulates it (:func:`bf16_unsupported_reason`) is accepted with a
+    RuntimeWarning: the run works, but several times slower than in fp32."""
     name = "fp32" if name is None else name
     if name not in PRECISIONS:
         raise ValueError(f"{option} must be one of {list(PRECISIONS)}, got {name!r}")
     if name == "fp16" and device.type != "cuda":
         raise ValueError(f"{option}='fp16' needs a GPU (float16 autocast with GradScaler); the run's device is "
                          f"{device}: use 'bf16' or 'fp32' there")
+    if name == "bf16":
+        reason = bf16_unsupported_reason(device)
+        if reason is not None:
+            warnings.warn(f"{option}='bf16' on {device}: {reason}; 'fp32' is faster there", RuntimeWarning,
+                          stacklevel=2)
     return Precision(name, device)
 
 

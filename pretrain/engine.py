@@ -26,8 +26,9 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, DistributedSampler
 
-from engine import (DistInfo, Engine, LoopSettings, all_gather_objects, init_distributed, plain, plot_log,
-                    read_log, resolve_precision, seed_everything, seed_rank, sum_over_ranks, weights_digest)
+from engine import (DistInfo, Engine, LoopSettings, WorldSizeChangeError, all_gather_objects, init_distributed,
+                    plain, plot_log, read_log, resolve_precision, seed_everything, seed_rank, sum_over_ranks,
+                    weights_digest)
 from fileio import atomic_write_json
 
 from .data import Batch, ImageFolderDataset, SkipSampler, collate_skipping
@@ -218,12 +219,14 @@ class Trainer:
 
         Another number of processes than the checkpoint's is refused unless
         ``runtime.allow_world_size_change``: the run then continues at the same update with the
-        same fraction of the epoch consumed, on re-seeded RNGs (not bit-identical)."""
+        same fraction of the epoch consumed, on re-seeded RNGs (not bit-identical). That needs the
+        same effective batch and updates per epoch (see :meth:`_check_world_size_change`)."""
         path = Path(path) if path else self.checkpoint_path
         if not path.is_file():
             return False
         ckpt = self.engine.resume(path, bool(_cfg(self.cfg, "runtime.allow_world_size_change", False)),
-                                  option=WORLD_SIZE_OVERRIDE)
+                                  option=WORLD_SIZE_OVERRIDE,
+                                  validate=lambda saved: self._check_world_size_change(saved, path))
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.skipped_images = int(ckpt.get("skipped_images", 0)) if self.info.is_main else 0
         if int(ckpt["world_size"]) != self.info.world_size:
@@ -232,10 +235,35 @@ class Trainer:
                                       self.engine.settings.steps_per_epoch)
         return True
 
+    def _check_world_size_change(self, ckpt: Mapping[str, Any], path: Path) -> None:
+        """On another number of processes than the checkpoint's: WorldSizeChangeError unless the
+        effective batch (and the updates per epoch, where the checkpoint records them) are the
+        checkpoint's. The position is carried over update for update and the scheduler's state
+        restores the saved schedule's lengths, so only an unchanged schedule continues correctly."""
+        saved_world = int(ckpt["world_size"])
+        if saved_world == self.info.world_size:
+            return
+        meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), Mapping) else {}
+        now = {"effective_batch": self.effective_batch, "updates_per_epoch": self.updates_per_epoch}
+        saved = {key: meta.get(key) for key in now}
+        if "accum_iter" not in meta or saved["effective_batch"] is None:
+            raise WorldSizeChangeError(
+                f"{path}: written by {saved_world} process(es), resumed by {self.info.world_size}, but its meta "
+                f"records no effective batch / accum_iter: cannot check that the schedule carries over")
+        changed = {key: (saved[key], now[key]) for key in now if saved[key] is not None and int(saved[key]) != now[key]}
+        if changed:
+            what = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
+            raise WorldSizeChangeError(
+                f"{path}: written by {saved_world} process(es), resumed by {self.info.world_size} with another "
+                f"schedule ({what}): the learning rate and the saved warm-up / cosine lengths would no longer "
+                f"match. Set optim.total_batch={saved['effective_batch']} (the checkpoint's effective batch) to "
+                f"keep the effective batch fixed across world sizes")
+
     def run_meta(self) -> dict[str, Any]:
         return {"task": self.task_name, "recipe": self.cfg.get("recipe"), "epochs": self.epochs,
                 "world_size": self.info.world_size, "effective_batch": self.effective_batch, "lr": self.lr,
-                "accum_iter": self.accum, "precision": self.precision.name, **self.task_info}
+                "accum_iter": self.accum, "updates_per_epoch": self.updates_per_epoch,
+                "precision": self.precision.name, **self.task_info}
 
     # -- training ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:

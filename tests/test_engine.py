@@ -24,7 +24,7 @@ import torch.nn as nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # as a torchrun script
 
-from backbones import read_checkpoint  # noqa: E402
+from backbones import CheckpointError, read_checkpoint  # noqa: E402
 from engine import (PRECISIONS, DistInfo, Engine, LoopSettings, WorldSizeChangeError, capture_rng,  # noqa: E402
                     close_distributed, init_distributed, plot_log, rank_seed, read_log, resolve_device,
                     resolve_precision, restore_rng, seed_rank)
@@ -75,8 +75,9 @@ def tiny_engine(work: Path, info: DistInfo = DistInfo(), precision: str = "fp32"
                   work / "last.pth", seed=7, task_state=lambda: {"task": "tiny"})
 
 
-def tiny_fit(engine: Engine, poison: tuple[int, int] | None = None) -> bool:
-    """Run ``engine`` on the tiny data; ``poison``: (epoch, step) of this rank whose batch holds a NaN."""
+def tiny_fit(engine: Engine, poison: tuple[int, int] | None = None, **fit_options) -> bool:
+    """Run ``engine`` on the tiny data; ``poison``: (epoch, step) of this rank whose batch holds a NaN;
+    ``fit_options``: more arguments of :meth:`Engine.fit` (callbacks)."""
     info = engine.info
 
     def batches(epoch: int, first_step: int):
@@ -87,7 +88,7 @@ def tiny_fit(engine: Engine, poison: tuple[int, int] | None = None) -> bool:
         with engine.precision.autocast():
             return model(*batch)
 
-    return engine.fit(batches, loss_step)
+    return engine.fit(batches, loss_step, **fit_options)
 
 
 def train_records(work: Path) -> list[dict]:
@@ -134,6 +135,32 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, accum_steps):
     assert losses[updates][0] < losses[1][0]  # it learns
     resume = [r for r in read_log(tmp_path / "split" / "log.jsonl") if r["event"] == "resume"]
     assert len(resume) == 2 and all(r["exact"] is True and r["update"] == stop for r in resume)
+
+
+def test_a_snapshot_elsewhere_does_not_replace_the_final_checkpoint(tmp_path):
+    """A save to another file (an epoch snapshot from on_epoch_end) is not the run's checkpoint:
+    fit still writes last.pth at the end."""
+    engine = tiny_engine(tmp_path, epochs=2)
+    snapshots = []
+
+    def snapshot(epoch: int) -> None:
+        snapshots.append(engine.save(tmp_path / f"epoch_{epoch}.pth"))
+
+    assert tiny_fit(engine, on_epoch_end=snapshot)
+    assert [p.name for p in snapshots] == ["epoch_0.pth", "epoch_1.pth"]
+    assert read_checkpoint(tmp_path / "epoch_1.pth")["position"]["update"] == 8
+    assert read_checkpoint(tmp_path / "last.pth")["position"] == {"epoch": 2, "epoch_step": 0, "update": 8}
+
+
+def test_resume_from_a_file_that_is_not_a_training_checkpoint_names_it(tmp_path):
+    engine = tiny_engine(tmp_path / "run")
+    path = tmp_path / "weights.pth"
+    torch.save({"net": engine.module.state_dict(), "meta": {}}, path)
+    with pytest.raises(CheckpointError, match="not a training checkpoint of this engine") as error:
+        engine.resume(path)
+    text = str(error.value)
+    assert str(path) in text and "'position'" in text and "'rng'" in text and "'model'" in text
+    assert engine.position.update == 0
 
 
 def test_rng_state_round_trip_loads_with_weights_only(tmp_path):
@@ -317,6 +344,7 @@ def test_device_choices_and_errors(monkeypatch):
             init_distributed("cuda:0")
 
 
+@pytest.mark.filterwarnings("ignore:.*'bf16' on cpu:RuntimeWarning")  # on a CPU that emulates bf16
 def test_precision_choices_and_errors():
     cpu = torch.device("cpu")
     assert list(PRECISIONS) == ["fp32", "bf16", "fp16"]
@@ -335,6 +363,23 @@ def test_precision_choices_and_errors():
         resolve_precision("fp8", cpu, option="runtime.precision")
 
 
+def test_bf16_on_a_cpu_that_emulates_it_warns(monkeypatch):
+    import engine.precision as precision_module
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda path="/proc/cpuinfo": frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    with pytest.warns(RuntimeWarning, match=r"runtime.precision='bf16' on cpu: .*without avx512_bf16 or amx_bf16"):
+        assert resolve_precision("bf16", cpu, option="runtime.precision").name == "bf16"  # a warning, not an error
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda path="/proc/cpuinfo": frozenset({"avx512f", "amx_bf16"}))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("bf16", cpu).name == "bf16"
+        assert resolve_precision("fp32", cpu).name == "fp32"
+
+
+@pytest.mark.filterwarnings("ignore:.*'bf16' on cpu:RuntimeWarning")  # on a CPU that emulates bf16
 def test_bf16_run_on_cpu(tmp_path):
     losses = {}
     for precision in ("fp32", "bf16"):

@@ -125,6 +125,42 @@ def test_torchrun_two_ranks_learn_stay_in_sync_and_resume_on_one(tmp_path):
     assert meta["random_teacher"] is True and meta["recipe"] == "d2mae_vit_tiny_demo"
 
 
+def test_world_size_change_with_another_effective_batch_is_refused(tmp_path):
+    """With optim.total_batch=None the effective batch follows the world size: a checkpoint of 2
+    processes (batch 16, 1 update an epoch) cannot continue its schedule on 1 process (batch 8,
+    2 updates an epoch), even with the override; with total_batch=16 it can."""
+    from engine import WorldSizeChangeError
+
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=2, per_class=8, size=72, seed=0)  # 16 images
+    work = tmp_path / "work"
+    options = {"runtime.allow_world_size_change": True, "schedule.epochs": 1}
+    first = Trainer(demo_cfg("mae_vit_tiny_demo", data, work, **options))
+    assert (first.effective_batch, first.updates_per_epoch) == (8, 2)
+    first.engine.save()
+    ckpt = read_checkpoint(work / "last.pth")
+    assert ckpt["meta"]["updates_per_epoch"] == 2
+    # as 2 processes of 8 images each would have written it: 1 batch of 8 an epoch, no accumulation
+    ckpt.update(world_size=2, rng=ckpt["rng"] * 2)
+    ckpt["meta"].update(world_size=2, effective_batch=16, accum_iter=1, updates_per_epoch=1)
+    torch.save(ckpt, work / "last.pth")
+
+    trainer = Trainer(demo_cfg("mae_vit_tiny_demo", data, work, **options))
+    with pytest.raises(WorldSizeChangeError) as error:
+        trainer.resume()
+    text = str(error.value)
+    assert str(work / "last.pth") in text and "written by 2 process(es), resumed by 1" in text
+    assert "effective_batch 16 -> 8" in text and "updates_per_epoch 1 -> 2" in text
+    assert "optim.total_batch=16" in text
+    assert not (work / "log.jsonl").exists()  # refused before loading anything (or logging a resume)
+    assert trainer.engine.position.update == 0
+
+    fixed = Trainer(demo_cfg("mae_vit_tiny_demo", data, work, **options, **{"optim.total_batch": 16}))
+    assert (fixed.effective_batch, fixed.updates_per_epoch, fixed.accum) == (16, 1, 2)
+    assert fixed.resume()
+    assert [r["exact"] for r in read_log(work / "log.jsonl") if r["event"] == "resume"] == [False]
+
+
 def test_export_d2mae_keeps_twelve_blocks_and_loads_into_vit_tiny(tmp_path):
     data = tmp_path / "data"
     make_imagenet_folder(data, classes=1, per_class=4, size=40, seed=0)
