@@ -38,6 +38,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
 from benchmarks.peers import load_peers, unavailable_reason
+from benchmarks.track_speed import synchronize
 from engine import bf16_unsupported_reason
 from fileio import atomic_path, atomic_write_json, atomic_write_text
 
@@ -59,11 +60,10 @@ def _autocast(device: str, dtype: str):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
-def build_ours(model_name: str, dtype: str = "fp32", device: str = "cpu", img_size: int = 224,
-               compile_teacher: bool | None = None) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor],
-                                                             torch.optim.Optimizer]:
+def build_ours(model_name: str, dtype: str = "fp32", device: str = "cpu", img_size: int = 224
+               ) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor], torch.optim.Optimizer]:
     """(training module, loss function, optimizer) of our ``model_name`` as the recipe and the
-    engine set it up; ``compile_teacher=None`` keeps the recipe's choice."""
+    engine set it up (the recipe's ``compile_teacher`` included)."""
     from mmengine.config import Config
 
     from pretrain.tasks import build_task
@@ -74,8 +74,6 @@ def build_ours(model_name: str, dtype: str = "fp32", device: str = "cpu", img_si
     cfg["model"]["img_size"] = img_size
     if cfg.get("distill"):
         cfg["distill"]["teacher_ckpt"] = "random"
-        if compile_teacher is not None:
-            cfg["distill"]["compile_teacher"] = compile_teacher
     task, _ = build_task(cfg)
     task.to(device)
     if task.distill is not None and dtype == "bf16":
@@ -116,19 +114,15 @@ class Stepper:
         self.times: list[float] = []
         self.cpu_times: list[float] = []
 
-    def _sync(self) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize(self.device)
-
     def step(self, record: bool = True) -> float:
-        self._sync()
+        synchronize(self.device)
         cpu_start, start = time.process_time(), time.perf_counter()
         with _autocast(self.device, self.dtype):
             loss = self.loss_fn(self.images)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._sync()
+        synchronize(self.device)
         elapsed = time.perf_counter() - start
         if record:
             self.times.append(elapsed)

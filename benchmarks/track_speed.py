@@ -16,9 +16,9 @@ Rows:
   ``--batch-sequences``, as frames/s and hours for the LaSOT test set (685,360 frames), with
   where the time goes.
 
-Runs that alternate are timed in blocks (each runner ``block`` calls in turn), so that every row
-sees the same load from other processes. bf16 rows are measured only where the CPU runs bf16
-natively (AMX or AVX512-BF16): elsewhere they would time an emulation.
+Runs that alternate are timed in blocks (each runner ``BLOCK`` calls in turn), so that every row
+sees the same load from other processes. bf16 rows are measured only where the device runs bf16
+natively (a CPU with AMX or AVX512-BF16, a GPU with bf16 units): elsewhere they would time an emulation.
 
     python -m benchmarks.track_speed --threads 2 --json speed.json --markdown speed.md --plot speed.png
     python -m benchmarks.track_speed --device cuda --batch 1 8 32 128 --end-to-end --e2e-batch 64
@@ -51,12 +51,17 @@ from engine import bf16_unsupported_reason, cpu_bf16_native, resolve_device
 from track.runtime import DTYPES
 from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
-__all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement", "demo_frames",
-           "e2e_table", "end_to_end", "lasot_agreement", "make_e2e_dataset", "matmul_peak", "network_flops",
-           "report_section", "save_speed_plot", "speed_rows", "speed_table"]
+__all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement",
+           "default_runs", "demo_frames", "e2e_table", "end_to_end", "lasot_agreement", "make_e2e_dataset",
+           "matmul_peak", "network_flops", "report_section", "save_speed_plot", "speed_rows", "speed_table",
+           "synchronize"]
 
 REPO = Path(__file__).resolve().parents[1]
 LASOT_TEST_FRAMES = 685_360
+# Timing: runners alternate in blocks of BLOCK calls after WARMUP untimed calls each; the full-step rows
+# track synthetic frames of FRAME_SIZE (W, H: the real LaSOT frame size).
+BLOCK, WARMUP, FRAME_SIZE = 6, 3, (1280, 720)
+E2E_PARAMS = "e2e_dataset.json"  # what make_e2e_dataset generated: {sequences, frames, size}
 # Figures from elsewhere, shown beside ours when OSTrack's code is not there to be timed.
 PUBLISHED = [
     ("OSTrack ViT-Tiny CE network, OSTrack's code, H100, batch 1", "115 fps fp32 / 129 fps fp16"),
@@ -82,7 +87,9 @@ def demo_frames(count: int, size: tuple[int, int] = (640, 360), seed: int = 0) -
     return frames, boxes
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: str | torch.device) -> None:
+    """Wait for ``device``'s queued work (a GPU's kernels run asynchronously); nothing on a CPU."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -103,10 +110,10 @@ def matmul_peak(device: torch.device, dtype: str, size: int | None = None, repea
     try:
         best, best_cpu = float("inf"), float("inf")
         for index in range(repeats + 1):
-            _synchronize(device)
+            synchronize(device)
             start, start_cpu = time.perf_counter(), time.process_time()
             torch.mm(a, b)
-            _synchronize(device)
+            synchronize(device)
             if index:  # the first product warms up
                 best = min(best, time.perf_counter() - start)
                 best_cpu = min(best_cpu, time.process_time() - start_cpu)
@@ -165,30 +172,37 @@ def _ostrack(device: torch.device) -> tuple[Any, Any] | None:
 
 # ---------------------------------------------------------------------------- rows
 
+def default_runs(where: torch.device) -> tuple[list[tuple[str, str]], list[str]]:
+    """(backend, dtype) pairs ``speed_rows`` times on ``where`` by default, and why any were left out:
+    CUDA torch fp32 and fp16, CPU torch / ONNX Runtime / OpenVINO fp32; bf16 (CUDA torch, CPU torch and
+    OpenVINO) only where ``bf16_unsupported_reason`` says the device runs it natively."""
+    bf16_emulated = bf16_unsupported_reason(where)
+    if where.type == "cuda":
+        runs, bf16 = [("torch", "fp32"), ("torch", "fp16")], [("torch", "bf16")]
+    else:
+        runs, bf16 = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")], \
+            [("torch", "bf16"), ("openvino", "bf16")]
+    if bf16_emulated is None:
+        return runs + bf16, []
+    return runs, [f"bf16 rows: {bf16_emulated}"]
+
+
 def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tuple[str, str]] | None = None,
-               batches: Sequence[int] = (1, 8), frames: int = 30, block: int = 6, warmup: int = 3,
-               full_step: bool = True, compile: Sequence[str] = (), cuda_graph_vs_eager: bool = True,
-               frame_size: tuple[int, int] = (1280, 720)) -> dict[str, Any]:
+               batches: Sequence[int] = (1, 8), frames: int = 30, full_step: bool = True,
+               compile: Sequence[str] = ()) -> dict[str, Any]:
     """Network rows (per runtime, precision and batch), full-step rows (batch 1) and the matching
     OSTrack rows on ``device``, with FLOP/s as a fraction of the measured matmul peak.
 
-    ``runs``: (backend, dtype) pairs (default: everything this device runs natively). ``compile``:
-    CPU ``torch.compile`` modes to add (tens of seconds each). Returns ``{"rows": [...], "peaks":
+    ``runs``: (backend, dtype) pairs (default: ``default_runs``, everything this device runs
+    natively). ``compile``: CPU ``torch.compile`` modes to add (tens of seconds each). On CUDA every
+    torch run is timed with CUDA graphs and eagerly. Returns ``{"rows": [...], "peaks":
     {dtype: FLOP/s}, "flops": {...}, "skipped": [reasons]}``.
     """
     where = resolve_device(device)
-    bf16_emulated = None if where.type == "cuda" else bf16_unsupported_reason(where)
-    native_bf16 = bf16_emulated is None
-    skipped = []
+    native_bf16 = bf16_unsupported_reason(where) is None
+    skipped: list[str] = []
     if runs is None:
-        if where.type == "cuda":
-            runs = [("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16")]
-        else:
-            runs = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")]
-            if native_bf16:
-                runs += [("torch", "bf16"), ("openvino", "bf16")]
-            else:
-                skipped.append(f"bf16 rows: {bf16_emulated}")
+        runs, skipped = default_runs(where)
     import importlib.util
 
     available = [(b, d) for b, d in runs if b == "torch" or importlib.util.find_spec(b) is not None]
@@ -214,7 +228,7 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
     variants = [(b, d, False, True) for b, d in available]
     variants += [("torch", d, mode, True) for mode in compile for d in precisions
                  if where.type == "cpu" and ("torch", d) in available]
-    if where.type == "cuda" and cuda_graph_vs_eager:
+    if where.type == "cuda":
         variants += [("torch", d, False, False) for d in precisions if ("torch", d) in available]
     rows, calls, meta = [], {}, {}
     for backend, dtype, compiled, graph in variants:
@@ -241,7 +255,7 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
                     with torch.inference_mode(), torch.autocast(where.type, dtype=DTYPES[dtype],
                                                                 enabled=dtype != "fp32"):
                         net(template=z, search=x, ce_template_mask=m)
-                    _synchronize(where)
+                    synchronize(where)
 
                 name = f"OSTrack {dtype} batch {batch}"
                 calls[name] = run
@@ -251,12 +265,12 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
     timed = {}
     for batch in batches:  # runners of one batch size take turns; a batch of b frames counts b times
         group = {name: call for name, call in calls.items() if meta[name]["batch"] == batch}
-        timed.update(_interleaved(group, max(4, math.ceil(frames / batch)), warmup, block))
+        timed.update(_interleaved(group, max(4, math.ceil(frames / batch)), WARMUP, BLOCK))
     peaks = _best_peaks(first_peaks, {d: matmul_peak(where, d) for d in precisions})
     for name, (wall, cpu) in timed.items():
         rows.append(_row("network", name, where, meta[name], wall, cpu, peaks))
     if full_step:
-        rows += _full_step_rows(model, where, variants, frames, warmup, block, frame_size, flops["ours"], peaks)
+        rows += _full_step_rows(model, where, variants, frames, flops["ours"], peaks)
     _add_ratios(rows)
     return {"device": str(where), "threads": torch.get_num_threads(), "peaks": {d: p["flops"] for d, p in peaks.items()},
             "cpu_peaks": {d: p["cpu_flops"] for d, p in peaks.items()}, "flops": flops, "rows": rows,
@@ -285,11 +299,10 @@ def _row(kind: str, name: str, where: torch.device, info: dict, wall: list[float
     return row
 
 
-def _full_step_rows(model: OneStreamTracker, where: torch.device, variants: list, frames: int, warmup: int,
-                    block: int, frame_size: tuple[int, int], flops: int,
+def _full_step_rows(model: OneStreamTracker, where: torch.device, variants: list, frames: int, flops: int,
                     peaks: dict[str, dict[str, float]]) -> list[dict]:
     """``Tracker.track`` per frame (batch 1) for every variant, over the same synthetic frames."""
-    images, boxes = demo_frames(frames + warmup + 1, frame_size)
+    images, boxes = demo_frames(frames + WARMUP + 1, FRAME_SIZE)
     calls, meta = {}, {}
     for backend, dtype, compiled, graph in variants:
         tracker = Tracker(model, dtype=dtype, compile=compiled, backend=backend, device=where, cuda_graph=graph)
@@ -309,7 +322,7 @@ def _full_step_rows(model: OneStreamTracker, where: torch.device, variants: list
         meta[name] = {"path": "ours", "backend": backend, "dtype": dtype, "compile": compiled or None,
                       "cuda_graph": graph if where.type == "cuda" else None, "batch": 1}
     return [_row("full step", name, where, {**meta[name], "flops": flops}, wall, cpu, peaks)
-            for name, (wall, cpu) in _interleaved(calls, frames, warmup, block).items()]
+            for name, (wall, cpu) in _interleaved(calls, frames, WARMUP, BLOCK).items()]
 
 
 def _add_ratios(rows: list[dict]) -> None:
@@ -338,17 +351,33 @@ def _make_class(args: tuple) -> list[str]:
 def make_e2e_dataset(root: Path, sequences: int, frames: int, size: tuple[int, int] = (1280, 720),
                      workers: int | None = None) -> list[str]:
     """A generated LaSOT-layout test set of ``sequences`` sequences of ``frames`` JPEG frames (W, H =
-    ``size``), written by parallel processes (one class of 4 sequences each); reused when present."""
-    from fileio import atomic_write_text
-    from track.datasets.lasot import list_sequences
+    ``size``), written by parallel processes (one class of 4 sequences each). Reused when present
+    and generated with the same parameters (recorded in ``E2E_PARAMS`` beside ``testing_set.txt``);
+    replaced otherwise."""
+    import shutil
+
+    from fileio import atomic_write_json, atomic_write_text
+    from track.datasets.lasot import list_sequences, sequence_class
 
     root = Path(root)
-    marker = root / "testing_set.txt"
-    classes = [f"clip{i:02d}" for i in range(math.ceil(sequences / 4))]
-    if marker.is_file():
+    marker, record = root / "testing_set.txt", root / E2E_PARAMS
+    params = {"sequences": sequences, "frames": frames, "size": list(size)}
+    if marker.is_file() and record.is_file():
+        try:
+            recorded = json.loads(record.read_text())
+        except ValueError:
+            recorded = None
         names = list_sequences(root, "test")
-        if len(names) == sequences:
+        if recorded == params and len(names) == sequences:
             return names
+    if marker.is_file():  # another set: remove its classes (the folders this function writes) first
+        record.unlink(missing_ok=True)
+        for name in list_sequences(root, "test"):
+            old_class = root / sequence_class(name)
+            if old_class.name.startswith("clip") and old_class.is_dir():
+                shutil.rmtree(old_class)
+        marker.unlink()
+    classes = [f"clip{i:02d}" for i in range(math.ceil(sequences / 4))]
     jobs = [(str(root), c, min(4, sequences - 4 * i), frames, tuple(size)) for i, c in enumerate(classes)]
     workers = workers or max(1, min(len(jobs), (os.cpu_count() or 1)))
     if workers == 1:
@@ -357,24 +386,25 @@ def make_e2e_dataset(root: Path, sequences: int, frames: int, size: tuple[int, i
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             names = [n for part in pool.map(_make_class, jobs) for n in part]
     atomic_write_text(marker, "".join(f"{n}\n" for n in names))
+    atomic_write_json(record, params)  # last: a set cut short is not taken for a finished one
     return names
 
 
-def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "cpu", dtype: str = "auto",
-               backend: str = "auto", threads: int | None = None, decode_threads: int | None = None,
-               config: str | None = None, checkpoint: str = "none", work_dir: Path | None = None) -> list[dict]:
-    """``tools/track_test.py`` over ``data_root`` once per ``--batch-sequences`` value (fresh result
-    folders, one process each); frames/s of the tracking loop, hours for the LaSOT test set and
-    where the time goes (decode summed over its threads, the loop's wait for frames, crop,
-    network, first frames)."""
+def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "cpu", threads: int | None = None,
+               decode_threads: int | None = None, config: str | None = None, checkpoint: str = "none",
+               work_dir: Path | None = None) -> list[dict]:
+    """``tools/track_test.py`` (``--dtype auto --backend auto``: the tool's choice for ``device``) over
+    ``data_root`` once per ``--batch-sequences`` value (fresh result folders, one process each);
+    frames/s of the tracking loop, hours for the LaSOT test set and where the time goes (decode
+    summed over its threads, the loop's wait for frames, crop, network, first frames)."""
     config = config or str(REPO / "configs" / "track" / "_base_" / "model.py")
     rows = []
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
         for batch in batches:
             out, stats_path = Path(scratch) / f"batch{batch}", Path(scratch) / f"batch{batch}.json"
             command = [sys.executable, str(REPO / "tools" / "track_test.py"), config, checkpoint,
-                       "--lasot-root", str(data_root), "--out", str(out), "--device", device, "--dtype", dtype,
-                       "--backend", backend, "--batch-sequences", str(batch), "--stats-json", str(stats_path)]
+                       "--lasot-root", str(data_root), "--out", str(out), "--device", device, "--dtype", "auto",
+                       "--backend", "auto", "--batch-sequences", str(batch), "--stats-json", str(stats_path)]
             if threads:
                 command += ["--threads", str(threads)]
             if decode_threads:
@@ -571,28 +601,6 @@ def save_speed_plot(speed: dict[str, Any], e2e: Sequence[dict], path: str | Path
     return path
 
 
-def _legacy_rows(speed: dict[str, Any]) -> list[dict[str, Any]]:
-    """Batch-1 rows of our runtimes with the keys the main report reads (``full_fps``, ``network_fps``,
-    ``baseline_*`` = OSTrack's network, ``*_speedup``)."""
-    rows = speed["rows"]
-    ostrack = {r["dtype"]: r for r in rows if r["path"] == "ostrack" and r["batch"] == 1}
-    out = []
-    for full in (r for r in rows if r["kind"] == "full step"):
-        network = next((r for r in rows if r["kind"] == "network" and r["path"] == "ours" and r["batch"] == 1
-                        and (r["backend"], r["dtype"], r["compile"], r["cuda_graph"]) ==
-                        (full["backend"], full["dtype"], full["compile"], full["cuda_graph"])), None)
-        entry = {"dtype": full["dtype"], "backend": full["backend"], "compile": full["compile"],
-                 "device": full["device"], "full_fps": full["full_fps"],
-                 "network_fps": network["network_fps"] if network else float("nan")}
-        reference = ostrack.get(full["dtype"]) or ostrack.get("fp32")
-        if reference:
-            entry.update(baseline_full_fps=float("nan"), baseline_network_fps=reference["network_fps"],
-                         full_speedup=entry["full_fps"] / reference["network_fps"],
-                         network_speedup=entry["network_fps"] / reference["network_fps"])
-        out.append(entry)
-    return out
-
-
 def report_section(out_dir: Path, threads: int, quick: bool) -> tuple[str, dict]:
     """The main report's tracking-speed section: CPU rows (and GPU rows when torch sees one), the
     end-to-end rows, a plot. About 2 minutes with ``quick=False`` on 2 cores. Returns (Markdown, data)."""
@@ -622,7 +630,8 @@ def report_section(out_dir: Path, threads: int, quick: bool) -> tuple[str, dict]
     return "\n".join(text), data
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """The command line; returns what ``--json`` writes (``speed``, ``end_to_end``, ``agreement``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default: cpu)")
     parser.add_argument("--dtype", nargs="+", default=None, choices=sorted(DTYPES),
@@ -636,7 +645,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--config", default=None, help="tracker config of the checkpoint (default: the base model)")
     parser.add_argument("--compile", nargs="*", default=None, choices=COMPILE_MODES, metavar="MODE",
                         help=f"CPU: also time torch.compile in these modes {COMPILE_MODES} (no mode: default)")
-    parser.add_argument("--onnxruntime", action="store_true", help="(kept for old command lines; now a default row)")
     parser.add_argument("--no-full-step", action="store_true", help="network rows only")
     parser.add_argument("--end-to-end", action="store_true",
                         help="also run tools/track_test.py over generated 1280x720 LaSOT-layout sequences")
@@ -705,7 +713,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         atomic_write_text(args.markdown, text + "\n")
     if args.plot:
         print(f"wrote {save_speed_plot(speed, e2e, args.plot)}")
-    return _legacy_rows(speed)
+    return result
 
 
 if __name__ == "__main__":

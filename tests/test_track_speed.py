@@ -1,0 +1,56 @@
+"""The tracking-speed benchmark's helpers (benchmarks/track_speed.py) that run without timing anything:
+the generated end-to-end set and which rows a device gets by default."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from benchmarks import track_speed
+from track.datasets.lasot import list_sequences, sequence_class
+
+
+def _frame_counts(root) -> list[int]:
+    return [len(list((root / sequence_class(n) / n / "img").glob("*.jpg"))) for n in list_sequences(root, "test")]
+
+
+def test_e2e_dataset_is_reused_only_with_the_same_parameters(tmp_path, monkeypatch):
+    """A set generated for one (sequences, frames, size) is reused for the same request and replaced
+    for another (a --quick run's short set must not stand in for a full run's)."""
+    calls = []
+    make_class = track_speed._make_class
+    monkeypatch.setattr(track_speed, "_make_class", lambda job: calls.append(job) or make_class(job))
+    root = tmp_path / "e2e"
+    names = track_speed.make_e2e_dataset(root, sequences=4, frames=3, size=(64, 48), workers=1)
+    assert len(names) == 4 and _frame_counts(root) == [3] * 4 and len(calls) == 1
+
+    assert track_speed.make_e2e_dataset(root, sequences=4, frames=3, size=(64, 48), workers=1) == names
+    assert len(calls) == 1  # same parameters: reused
+
+    track_speed.make_e2e_dataset(root, sequences=4, frames=5, size=(64, 48), workers=1)
+    assert len(calls) == 2 and _frame_counts(root) == [5] * 4  # more frames: regenerated
+
+    track_speed.make_e2e_dataset(root, sequences=4, frames=5, size=(80, 48), workers=1)
+    assert len(calls) == 3  # another frame size: regenerated
+    from PIL import Image
+
+    first = list_sequences(root, "test")[0]
+    with Image.open(root / sequence_class(first) / first / "img" / "00000001.jpg") as image:
+        assert image.size == (80, 48)
+    recorded = json.loads((root / "e2e_dataset.json").read_text())
+    assert recorded == {"sequences": 4, "frames": 5, "size": [80, 48]}
+
+
+def test_default_runs_gate_bf16_on_native_support_on_every_device(monkeypatch):
+    """bf16 rows only where the device runs bf16 natively, CUDA included; the reason is kept."""
+    monkeypatch.setattr(track_speed, "bf16_unsupported_reason", lambda where: None)
+    runs, skipped = track_speed.default_runs(torch.device("cuda"))
+    assert runs == [("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16")] and skipped == []
+    runs, skipped = track_speed.default_runs(torch.device("cpu"))
+    assert ("torch", "bf16") in runs and ("openvino", "bf16") in runs and skipped == []
+
+    monkeypatch.setattr(track_speed, "bf16_unsupported_reason", lambda where: "no native bf16 here")
+    runs, skipped = track_speed.default_runs(torch.device("cuda"))
+    assert runs == [("torch", "fp32"), ("torch", "fp16")] and skipped == ["bf16 rows: no native bf16 here"]
+    runs, skipped = track_speed.default_runs(torch.device("cpu"))
+    assert all(d == "fp32" for _, d in runs) and skipped == ["bf16 rows: no native bf16 here"]
