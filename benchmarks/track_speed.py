@@ -245,7 +245,7 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
                           "flops": flops["ours"]}
     if ostrack is not None:
         net, mask = ostrack
-        for dtype in ["fp32"] + ([low] if low else []):
+        for dtype in ["fp32"] + ([low] if low in precisions else []):
             for batch in batches:
                 z = torch.randn(batch, 3, model.template_size, model.template_size, device=where)
                 x = torch.randn(batch, 3, model.search_size, model.search_size, device=where)
@@ -262,15 +262,17 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
                 meta[name] = {"path": "ostrack", "backend": "torch", "dtype": dtype, "compile": None,
                               "cuda_graph": False if where.type == "cuda" else None, "batch": batch,
                               "flops": flops["ostrack"]}
+    if full_step:  # timed in the batch-1 group, beside the network rows they are compared with
+        step_calls, step_meta = _full_step_calls(model, where, variants, frames, flops["ours"])
+        calls, meta = {**calls, **step_calls}, {**meta, **step_meta}
     timed = {}
-    for batch in batches:  # runners of one batch size take turns; a batch of b frames counts b times
-        group = {name: call for name, call in calls.items() if meta[name]["batch"] == batch}
+    for batch in sorted({m["batch"] for m in meta.values()}):  # runners of one batch size take turns;
+        group = {name: call for name, call in calls.items() if meta[name]["batch"] == batch}  # b frames count b times
         timed.update(_interleaved(group, max(4, math.ceil(frames / batch)), WARMUP, BLOCK))
     peaks = _best_peaks(first_peaks, {d: matmul_peak(where, d) for d in precisions})
     for name, (wall, cpu) in timed.items():
-        rows.append(_row("network", name, where, meta[name], wall, cpu, peaks))
-    if full_step:
-        rows += _full_step_rows(model, where, variants, frames, flops["ours"], peaks)
+        info = dict(meta[name])
+        rows.append(_row(info.pop("kind", "network"), name, where, info, wall, cpu, peaks))
     _add_ratios(rows)
     return {"device": str(where), "threads": torch.get_num_threads(), "peaks": {d: p["flops"] for d, p in peaks.items()},
             "cpu_peaks": {d: p["cpu_flops"] for d, p in peaks.items()}, "flops": flops, "rows": rows,
@@ -299,9 +301,10 @@ def _row(kind: str, name: str, where: torch.device, info: dict, wall: list[float
     return row
 
 
-def _full_step_rows(model: OneStreamTracker, where: torch.device, variants: list, frames: int, flops: int,
-                    peaks: dict[str, dict[str, float]]) -> list[dict]:
-    """``Tracker.track`` per frame (batch 1) for every variant, over the same synthetic frames."""
+def _full_step_calls(model: OneStreamTracker, where: torch.device, variants: list, frames: int,
+                     flops: int) -> tuple[dict[str, Callable[[], None]], dict[str, dict]]:
+    """``Tracker.track`` per frame (batch 1) for every variant, over the same synthetic frames:
+    the calls to time and their row metadata."""
     images, boxes = demo_frames(frames + WARMUP + 1, FRAME_SIZE)
     calls, meta = {}, {}
     for backend, dtype, compiled, graph in variants:
@@ -319,10 +322,10 @@ def _full_step_rows(model: OneStreamTracker, where: torch.device, variants: list
         name = f"ours {backend} {dtype}" + (f" compiled ({compiled})" if compiled else "") + \
                ("" if graph or where.type != "cuda" else " eager") + " full step"
         calls[name] = step
-        meta[name] = {"path": "ours", "backend": backend, "dtype": dtype, "compile": compiled or None,
-                      "cuda_graph": graph if where.type == "cuda" else None, "batch": 1}
-    return [_row("full step", name, where, {**meta[name], "flops": flops}, wall, cpu, peaks)
-            for name, (wall, cpu) in _interleaved(calls, frames, WARMUP, BLOCK).items()]
+        meta[name] = {"kind": "full step", "path": "ours", "backend": backend, "dtype": dtype,
+                      "compile": compiled or None, "cuda_graph": graph if where.type == "cuda" else None, "batch": 1,
+                      "flops": flops}
+    return calls, meta
 
 
 def _add_ratios(rows: list[dict]) -> None:

@@ -54,3 +54,25 @@ def test_default_runs_gate_bf16_on_native_support_on_every_device(monkeypatch):
     assert runs == [("torch", "fp32"), ("torch", "fp16")] and skipped == ["bf16 rows: no native bf16 here"]
     runs, skipped = track_speed.default_runs(torch.device("cpu"))
     assert all(d == "fp32" for _, d in runs) and skipped == ["bf16 rows: no native bf16 here"]
+
+
+def test_full_step_rows_take_turns_with_the_network_rows_they_are_compared_with(monkeypatch):
+    """A full-step row and the batch-1 network rows are timed in one interleaved group (the same load
+    from other processes), so a full step can never come out faster than its own network call by
+    being timed at another moment."""
+    from pathlib import Path
+
+    from track.config import build_model, load_config
+
+    model = build_model(load_config(Path(__file__).resolve().parents[1] / "configs/track/vit_tiny_ce_tiny_synthetic.py"),
+                        pretrained=None).eval()
+    groups = []
+    interleaved = track_speed._interleaved
+    monkeypatch.setattr(track_speed, "_interleaved",
+                        lambda calls, *args: groups.append(sorted(calls)) or interleaved(calls, *args))
+    monkeypatch.setattr(track_speed, "matmul_peak", lambda device, dtype: {"flops": 1e11, "cpu_flops": 1e11})
+    result = track_speed.speed_rows(model, "cpu", runs=[("torch", "fp32")], batches=(1, 2), frames=4)
+    assert groups == [["ours torch fp32 batch 1", "ours torch fp32 full step"], ["ours torch fp32 batch 2"]]
+    kinds = {row["name"]: row["kind"] for row in result["rows"]}
+    assert kinds == {"ours torch fp32 batch 1": "network", "ours torch fp32 full step": "full step",
+                     "ours torch fp32 batch 2": "network"}
