@@ -36,7 +36,7 @@ from .datasets import build_datasets
 from .finetune import evaluate, layer_decay_param_groups
 from .tasks import build_task, build_transforms
 
-__all__ = ["CHECKPOINT_NAME", "Trainer", "run", "read_log"]
+__all__ = ["CHECKPOINT_NAME", "Trainer", "run", "read_log", "with_best"]
 
 CHECKPOINT_NAME = "last.pth"
 WORLD_SIZE_OVERRIDE = "runtime.allow_world_size_change=True (tools/pretrain.py --allow-world-size-change)"
@@ -49,6 +49,15 @@ def _cfg(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
+
+
+def with_best(record: Mapping[str, Any], scores: Mapping[str, Any], epoch: int) -> dict[str, Any]:
+    """``record`` updated with an evaluation after ``epoch`` (1-based): the latest scores, and
+    ``best_top1`` / ``best_top5`` / ``best_epoch`` of the highest top-1 so far (the earliest on a tie)."""
+    out = {**record, **scores, "epoch": epoch}
+    if "best_top1" not in record or scores["top1"] > record["best_top1"]:
+        out.update(best_top1=scores["top1"], best_top5=scores["top5"], best_epoch=epoch)
+    return out
 
 
 class Trainer:
@@ -280,11 +289,7 @@ class Trainer:
         def evaluate_after(epoch: int) -> None:
             if self.val_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == self.epochs):
                 scores = evaluate(self.task.model, self.val_loader(), self.info.device, self.precision.dtype)
-                if "best_top1" not in metrics or scores["top1"] > metrics["best_top1"]:
-                    best = {"best_top1": scores["top1"], "best_top5": scores["top5"], "best_epoch": epoch + 1}
-                else:
-                    best = {}
-                metrics.update(scores, epoch=epoch + 1, **best)
+                metrics.update(with_best(metrics, scores, epoch + 1))
                 log.write({"event": "eval", "epoch": epoch, "update": self.engine.position.update, **scores})
 
         finished = self.engine.fit(self._batches, self.loss_step,

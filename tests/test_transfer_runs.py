@@ -16,7 +16,7 @@ from benchmarks.demo_data.imagenet import make_imagenet_folder
 from benchmarks.demo_data.transfer import make_transfer_set
 from benchmarks.published import PUBLISHED, published_markdown, published_rows
 from pretrain.datasets import TRANSFER_SETS
-from pretrain.engine import run, read_log
+from pretrain.engine import read_log, run, with_best
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -97,6 +97,14 @@ def test_demo_transfer_finetune_on_a_fraction_records_the_subset(tmp_path):
     assert start["train_images"] == 40 and start["data"]["subset"]["seed"] == 0
     assert start["lr"] == pytest.approx(0.1 * 8 / 512)  # lr stated at batch 512, scaled to the demo's 8
     assert not (tmp_path / "run" / "backbone.pth").exists()  # transfer runs export nothing
+
+
+def test_metrics_keep_the_best_evaluation_and_the_last():
+    record: dict = {}
+    for epoch, top1 in enumerate([40.0, 55.0, 55.0, 50.0], start=1):
+        record = with_best(record, {"top1": top1, "top5": top1 + 20, "loss": 1.0}, epoch)
+    assert (record["top1"], record["epoch"]) == (50.0, 4)
+    assert (record["best_top1"], record["best_top5"], record["best_epoch"]) == (55.0, 75.0, 2)
 
 
 def test_supervised_demo_trains_and_exports_a_backbone_every_path_loads(tmp_path):
