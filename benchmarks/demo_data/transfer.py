@@ -5,13 +5,11 @@ tests and seconds-long demos of ``configs/transfer``.
 Each writer returns ``{"root", "classes", "train": [(file or None, label), ...], "test": [...]}`` with the
 samples in the order the set's own split files list them (the order torchvision reads them in), so a
 test can check every image and label a reader hands back.  Class ``k`` has its own colour and stripe
-orientation (:mod:`benchmarks.demo_data.imagenet`), so a classifier can learn it.
-
-    python -m benchmarks.demo_data.transfer cifar100 data/transfer_demo
+orientation (:mod:`benchmarks.demo_data.imagenet`), so a classifier can learn it.  Command line:
+``tools/make_transfer_demo.py``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 from pathlib import Path
@@ -223,24 +221,3 @@ def make_transfer_set(name: str, root: str | os.PathLike, **kwargs: Any) -> dict
     if name not in TRANSFER_WRITERS:
         raise KeyError(f"unknown transfer set {name!r}: one of {', '.join(TRANSFER_WRITERS)}")
     return TRANSFER_WRITERS[name](root, **kwargs)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a small transfer set in its official layout.")
-    parser.add_argument("name", choices=sorted(TRANSFER_WRITERS))
-    parser.add_argument("root", type=Path)
-    parser.add_argument("--classes", type=int, default=None, help="number of classes (default: the official count)")
-    parser.add_argument("--train-per-class", type=int, default=8)
-    parser.add_argument("--test-per-class", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    kwargs = {"train_per_class": args.train_per_class, "test_per_class": args.test_per_class, "seed": args.seed}
-    if args.classes is not None:
-        kwargs["classes"] = args.classes
-    info = make_transfer_set(args.name, args.root, **kwargs)
-    print(f"{args.name}: {len(info['train'])} training / {len(info['test'])} test images, "
-          f"{len(info['classes'])} classes under {args.root}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,5 @@
 # Seconds-long transfer fine-tuning on a generated CIFAR-10 layout
-# (python -m benchmarks.demo_data.transfer cifar10 data/transfer_demo): 2-block ViT-Tiny at 64 px from
+# (python tools/make_transfer_demo.py cifar10 data/transfer_demo): 2-block ViT-Tiny at 64 px from
 # scratch (unless model.pretrained is set), half of each class (seeded), fp32, evaluation every epoch.
 _base_ = ["../finetune_vit_tiny_cifar10.py"]
 model = dict(img_size=64, depth=2, pretrained=None)
