@@ -39,11 +39,13 @@ def test_transfer_configs_follow_mae_lite(name):
     cfg = load(TRANSFER / f"finetune_vit_tiny_{name}.py")
     assert cfg["task"] == "finetune" and cfg["data"]["dataset"] == name
     assert cfg["model"]["num_classes"] == TRANSFER_SETS[name].num_classes
-    assert (cfg["model"]["arch"], cfg["model"]["global_pool"], cfg["model"]["drop_path_rate"]) == ("vit_tiny", "avg", 0.0)
+    model = cfg["model"]
+    assert (model["arch"], model["global_pool"], model["drop_path_rate"]) == ("vit_tiny", "avg", 0.0)
     optim = cfg["optim"]
     assert (optim["opt"], optim["momentum"], optim["weight_decay"], optim["layer_decay"], optim["clip_grad"],
             optim["total_batch"]) == ("sgd", 0.9, 0.0, 0.75, 1.0, 512)
-    assert cfg["data"]["aug"] == {"auto_augment": None, "color_jitter": None, "re_prob": 0.0, "interpolation": "bicubic"}
+    assert cfg["data"]["aug"] == {"auto_augment": None, "color_jitter": None, "re_prob": 0.0,
+                                  "interpolation": "bicubic"}
     assert cfg["mixup"] == {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "label_smoothing": 0.0}
     assert "subset" not in cfg["data"] and cfg["runtime"]["eval_every"] == 10
     schedule = cfg["schedule"]
@@ -58,7 +60,7 @@ def test_transfer_configs_follow_mae_lite(name):
 
 def test_transfer_linear_probe_and_supervised_configs():
     probe = load(TRANSFER / "linprobe_vit_tiny_cifar100.py")
-    assert probe["task"] == "linprobe" and probe["data"]["dataset"] == "cifar100" and probe["model"]["num_classes"] == 100
+    assert (probe["task"], probe["data"]["dataset"], probe["model"]["num_classes"]) == ("linprobe", "cifar100", 100)
     assert probe["optim"]["opt"] == "lars" and probe["optim"]["total_batch"] == 512
     sup = load(PRETRAIN / "supervised_vit_tiny_300e_in1k.py")
     assert sup["task"] == "finetune" and sup["export_backbone"] is True and sup["model"]["pretrained"] is None

@@ -60,7 +60,8 @@ def make_cifar(root: str | os.PathLike, name: str = "cifar10", classes: int = 10
         images = [_rgb(rng, c, classes, 32) for c in labels]
         rows = np.stack([im.transpose(2, 0, 1).reshape(-1) for im in images]) if images else \
             np.zeros((0, 3072), np.uint8)
-        entry = {"batch_label": tag, key: labels, "data": rows, "filenames": [f"{tag}_{i}.png" for i in range(len(labels))]}
+        entry = {"batch_label": tag, key: labels, "data": rows,
+                 "filenames": [f"{tag}_{i}.png" for i in range(len(labels))]}
         if hundred:
             entry["coarse_labels"] = [c % 20 for c in labels]
         return entry, images
@@ -101,7 +102,8 @@ def make_flowers102(root: str | os.PathLike, classes: int = 102, train_per_class
     rng = np.random.default_rng(seed)
     folder = Path(root) / "flowers-102"
     n_train_part = (train_per_class + 1) // 2
-    splits = {"trnid": _labels(classes, n_train_part, rng), "valid": _labels(classes, train_per_class - n_train_part, rng),
+    splits = {"trnid": _labels(classes, n_train_part, rng),
+              "valid": _labels(classes, train_per_class - n_train_part, rng),
               "tstid": _labels(classes, test_per_class, rng)}
     order = [(split, c) for split in ("trnid", "valid", "tstid") for c in splits[split]]
     ids = rng.permutation(len(order)) + 1  # image numbers are not grouped by split
@@ -170,7 +172,8 @@ def make_aircraft(root: str | os.PathLike, classes: int = 100, train_per_class: 
         for c in _labels(classes, per_class, rng):
             image_id = f"{next_id:07d}"
             next_id += int(rng.integers(1, 40))
-            samples[split].append((image_id, _write_jpeg(data / "images" / f"{image_id}.jpg", _rgb(rng, c, classes, size)), c))
+            path = _write_jpeg(data / "images" / f"{image_id}.jpg", _rgb(rng, c, classes, size))
+            samples[split].append((image_id, path, c))
     samples["trainval"] = samples["train"] + samples["val"]
     for level, (_, name_of) in levels.items():
         for split in ("train", "val", "trainval", "test"):
