@@ -2,10 +2,11 @@
 
 What is this task's own: the model (``pretrain.tasks.build_task``: MAE, D-MAE, D²-MAE, a
 classifier or a linear probe, each returning its named loss terms), the data (ImageNet-layout
-folders, ``DistributedSampler`` shards, unreadable images skipped and counted), the optimizer
-(timm's AdamW with no weight decay on 1-D parameters, layer-wise lr decay for fine-tuning;
-lr = base_lr x total batch / ``optim.base_batch``, 256 unless a recipe states its lr at 512) and the
-schedule (per-update warm-up then cosine, timm's ``CosineLRScheduler``), gradient accumulation up to ``optim.total_batch``.
+folders or a transfer set, optionally a class-stratified subset: :mod:`pretrain.datasets`;
+``DistributedSampler`` shards, unreadable images skipped and counted), the optimizer (timm's AdamW
+with no weight decay on 1-D parameters, layer-wise lr decay for fine-tuning; lr = base_lr x total
+batch / ``optim.base_batch``, 256 unless a recipe states its lr at 512) and the schedule (per-update
+warm-up then cosine, timm's ``CosineLRScheduler``), gradient accumulation up to ``optim.total_batch``.
 
 What the engine does: processes (torchrun; gloo / NCCL), precision (``runtime.precision``), the
 loop, device-side loss sums checked for non-finite values at log intervals and before each
