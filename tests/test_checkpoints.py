@@ -192,6 +192,8 @@ MOCO_CONTAINERS = {
     # facebookresearch/moco-v3 main_moco.py
     "facebookresearch": lambda sd: {"epoch": 5, "arch": "vit_tiny", "state_dict": sd,
                                     "optimizer": {"state": {}, "param_groups": []}, "scaler": {}},
+    # the same, trained without DistributedDataParallel (no "module." prefix)
+    "single-process": lambda sd: {"epoch": 5, "state_dict": {k.removeprefix("module."): v for k, v in sd.items()}},
 }
 
 
