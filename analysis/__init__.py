@@ -2,7 +2,8 @@
 what distillation changes.
 
 * :mod:`.cka`: linear CKA between every layer of two models, minibatch estimate with unbiased
-  HSIC (Nguyen et al. 2021), constant memory in the number of images;
+  HSIC (Nguyen et al. 2021), constant memory in the number of images; by default over whole token
+  maps of the paper's layers (ViT block inputs after ``norm1`` plus the final norm, depth + 1);
 * :mod:`.attention`: mean attention distance (px) and entropy per block and head, read through
   the backbone's own logits path (``VisionTransformer.forward_blocks(..., logits_from=...)``);
 * :mod:`.maps`: attention maps of chosen blocks / heads / query overlaid on the image;

@@ -8,7 +8,13 @@ HSIC_1 (Song et al., 2012) is the unbiased estimator of HSIC.  The minibatch CKA
 
 so memory depends on the batch size only.  On a single batch holding all the data it is the
 full-data unbiased CKA; over several batches it estimates the same quantity (exactly what the
-paper computes, not the full-data value).
+paper computes, not the full-data value).  MAE-Lite's analyzer (``RepCmpAnalyzer``) does the same:
+it sums the three HSIC_1 values of every layer pair over the minibatches, divides by the number of
+batches and forms CKA once from those means; it never averages per-batch CKA values.
+
+The paper's representations are whole token maps (``pool="tokens"``, the default; see
+:mod:`analysis.models`): each image's map of a layer flattened to one vector, so the linear Gram
+matrix of a batch is ``K[a, b] = sum over tokens t of <x_a,t, x_b,t>``.
 
 HSIC_1 is computed as an inner product of U-centred Gram matrices (Székely & Rizzo, 2014),
 which equals Song et al.'s formula: ``HSIC_1(K, L) = <U(K), U(L)> / (n (n - 3))`` where ``U``
@@ -27,7 +33,15 @@ from tqdm import tqdm
 from .images import ImageBatch
 from .models import HieraLayers, Pool, input_size, layer_features, layer_names
 
-__all__ = ["MinibatchCKA", "cka_summary", "linear_cka", "u_center"]
+__all__ = ["REPRESENTATIONS", "MinibatchCKA", "cka_summary", "linear_cka", "u_center"]
+
+REPRESENTATIONS = {
+    "tokens": "token maps, flattened per image (class token removed): ViT layer i = input of block i after its "
+              "norm1 (layer 0 = embedding), last layer = final norm of the last block's output; Hiera: block "
+              "(or stage) output maps",
+    "mean": "block outputs, mean of the patch tokens",
+    "cls": "block outputs, class token",
+}
 
 MIN_BATCH = 4  # HSIC_1 divides by n (n - 3) (n - 2) (n - 1)
 
@@ -47,10 +61,15 @@ def u_center(gram: torch.Tensor) -> torch.Tensor:
     return u
 
 
+def _gram(feature: torch.Tensor) -> torch.Tensor:
+    flat = feature.flatten(1).double()
+    return flat @ flat.T
+
+
 def _centred_grams(features: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Layer features, each [n, C_l] -> flattened U-centred linear Grams [layers, n * n] (float64)."""
-    flat = [f.flatten(1).double() for f in features]
-    return u_center(torch.stack([f @ f.T for f in flat])).flatten(1)
+    """Layer features, each [n, D_l] -> flattened U-centred linear Grams [layers, n * n] (float64; one
+    layer's float64 copy at a time, token maps of a large batch are big)."""
+    return u_center(torch.stack([_gram(f) for f in features])).flatten(1)
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -111,11 +130,12 @@ class MinibatchCKA:
 
 @torch.inference_mode()
 def cka_summary(models: Mapping[str, nn.Module], batches: Iterable[ImageBatch], pairs: Sequence[tuple[str, str]],
-                pool: Pool = "mean", hiera_layers: HieraLayers = "blocks", total: int | None = None,
+                pool: Pool = "tokens", hiera_layers: HieraLayers = "blocks", total: int | None = None,
                 progress: bool = True) -> dict:
     """Minibatch CKA of every layer pair of each model pair over the images of ``batches``.
 
     Batches with fewer than 4 decodable images are left out (counted in ``images_left_out``).
+    ``pool``: the layer representations (:func:`analysis.models.layer_features`).
     Returns ``{"pairs": [{"a", "b", "layers_a", "layers_b", "matrix"}], "images", "batches", ...}``.
     """
     cka = MinibatchCKA(pairs)
@@ -140,9 +160,10 @@ def cka_summary(models: Mapping[str, nn.Module], batches: Iterable[ImageBatch], 
     matrices = cka.result()
     return {
         "estimator": "minibatch linear CKA with unbiased HSIC_1 (Nguyen et al. 2021)",
-        "pool": pool, "images": cka.examples, "batches": cka.batches, "images_left_out": left_out,
-        "pairs": [{"a": a, "b": b, "layers_a": layer_names(models[a], hiera_layers),
-                   "layers_b": layer_names(models[b], hiera_layers),
+        "pool": pool, "representation": REPRESENTATIONS[pool], "images": cka.examples, "batches": cka.batches,
+        "images_left_out": left_out,
+        "pairs": [{"a": a, "b": b, "layers_a": layer_names(models[a], hiera_layers, pool),
+                   "layers_b": layer_names(models[b], hiera_layers, pool),
                    "matrix": [[None if v != v else v for v in row] for row in matrices[(a, b)].tolist()]}
                   for a, b in cka.pairs],
     }

@@ -3,15 +3,28 @@
 A model is given as one string (:func:`parse_model_spec`)::
 
     CHECKPOINT                        our export: arch and build options from its metadata
-    ARCH=CHECKPOINT                   any layout backbones.load_pretrained reads (MAE-Lite, MAE, DeiT/timm, Hiera)
+    ARCH=CHECKPOINT                   any layout backbones.load_pretrained reads (MAE-Lite, MAE, MoCo-v3,
+                                      DeiT/timm, Hiera)
     ARCH=random                       random initialisation (seeded)
     ARCH(key=value,...)=CHECKPOINT    build options, e.g. vit_tiny(img_size=112)=mae_tiny.pth
 
 Mind the head count where a checkpoint's differs from our factory's: DeiT-Tiny has 3 heads, our
 ``vit_tiny`` (MAE-Lite's) 12, with the same weight shapes; give ``vit_tiny(num_heads=3)=deit_tiny.pth``.
 
-"Layers" are block outputs: every block of a ViT (class token or mean of the patch tokens), every
-block or every stage end of Hiera (mean of its rerolled map, Hiera has no class token).
+Layer representations (:func:`layer_features`), by ``pool``:
+
+``tokens`` (the paper's CKA, MAE-Lite's ``run_vis_cmp_rep.py``)
+    ViT: depth + 1 layers.  Layer i < depth is the input of block i after that block's first
+    LayerNorm (``blocks[i].norm1``; layer 0 is the embedding: patch tokens + positions), the last
+    layer is the last block's output after the final norm (``fc_norm`` under global pooling,
+    ``norm`` otherwise); the class token is removed and each image's token map flattened to one
+    vector [h*w*C].  Hiera: every block's (or stage end's) output as its spatial map, flattened; it
+    has no class token, and no per-token final norm (its norm acts on the pooled vector), so no
+    extra layer.  The token order does not matter to linear CKA as long as it is the same for
+    every image, which it is.
+``mean`` / ``cls``
+    Block outputs (depth layers), pooled to one vector per image: the mean of the patch tokens
+    (Hiera: of its rerolled map) or the class token (ViT only).
 """
 from __future__ import annotations
 
@@ -24,13 +37,14 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn as nn
 
-from backbones import (CheckpointError, Hiera, VisionTransformer, build_backbone, detect_format, list_backbones,
-                       load_pretrained, read_checkpoint)
+from backbones import (CheckpointError, Hiera, VisionTransformer, backbone_state_dict, build_backbone, detect_format,
+                       list_backbones, load_pretrained, read_checkpoint)
 
-__all__ = ["ModelSpec", "Pool", "HieraLayers", "build_model", "check_indices", "default_name", "input_size",
-           "layer_features", "layer_names", "parse_model_spec", "require_vit"]
+__all__ = ["ModelSpec", "POOLS", "Pool", "HieraLayers", "build_model", "check_indices", "default_name",
+           "input_size", "layer_features", "layer_names", "parse_model_spec", "require_vit", "vit_layer_inputs"]
 
-Pool = Literal["mean", "cls"]
+Pool = Literal["tokens", "mean", "cls"]
+POOLS: tuple[str, ...] = ("tokens", "mean", "cls")
 HieraLayers = Literal["blocks", "stages"]
 _SPEC = re.compile(r"^(?P<arch>[A-Za-z_]\w*)(?:\((?P<options>.*)\))?=(?P<source>.+)$")
 # Weights a model cannot be analysed without; any other missing key is reported and tolerated.
@@ -84,7 +98,9 @@ def build_model(spec: ModelSpec, img_size: int | None = None, seed: int = 0, qui
     """Build and load the model of a spec (eval mode, on CPU); errors name the spec and the problem.
 
     ``img_size`` changes the input size (position embeddings are resampled to it) unless the spec
-    sets ``img_size`` itself.  Random initialisation draws from ``torch.manual_seed(seed)``.
+    sets ``img_size`` itself.  A ViT checkpoint with ``fc_norm`` and no ``norm`` (fine-tuned with
+    global pooling) builds a globally pooled model unless the spec sets ``global_pool``.  Random
+    initialisation draws from ``torch.manual_seed(seed)``.
     """
     ckpt = None
     options = dict(spec.options)
@@ -113,6 +129,10 @@ def build_model(spec: ModelSpec, img_size: int | None = None, seed: int = 0, qui
         model = build_backbone(arch, **options)
     except TypeError as e:
         raise ValueError(f"model {spec.text!r}: build options {options} do not fit {arch}: {e}") from None
+    if (ckpt is not None and isinstance(model, VisionTransformer) and model.global_pool == "token"
+            and "global_pool" not in options and _globally_pooled(ckpt)):
+        torch.manual_seed(seed)
+        model = build_backbone(arch, **options, global_pool="avg")
     if ckpt is not None:
         try:
             result = load_pretrained(model, ckpt)
@@ -125,6 +145,17 @@ def build_model(spec: ModelSpec, img_size: int | None = None, seed: int = 0, qui
         if (result.missing or result.unexpected) and not quiet:
             print(f"{spec.text}: loaded with {result}")
     return model.eval()
+
+
+def _globally_pooled(ckpt: dict[str, Any]) -> bool:
+    """A fine-tuned ViT with global pooling: its final norm is ``fc_norm`` and it has no ``norm``.  Built
+    so, the paper's last CKA layer reads the trained norm (the default ``token`` model would leave its
+    ``norm`` at initialisation)."""
+    try:
+        keys = backbone_state_dict(ckpt)[1]
+    except CheckpointError:
+        return False
+    return "fc_norm.weight" in keys and "norm.weight" not in keys
 
 
 def input_size(model: nn.Module) -> tuple[int, int]:
@@ -144,16 +175,43 @@ def require_vit(model: nn.Module, name: str, analysis: str) -> VisionTransformer
     return model
 
 
-def layer_names(model: nn.Module, hiera_layers: HieraLayers = "blocks") -> list[str]:
+def layer_names(model: nn.Module, hiera_layers: HieraLayers = "blocks", pool: Pool = "tokens") -> list[str]:
+    """Names of the layers :func:`layer_features` returns: ``block{i}`` is what follows block i (for a
+    ViT under ``tokens`` normalised by the next LayerNorm), ``embed`` the ViT's embedding."""
     if isinstance(model, Hiera) and hiera_layers == "stages":
         return [f"stage{i}" for i in range(len(model.stage_ends))]
-    return [f"block{i}" for i in range(len(model.blocks))]
+    blocks = [f"block{i}" for i in range(len(model.blocks))]
+    return ["embed"] + blocks if isinstance(model, VisionTransformer) and pool == "tokens" else blocks
 
 
-def layer_features(model: nn.Module, images: torch.Tensor, pool: Pool = "mean",
+def vit_layer_inputs(model: VisionTransformer, images: torch.Tensor) -> list[torch.Tensor]:
+    """The paper's layer representations of a ViT, depth + 1 token maps [B, h*w, C] (class token removed).
+
+    Map i < depth is the input of block i after its first LayerNorm, read by calling the block's own
+    ``norm1`` on that input (the block then normalises it once more inside: one extra LayerNorm per
+    block, no hooks).  Map depth is the last block's output after the final norm: ``fc_norm`` under
+    global pooling, ``norm`` under class-token pooling (the other one is an identity).
+    """
+    x, grid = model.embed(images)
+    skip = model.num_prefix_tokens
+    maps = []
+    for blk in model.blocks:
+        maps.append(blk.norm1(x)[:, skip:])
+        x = blk(x, grid)
+    final = model.fc_norm if model.global_pool == "avg" else model.norm
+    maps.append(final(x)[:, skip:])
+    return maps
+
+
+def layer_features(model: nn.Module, images: torch.Tensor, pool: Pool = "tokens",
                    hiera_layers: HieraLayers = "blocks") -> list[torch.Tensor]:
-    """Pooled output of every layer, each [B, C]: the class token or the mean of the patch tokens."""
+    """One representation [B, D] per layer (module docstring): flattened token maps (``tokens``), the
+    mean of the patch tokens (``mean``) or the class token (``cls``)."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
     if isinstance(model, VisionTransformer):
+        if pool == "tokens":
+            return [m.flatten(1) for m in vit_layer_inputs(model, images)]
         x, grid = model.embed(images)
         features = []
         for blk in model.blocks:
@@ -162,10 +220,10 @@ def layer_features(model: nn.Module, images: torch.Tensor, pool: Pool = "mean",
         return features
     if isinstance(model, Hiera):
         if pool == "cls":
-            raise ValueError("Hiera has no class token: use --pool mean")
+            raise ValueError("Hiera has no class token: use --pool tokens or mean")
         maps = model.forward_intermediates(images, indices=None, coarse=hiera_layers == "stages",
                                            output_fmt="NHWC", intermediates_only=True)
-        return [m.flatten(1, 2).mean(dim=1) for m in maps]
+        return [m.flatten(1) if pool == "tokens" else m.flatten(1, 2).mean(dim=1) for m in maps]
     raise TypeError(f"{type(model).__name__} is not a backbone the analyses know (VisionTransformer, Hiera)")
 
 

@@ -27,8 +27,9 @@ def _link(path: str | os.PathLike, root: Path) -> str:
 def report_section(models: Mapping[str, nn.Module], images: str | os.PathLike, out_dir: str | os.PathLike,
                    max_images: int, *, batch_size: int = 32, link_root: str | os.PathLike | None = None,
                    progress: bool = False) -> tuple[str, dict]:
-    """CKA between every pair of models (full layer-by-layer maps, last blocks in the table) and the
-    attention distance / entropy of the ViTs, over up to ``max_images`` images of ``images``.
+    """The paper's token-map CKA between every pair of models (full layer-by-layer maps, last layers in
+    the table) and the attention distance / entropy of the ViTs, over up to ``max_images`` images of
+    ``images``.
 
     Models run on their own device, in eval mode (their training flag is restored afterwards).
     Figures and JSON go to ``out_dir``; the Markdown links them relative to ``link_root``
@@ -44,7 +45,7 @@ def report_section(models: Mapping[str, nn.Module], images: str | os.PathLike, o
     for m in models.values():
         m.eval()
     try:
-        cka = run_cka(models, paths, out_dir, batch_size=batch_size, progress=progress)
+        cka = run_cka(models, paths, out_dir, pool="tokens", batch_size=batch_size, progress=progress)
         vits = {n: m for n, m in models.items() if isinstance(m, VisionTransformer)}
         attention = run_attention(vits, paths, out_dir, batch_size=min(batch_size, 16),
                                   progress=progress) if vits else None
@@ -52,10 +53,12 @@ def report_section(models: Mapping[str, nn.Module], images: str | os.PathLike, o
         for name, m in models.items():
             m.train(modes[name])
 
-    lines = [f"Linear CKA between the block outputs (mean of the patch tokens; minibatch estimate with "
-             f"unbiased HSIC, Nguyen et al. 2021) over {cka['images']} images of `{images}`.", "",
-             "| model A | model B | last block vs last block | same block, mean over blocks | "
-             "B's block closest to A's last |", "|---|---|---:|---:|---:|"]
+    lines = [f"Linear CKA between the layers as the paper compares them: whole token maps, the input of "
+             f"each ViT block after its first LayerNorm plus the final norm's output (depth + 1 layers, "
+             f"`embed` first; Hiera: block output maps), minibatch estimate with unbiased HSIC (Nguyen et al. "
+             f"2021), over {cka['images']} images of `{images}`.", "",
+             "| model A | model B | last layer vs last layer | same layer, mean over layers | "
+             "B's layer closest to A's last |", "|---|---|---:|---:|---:|"]
     for pair in cka["pairs"]:
         matrix = pair["matrix"]
         last = matrix[-1][-1]

@@ -20,7 +20,7 @@ from .attention import attention_summary
 from .cka import cka_summary
 from .images import image_loader, to_rgb_uint8
 from .maps import Query, attention_maps, query_token, render_map_grid
-from .models import HieraLayers, Pool, check_indices, input_size, require_vit
+from .models import POOLS, HieraLayers, Pool, check_indices, input_size, require_vit
 from .plots import file_stem, plot_attention_metric, plot_cka
 
 __all__ = ["default_pairs", "run_attention", "run_cka", "run_maps"]
@@ -28,6 +28,9 @@ __all__ = ["default_pairs", "run_attention", "run_cka", "run_maps"]
 CLASS_TOKEN_NOTE = ("patch queries only; the class-token key is removed and the attention renormalised over "
                     "the patch keys (softmax of the patch-to-patch logits); class_token_attention = mean "
                     "full-softmax probability a patch query puts on the class token")
+
+
+_TITLES = {"tokens": "token maps", "mean": "mean of the patch tokens", "cls": "class token"}
 
 
 def default_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
@@ -51,20 +54,23 @@ def _stems(names: Sequence[str]) -> dict[str, str]:
 
 
 def run_cka(models: Mapping[str, nn.Module], paths: Sequence[Path], out_dir: str | os.PathLike, *,
-            pairs: Sequence[tuple[str, str]] | None = None, pool: Pool = "mean",
+            pairs: Sequence[tuple[str, str]] | None = None, pool: Pool = "tokens",
             hiera_layers: HieraLayers = "blocks", batch_size: int = 64, workers: int = 0,
             progress: bool = True) -> dict:
-    """Layer-by-layer CKA heat maps ``cka_<a>_vs_<b>.png`` and ``cka.json``."""
+    """Layer-by-layer CKA heat maps ``cka_<a>_vs_<b>.png`` and ``cka.json``; ``pool`` chooses the layer
+    representations (:mod:`analysis.models`; ``tokens``: the paper's)."""
     pairs = list(pairs or default_pairs(list(models)))
     for a, b in pairs:
         for name in (a, b):
             if name not in models:
                 raise KeyError(f"pair ({a}, {b}): no model named {name!r}")
+    if pool not in POOLS:
+        raise ValueError(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")
     if pool == "cls":
         for name, model in models.items():
             if not hasattr(model, "cls_token"):
                 raise ValueError(f"--pool cls: model {name!r} ({type(model).__name__}) has no class token; "
-                                 f"use --pool mean")
+                                 f"use --pool tokens or mean")
     if len(paths) < 4:
         raise ValueError(f"cka needs at least 4 images, {len(paths)} given")
     out_dir = Path(out_dir)
@@ -74,8 +80,7 @@ def run_cka(models: Mapping[str, nn.Module], paths: Sequence[Path], out_dir: str
     for pair in summary["pairs"]:
         png = out_dir / f"cka_{stems[pair['a']]}_vs_{stems[pair['b']]}.png"
         plot_cka(pair["matrix"], pair["a"], pair["b"], pair["layers_a"], pair["layers_b"], png,
-                 title=f"linear CKA (unbiased, minibatch), {pool} token{'s' if pool == 'mean' else ''}, "
-                       f"{summary['images']} images")
+                 title=f"linear CKA (unbiased, minibatch), {_TITLES[pool]}, {summary['images']} images")
         pair["png"] = str(png)
     atomic_write_json(out_dir / "cka.json", summary)
     return summary

@@ -13,8 +13,17 @@ format         top level                                        keys
 ``mae``        ``{"model"}``                                    timm layout, decoder in pre-training
 ``hiera``      ``{"model_state"}``                              official Hiera (renamed as timm)
 ``ostrack``    ``{"net"}``                                      ``backbone.*``, ``box_head.*``
+``mocov3``     ``{"state_dict", "epoch", "optimizer", ...}``    ``module.base_encoder.*``,
+               (facebookresearch/moco-v3) or ``{"model",       ``module.momentum_encoder.*``,
+               "start_epoch", ...}`` (MAE-Lite's trainer)       ``module.predictor.*``
 ``timm``       a plain ``{name: tensor}`` mapping               timm / DeiT layout
 =============  ===============================================  ===================================
+
+A MoCo-v3 file holds two encoders, the base encoder's projector (its ``head``: MoCo-v3 replaces
+the ViT's classifier by the 3-layer projection MLP) and the predictor; the backbone is the base
+encoder without its head, everything else is reported as dropped.  A checkpoint from which not a
+single backbone weight loads is refused (``CheckpointError`` naming the file and the key prefixes
+it holds), never returned as a result with every key missing.
 
 Everything is read with ``torch.load(weights_only=True)``: a file that needs other globals is
 refused, never executed.
@@ -27,7 +36,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -38,12 +47,16 @@ from timm.models.hiera import checkpoint_filter_fn as hiera_official_to_timm
 from fileio import atomic_path
 
 __all__ = ["LoadResult", "read_checkpoint", "detect_format", "backbone_state_dict", "load_pretrained",
-           "save_backbone", "load_backbone", "load_matched_state", "CheckpointError"]
+           "save_backbone", "load_backbone", "load_matched_state", "CheckpointError", "key_prefixes"]
 
 EXPORT_VERSION = 1
 # Pre-training-only parts: MAE decoder, distillation teacher and adapters, Hiera's fusion heads.
 _DROP_PREFIXES = ("mask_token", "decoder", "tch_model.", "teacher.", "attn_adapter.", "hidden_adapter.",
                   "multi_scale_fusion_heads.", "box_head.")
+# Pre-training-only parts of one format: MoCo-v3's projector (the base encoder's head), momentum encoder
+# and predictor.
+_FORMAT_DROP_PREFIXES = {"mocov3": ("base_encoder.head.", "momentum_encoder.", "predictor.")}
+_MOCO_ENCODER = "base_encoder."
 # Some training checkpoints pickle their argparse arguments: a plain attribute bag, safe to build.
 _SAFE_GLOBALS = [argparse.Namespace]
 
@@ -92,6 +105,10 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
 
 
+def _is_moco(sd: Any) -> bool:
+    return _is_state_dict(sd) and any(k.startswith(("module." + _MOCO_ENCODER, _MOCO_ENCODER)) for k in sd)
+
+
 def detect_format(ckpt: Mapping[str, Any]) -> str:
     """Name of the layout of a loaded checkpoint (see the module docstring)."""
     if "state_dict" in ckpt and isinstance(ckpt.get("meta"), Mapping) and "arch" in ckpt["meta"]:
@@ -100,6 +117,8 @@ def detect_format(ckpt: Mapping[str, Any]) -> str:
         return "ostrack"
     if _is_state_dict(ckpt.get("model_state")):
         return "hiera"
+    if _is_moco(ckpt.get("state_dict")) or _is_moco(ckpt.get("model")):
+        return "mocov3"
     if _is_state_dict(ckpt.get("model")):
         keys = list(ckpt["model"])
         return "maelite" if any(k.startswith(("module.model.", "model.")) for k in keys) else "mae"
@@ -112,22 +131,56 @@ def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
 
 
-def backbone_state_dict(ckpt: Mapping[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:
-    """(format, state dict in our key layout) of the backbone stored in a checkpoint."""
-    fmt = detect_format(ckpt)
-    if fmt == "litevit":
-        sd = dict(ckpt["state_dict"])
-    elif fmt == "ostrack":
-        sd = {k[len("backbone."):]: v for k, v in ckpt["net"].items() if k.startswith("backbone.")}
-    elif fmt == "hiera":
-        sd = hiera_official_to_timm(ckpt["model_state"])
-    elif fmt == "maelite":
-        sd = _strip(_strip(ckpt["model"], "module."), "model.")
-    elif fmt == "mae":
-        sd = dict(ckpt["model"])
+_CONTAINERS = {"litevit": "state_dict", "ostrack": "net", "hiera": "model_state", "maelite": "model", "mae": "model"}
+
+
+def _container(ckpt: Mapping[str, Any], fmt: str) -> tuple[str | None, Mapping[str, torch.Tensor]]:
+    """(top-level key, tensors) of the state dict a checkpoint of format ``fmt`` stores (key None: the file
+    is the state dict)."""
+    if fmt == "mocov3":
+        key = "state_dict" if _is_moco(ckpt.get("state_dict")) else "model"
     else:
-        sd = dict(ckpt)
+        key = _CONTAINERS.get(fmt)
+    return key, (ckpt if key is None else ckpt[key])
+
+
+def backbone_state_dict(ckpt: Mapping[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:
+    """(format, state dict in our key layout) of the backbone stored in a checkpoint.
+
+    Parts that are not the backbone keep recognisable names (MoCo-v3: ``momentum_encoder.*``,
+    ``predictor.*``, ``base_encoder.head.*``) for :func:`load_pretrained` to drop and report.
+    """
+    fmt = detect_format(ckpt)
+    _, sd = _container(ckpt, fmt)
+    if fmt == "ostrack":
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    elif fmt == "hiera":
+        sd = hiera_official_to_timm(sd)
+    elif fmt == "maelite":
+        sd = _strip(_strip(sd, "module."), "model.")
+    elif fmt == "mocov3":
+        sd = {(k[len(_MOCO_ENCODER):] if k.startswith(_MOCO_ENCODER) and not k.startswith("base_encoder.head.")
+               else k): v for k, v in _strip(sd, "module.").items()}
+    else:
+        sd = dict(sd)
     return fmt, sd
+
+
+def key_prefixes(keys: Sequence[str], limit: int = 8) -> str:
+    """Summary of a state dict's key names: ``module.base_encoder.* (150), predictor.* (8), ...``.
+
+    A prefix is a key's module path up to its first numeric part, at most two names deep.
+    """
+    counts: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")[:-1]
+        numeric = next((i for i, part in enumerate(parts) if part.isdigit()), len(parts))
+        prefix = ".".join(parts[:min(numeric, 2)])
+        prefix = f"{prefix}.*" if prefix else key
+        counts[prefix] = counts.get(prefix, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    text = ", ".join(f"{prefix} ({n})" for prefix, n in ranked[:limit])
+    return text + (f", and {len(ranked) - limit} more" if len(ranked) > limit else "")
 
 
 def _resize_position_embeddings(model: nn.Module, sd: dict[str, torch.Tensor], result: LoadResult) -> None:
@@ -176,9 +229,11 @@ def load_pretrained(model: nn.Module, path_or_state: str | os.PathLike | Mapping
     """Load backbone weights from any supported checkpoint into ``model``.
 
     Wrappers are stripped, pre-training-only parts (decoder, teacher, adapters, D²-MAE's partial
-    13th block) dropped, absolute position embeddings and relative bias tables resized to the
-    model's grid, and q/v vs qkv biases converted.  Keys that remain unmatched are returned by
-    name (``strict=True`` raises on them).  A shape mismatch always raises, naming the key.
+    13th block, MoCo-v3's momentum encoder, projector and predictor) dropped, absolute position
+    embeddings and relative bias tables resized to the model's grid, and q/v vs qkv biases
+    converted.  Keys that remain unmatched are returned by name (``strict=True`` raises on them).
+    A shape mismatch always raises, naming the key; so does a checkpoint of which no key fits the
+    model (naming the key prefixes it holds), since loading it would leave the model untouched.
     """
     source = path_or_state if isinstance(path_or_state, Mapping) else read_checkpoint(path_or_state)
     where = "" if isinstance(path_or_state, Mapping) else f"{path_or_state}: "
@@ -189,14 +244,23 @@ def load_pretrained(model: nn.Module, path_or_state: str | os.PathLike | Mapping
     result = LoadResult(format=fmt)
     own = model.state_dict()
     depth = len(model.blocks) if hasattr(model, "blocks") else None
+    drop = _DROP_PREFIXES + _FORMAT_DROP_PREFIXES.get(fmt, ())
     for key in list(sd):
         block = re.match(r"blocks\.(\d+)\.", key)
         partial_extra_block = (block is not None and depth is not None and int(block.group(1)) >= depth
                                and key not in own and fmt in ("maelite", "litevit")
                                and re.match(r"blocks\.\d+\.(norm1|attn\.(qkv|q_bias|v_bias))", key))
-        if key.startswith(_DROP_PREFIXES) or key.endswith("relative_position_index") or partial_extra_block:
+        if key.startswith(drop) or key.endswith("relative_position_index") or partial_extra_block:
             result.dropped.append(key)
             del sd[key]
+    if not any(key in own for key in sd):
+        container, raw = _container(source, fmt)
+        held = f"its {container!r} entry" if container else "it"
+        raise CheckpointError(
+            f"{where or 'state dict: '}no backbone weight of this {fmt}-layout checkpoint fits "
+            f"{type(model).__name__} ({len(own)} keys: {key_prefixes(list(own), 6)}); {held} holds "
+            f"{key_prefixes(list(raw))}" + (f"; dropped as pre-training-only: {len(result.dropped)} keys"
+                                              if result.dropped else ""))
     _match_qkv_bias(model, sd)
     _resize_position_embeddings(model, sd, result)
     for key, value in sd.items():

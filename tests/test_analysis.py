@@ -2,10 +2,12 @@
 attention statistics on hand-built attention, the real path through tools/analyze.py, clear errors."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import cv2
@@ -18,8 +20,9 @@ from analysis import (MinibatchCKA, attention_entropy, attention_logits, block_s
                       mean_attention_distance, patch_attention, patch_distances, report_section, u_center)
 from analysis.images import even_batches
 from analysis.maps import GAP_PX, HEADER_PX, LABEL_PX
-from analysis.models import ModelSpec, parse_model_spec
+from analysis.models import ModelSpec, build_model, layer_features, layer_names, parse_model_spec
 from backbones import build_backbone, save_backbone
+from benchmarks.peers import peers_dir, unavailable_reason
 from benchmarks.demo_data.imagenet import make_imagenet_folder
 from pretrain.data import eval_transform
 
@@ -244,12 +247,12 @@ def _png_size(path: str | Path) -> tuple[int, int]:
         return im.size  # (width, height)
 
 
-def test_cka_end_to_end_matches_a_direct_computation(workspace, tmp_path):
+def test_mean_pooled_cka_end_to_end_matches_a_direct_computation(workspace, tmp_path):
     out = tmp_path / "cka"
     ckpt, maelite = workspace["ckpt"], workspace["maelite"]
     result = _run(["cka", "--models", ckpt, f"vit_tiny(depth=2,img_size=64)={maelite}",
                    "vit_tiny(depth=3,img_size=64)=random", "--names", "ours", "maelite", "random",
-                   "--images", workspace["flat"], "--out", out, "--batch-size", "16"])
+                   "--images", workspace["flat"], "--out", out, "--batch-size", "16", "--pool", "mean"])
     data = json.loads((out / "cka.json").read_text())
     assert data["images"] == 6 and data["batches"] == 1 and data["pool"] == "mean"
     assert [(p["a"], p["b"]) for p in data["pairs"]] == [("ours", "maelite"), ("ours", "random"),
@@ -279,7 +282,22 @@ def test_cka_with_hiera_stages_and_class_token_pooling(workspace, tmp_path):
     data = json.loads((out / "cka.json").read_text())
     assert data["batches"] == 2 and data["images"] == 9  # 9 images -> batches of 5 + 4
     pair = data["pairs"][0]
-    assert pair["layers_a"] == ["stage0", "stage1", "stage2", "stage3"] and np.array(pair["matrix"]).shape == (4, 2)
+    assert data["pool"] == "tokens"  # the default
+    assert pair["layers_a"] == ["stage0", "stage1", "stage2", "stage3"] and np.array(pair["matrix"]).shape == (4, 3)
+    assert pair["layers_b"] == ["embed", "block0", "block1"]
+
+    # Hiera's token maps: each stage end's map flattened, here against numpy on forward_intermediates
+    _run(["cka", "--models", "hiera_tiny(img_size=64)=random", "--images", workspace["imagenet"],
+          "--out", tmp_path / "hiera", "--batch-size", "9", "--hiera-layers", "stages"])
+    hiera = json.loads((tmp_path / "hiera" / "cka.json").read_text())["pairs"][0]
+    torch.manual_seed(0)
+    model = build_backbone("hiera_tiny", img_size=64, num_classes=0).eval()
+    with torch.no_grad():
+        maps = model.forward_intermediates(_preprocessed(workspace["imagenet"], 64), coarse=True,
+                                           output_fmt="NCHW", intermediates_only=True)
+    flat = [m.reshape(m.shape[0], -1).double().numpy() for m in maps]
+    by_hand = np.array([[np_unbiased_cka(a, b) for b in flat] for a in flat])
+    np.testing.assert_allclose(np.array(hiera["matrix"]), by_hand, atol=1e-6)
     with pytest.raises(SystemExit, match="no class token"):
         _run(["cka", "--models", "hiera_tiny(img_size=64)=random", workspace["ckpt"], "--images",
               workspace["imagenet"], "--out", tmp_path / "cls", "--pool", "cls"])
@@ -288,6 +306,155 @@ def test_cka_with_hiera_stages_and_class_token_pooling(workspace, tmp_path):
     self_cka = json.loads((tmp_path / "self" / "cka.json").read_text())["pairs"][0]
     assert self_cka["a"] == self_cka["b"] == "tiny"
     np.testing.assert_allclose(np.diag(np.array(self_cka["matrix"])), 1.0, atol=1e-9)
+
+
+def _with_distinct_norms(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """LayerNorm weights away from (1, 0), so that a missing, extra or wrong norm changes the features."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.5 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def _paper_layers_by_hand(vit, images: torch.Tensor) -> list[np.ndarray]:
+    """The paper's layer representations of a ViT without its embedding, block or layer-reading code: patch
+    embedding as a strided convolution, block outputs from forward_intermediates, LayerNorms written out;
+    each image's token map flattened -> [n, tokens * C] per layer."""
+    def norm(x, layer):
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], layer.weight, layer.bias, eps=1e-6)
+
+    with torch.no_grad():
+        proj = vit.patch_embed.proj
+        patches = torch.nn.functional.conv2d(images, proj.weight, proj.bias, stride=16).flatten(2).transpose(1, 2)
+        embed = patches + vit.pos_embed[:, 1:]
+        outputs = vit.forward_intermediates(images, output_fmt="NLC", intermediates_only=True)
+        final = vit.fc_norm if vit.global_pool == "avg" else vit.norm
+        layers = [norm(embed, vit.blocks[0].norm1)]
+        layers += [norm(out, vit.blocks[i + 1].norm1) for i, out in enumerate(outputs[:-1])]
+        layers.append(norm(outputs[-1], final))
+    return [f.reshape(f.shape[0], -1).double().numpy() for f in layers]
+
+
+def test_token_map_cka_of_two_block_models_equals_a_computation_by_hand():
+    """Two minibatches through layer_features(pool='tokens') and MinibatchCKA, against numpy HSIC_1 on
+    features taken apart by hand; one model pools the class token (final ``norm``), the other globally
+    (final ``fc_norm``)."""
+    torch.manual_seed(0)
+    a = _with_distinct_norms(build_backbone("vit_tiny", depth=2, img_size=64, num_classes=0), 1)
+    b = build_backbone("vit_tiny", depth=2, img_size=64, num_classes=0, global_pool="avg")
+    b.load_state_dict(a.state_dict(), strict=False)  # related to a (CKA well above 0), norms changed below
+    b = _with_distinct_norms(b, 2)
+    assert layer_names(a, pool="tokens") == ["embed", "block0", "block1"]
+    batches = [torch.randn(7, 3, 64, 64), torch.randn(6, 3, 64, 64)]
+    cka = MinibatchCKA([("a", "b"), ("a", "a")])
+    for x in batches:
+        with torch.no_grad():
+            features = {"a": layer_features(a, x, "tokens"), "b": layer_features(b, x, "tokens")}
+        assert [f.shape for f in features["a"]] == [(x.shape[0], 16 * 192)] * 3  # depth + 1 layers
+        cka.update(features)
+    result = cka.result()
+    by_hand = {name: [_paper_layers_by_hand(m, x) for x in batches] for name, m in (("a", a), ("b", b))}
+    for pair in (("a", "b"), ("a", "a")):
+        first, second = (by_hand[m] for m in pair)
+        expected = np.array([[np_minibatch_cka([batch[i] for batch in first], [batch[j] for batch in second])
+                              for j in range(3)] for i in range(3)])
+        np.testing.assert_allclose(result[pair].numpy(), expected, rtol=0, atol=1e-6)
+    assert 0.05 < float(result[("a", "b")].min()) and float(result[("a", "b")].max()) < 0.999
+
+
+def test_token_map_cka_of_a_model_with_itself_is_one_on_every_layer(workspace, tmp_path):
+    """The default of tools/analyze.py cka: depth + 1 layers each, the same weights read from two
+    checkpoint layouts give 1 on every layer, a model of another depth a rectangular matrix."""
+    result = _run(["cka", "--models", workspace["ckpt"], f"vit_tiny(depth=2,img_size=64)={workspace['maelite']}",
+                   "vit_tiny(depth=3,img_size=64)=random", "--names", "ours", "maelite", "random",
+                   "--images", workspace["imagenet"], "--out", tmp_path / "cka", "--batch-size", "5"])
+    assert result["pool"] == "tokens" and result["batches"] == 2 and "norm1" in result["representation"]
+    same, other, _ = (np.array(p["matrix"], dtype=float) for p in result["pairs"])
+    assert same.shape == (3, 3) and other.shape == (3, 4)
+    assert result["pairs"][1]["layers_b"] == ["embed", "block0", "block1", "block2"]
+    np.testing.assert_allclose(np.diag(same), 1.0, atol=1e-9)
+    assert np.all(same < 1.0 + 1e-9) and np.all(np.abs(same - same.T) < 1e-9)
+
+
+def _maelite_eval_tools():
+    """MAE-Lite's RepCmpAnalyzer and RepCatcher, loaded from the peers' folder under private names."""
+    if unavailable_reason() is not None:
+        pytest.skip(unavailable_reason())
+    pytest.importorskip("matplotlib")
+    root = peers_dir() / "maelite" / "projects" / "eval_tools"
+    if "maelite_visualize" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("maelite_visualize", root / "visualize" / "__init__.py",
+                                                      submodule_search_locations=[str(root / "visualize")])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["maelite_visualize"] = package
+        spec.loader.exec_module(package)
+        spec = importlib.util.spec_from_file_location("maelite_forward_hook", root / "util" / "forward_hook.py")
+        hooks = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(hooks)
+        sys.modules["maelite_forward_hook"] = hooks
+    return sys.modules["maelite_visualize"].RepCmpAnalyzer, sys.modules["maelite_forward_hook"].RepCatcher
+
+
+@contextlib.contextmanager
+def _float64_by_default():
+    """MAE-Lite's analyzer computes HSIC in the default dtype (its ``torch.ones`` / ``torch.zeros``); in
+    float32 its sums of large Gram entries lose ~1e-4 of CKA at small batches, so the parity tests run it
+    in float64 to compare the definitions, not the rounding."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_minibatch_cka_equals_maelite_analyzer_on_random_token_maps():
+    """The same random token maps (3 + 4 layers, three minibatches of unequal size) through MAE-Lite's
+    RepCmpAnalyzer and through ours: both average HSIC_1 over the batches, then form CKA."""
+    RepCmpAnalyzer, _ = _maelite_eval_tools()
+    g = torch.Generator().manual_seed(0)
+    with _float64_by_default():
+        analyzer = RepCmpAnalyzer(3, 4)
+    ours = MinibatchCKA([("a", "b")])
+    noise_a, noise_b = (0.3, 1.0, 3.0), (0.1, 0.5, 1.0, 4.0)
+    proj_a = [torch.randn(8, 12, generator=g) for _ in noise_a]
+    proj_b = [torch.randn(8, 6, generator=g) for _ in noise_b]
+    for n in (12, 9, 16):
+        shared = torch.randn(n, 10, 8, generator=g)  # [images, tokens, latent]
+        layers_a = [shared @ w + s * torch.randn(n, 10, 12, generator=g) for w, s in zip(proj_a, noise_a)]
+        layers_b = [torch.tanh(shared @ w) + s * torch.randn(n, 10, 6, generator=g) for w, s in zip(proj_b, noise_b)]
+        with _float64_by_default():
+            analyzer.append([f.double() for f in layers_a], [f.double() for f in layers_b])
+        ours.update({"a": [f.flatten(1) for f in layers_a], "b": [f.flatten(1) for f in layers_b]})
+    mine = ours.result()[("a", "b")]
+    torch.testing.assert_close(mine, analyzer.get(), atol=1e-10, rtol=0)
+    assert 0.3 < float(mine.max()) < 0.99 and float(mine.max() - mine.min()) > 0.2
+
+
+def test_token_map_cka_equals_maelite_on_the_same_model_and_images():
+    """MAE-Lite's whole path (forward hooks on blocks[i].norm1 and the last block, final fc_norm under
+    global pooling, RepCmpAnalyzer) against ours (layer_features + MinibatchCKA), on one 2-block and one
+    3-block ViT and two minibatches."""
+    RepCmpAnalyzer, RepCatcher = _maelite_eval_tools()
+    torch.manual_seed(0)
+    # global pooling: MAE-Lite's catcher applies fc_norm whenever the model has a true global_pool
+    a = _with_distinct_norms(build_backbone("vit_tiny", depth=2, img_size=64, num_classes=0, global_pool="avg"), 3)
+    b = _with_distinct_norms(build_backbone("vit_tiny", depth=3, img_size=64, num_classes=0, global_pool="avg"), 4)
+    catchers = [RepCatcher(m, list(range(m.depth + 1))) for m in (a, b)]
+    with _float64_by_default():
+        analyzer = RepCmpAnalyzer(a.depth + 1, b.depth + 1)
+    ours = MinibatchCKA([("a", "b")])
+    for n in (8, 10):
+        x = torch.randn(n, 3, 64, 64)
+        with torch.no_grad():
+            a.forward_features(x)
+            b.forward_features(x)
+            with _float64_by_default():
+                analyzer.append(*([f.double() for f in c.get_features()] for c in catchers))
+            ours.update({"a": layer_features(a, x, "tokens"), "b": layer_features(b, x, "tokens")})
+    torch.testing.assert_close(ours.result()[("a", "b")], analyzer.get(), atol=1e-10, rtol=0)
 
 
 def test_attention_read_through_forward_blocks_equals_softmax_of_q_k_by_hand(workspace):
@@ -375,6 +542,21 @@ def test_report_section_on_three_models(workspace, tmp_path):
     for link in [line.split("(")[-1].rstrip(")") for line in text.splitlines() if line.startswith("![")]:
         assert (tmp_path / link).is_file(), link
     assert "| a | b |" in text and "left out: hiera" in text
+    assert data["cka"]["pool"] == "tokens"  # the paper's quantity
+    assert data["cka"]["pairs"][0]["layers_a"] == ["embed", "block0", "block1"]
+
+
+def test_fine_tuned_checkpoint_with_global_pooling_builds_a_globally_pooled_model(tmp_path, capsys):
+    """Its trained fc_norm is the paper's last CKA layer; a class-token model would leave norm untrained."""
+    torch.manual_seed(0)
+    tuned = _with_distinct_norms(build_backbone("vit_tiny", depth=2, img_size=64, num_classes=10, global_pool="avg"), 5)
+    torch.save({"model": tuned.state_dict()}, tmp_path / "finetuned.pth")
+    model = build_model(parse_model_spec(f"vit_tiny(depth=2,img_size=64)={tmp_path / 'finetuned.pth'}"))
+    assert model.global_pool == "avg" and torch.equal(model.fc_norm.weight, tuned.fc_norm.weight)
+    assert "missing" not in capsys.readouterr().out  # only the classifier is left unused
+    forced = build_model(parse_model_spec(f"vit_tiny(depth=2,img_size=64,global_pool=token)={tmp_path / 'finetuned.pth'}"),
+                         quiet=True)
+    assert forced.global_pool == "token"
 
 
 def test_model_specs():

@@ -10,6 +10,7 @@ from timm.layers import resample_abs_pos_embed
 
 from backbones import (CheckpointError, build_backbone, detect_format, load_backbone, load_pretrained,
                        read_checkpoint, save_backbone)
+from benchmarks.peers import load_peers, unavailable_reason
 
 
 def randomised(model: torch.nn.Module) -> torch.nn.Module:
@@ -153,6 +154,108 @@ def test_timm_and_ostrack_files(tmp_path):
     assert result.format == "ostrack" and result.unexpected == ["pos_embed_z"] and not result.missing
     assert "box_head.conv1_ctr.0.weight" not in result.unexpected
     assert_same_weights(dst, {k: v for k, v in src.state_dict().items() if not k.startswith("head.")})
+
+
+def moco_training_state(encoder: dict[str, torch.Tensor], hidden: int = 64, dim: int = 16) -> dict[str, torch.Tensor]:
+    """A MoCo-v3 ViT's ``state_dict()`` as DDP saves it: base encoder = ``encoder`` plus its projector
+    as ``head`` (Linear-BN-ReLU x2, Linear, BN without affine), a momentum encoder holding other values,
+    and the 2-layer predictor (hidden width reduced to keep the file small)."""
+    width = encoder["cls_token"].shape[-1]
+    g = torch.Generator().manual_seed(1)
+
+    def bn(prefix: str, n: int, affine: bool = True) -> dict[str, torch.Tensor]:
+        out = {f"{prefix}.running_mean": torch.randn(n, generator=g), f"{prefix}.running_var": torch.rand(n, generator=g),
+               f"{prefix}.num_batches_tracked": torch.tensor(7)}
+        if affine:
+            out.update({f"{prefix}.weight": torch.randn(n, generator=g), f"{prefix}.bias": torch.randn(n, generator=g)})
+        return out
+
+    def mlp(prefix: str, sizes: list[int]) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            out[f"{prefix}.{3 * i}.weight"] = torch.randn(b, a, generator=g)
+            out.update(bn(f"{prefix}.{3 * i + 1}", b, affine=i < len(sizes) - 2))
+        return out
+
+    state = {f"module.base_encoder.{k}": v for k, v in encoder.items()}
+    state.update(mlp("module.base_encoder.head", [width, hidden, hidden, dim]))
+    state.update({f"module.momentum_encoder.{k}": v + 1.0 for k, v in encoder.items()})
+    state.update(mlp("module.momentum_encoder.head", [width, hidden, hidden, dim]))
+    state.update(mlp("module.predictor", [dim, hidden, dim]))
+    return state
+
+
+MOCO_CONTAINERS = {
+    # MAE-Lite's trainer (projects/mocov3 through mae_lite/tools/train.py)
+    "maelite": lambda sd: {"start_epoch": 5, "model": sd, "optimizer": {"state": {}, "param_groups": []},
+                           "scheduler": {"last_epoch": 4}, "best_top1": 0.0, "scaler": {}},
+    # facebookresearch/moco-v3 main_moco.py
+    "facebookresearch": lambda sd: {"epoch": 5, "arch": "vit_tiny", "state_dict": sd,
+                                    "optimizer": {"state": {}, "param_groups": []}, "scaler": {}},
+    # the same, trained without DistributedDataParallel (no "module." prefix)
+    "single-process": lambda sd: {"epoch": 5, "state_dict": {k.removeprefix("module."): v for k, v in sd.items()}},
+}
+
+
+@pytest.mark.parametrize("layout", sorted(MOCO_CONTAINERS))
+def test_mocov3_files_load_the_base_encoder(tmp_path, layout):
+    src = randomised(build_backbone("vit_tiny", num_classes=0, pos_embed="sincos")).eval()
+    state = moco_training_state(src.state_dict())
+    torch.save(MOCO_CONTAINERS[layout](state), tmp_path / "moco.pth.tar")
+    dst = build_backbone("vit_tiny", num_classes=0, pos_embed="sincos").eval()
+    result = load_pretrained(dst, tmp_path / "moco.pth.tar")
+    assert result.format == "mocov3" and not result.missing and not result.unexpected, result
+    not_backbone = {k[len("module."):] for k in state if not k.startswith("module.base_encoder.")
+                    or k.startswith("module.base_encoder.head.")}
+    assert set(result.dropped) == not_backbone
+    assert {k.split(".")[0] for k in result.dropped} == {"base_encoder", "momentum_encoder", "predictor"}
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(dst.forward_features(x), src.forward_features(x))
+    assert_same_weights(dst, src.state_dict())
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_mocov3_file_of_maelite_model_gives_its_base_encoder_features(tmp_path):
+    """The real key layout: MAE-Lite's own MoCo-v3 ViT-Tiny, saved as its trainer saves it (DDP names)."""
+    torch.manual_seed(0)
+    moco = load_peers().maelite_mocov3_tiny(total_iters=10, mlp_dim=256).eval()
+    torch.save(MOCO_CONTAINERS["maelite"]({f"module.{k}": v for k, v in moco.state_dict().items()}),
+               tmp_path / "last_epoch_ckpt.pth.tar")
+    dst = build_backbone("vit_tiny", num_classes=0).eval()
+    result = load_pretrained(dst, tmp_path / "last_epoch_ckpt.pth.tar")
+    assert result.format == "mocov3" and not result.missing and not result.unexpected, result
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(dst.forward_features(x), moco.base_encoder.forward_features(x),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_a_checkpoint_without_backbone_weights_is_refused(tmp_path):
+    """A ResNet MoCo-v3 file and a classifier of another family: nothing fits the ViT, so loading
+    them is an error naming the file and what the file holds, never a model with every key missing."""
+    resnet = {"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.ones(64),
+              "layer1.0.conv1.weight": torch.zeros(64, 64, 1, 1), "layer1.1.conv1.weight": torch.zeros(64, 64, 1, 1),
+              "fc.0.weight": torch.zeros(32, 2048)}
+    state = {f"module.base_encoder.{k}": v for k, v in resnet.items()}
+    state.update({f"module.momentum_encoder.{k}": v for k, v in resnet.items()})
+    state["module.predictor.0.weight"] = torch.zeros(32, 16)
+    torch.save({"epoch": 100, "arch": "resnet50", "state_dict": state}, tmp_path / "r-50-1000ep.pth.tar")
+    model = build_backbone("vit_tiny", num_classes=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(model, tmp_path / "r-50-1000ep.pth.tar")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'r-50-1000ep.pth.tar'}: no backbone weight")
+    assert "'state_dict' entry holds module.base_encoder.* (5), module.momentum_encoder.* (5), module.predictor.* (1)" \
+        in message and "mocov3-layout" in message and "VisionTransformer" in message
+    assert_same_weights(model, before)
+
+    torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3), "classifier.weight": torch.zeros(10, 8)},
+               tmp_path / "cnn.pth")
+    with pytest.raises(CheckpointError, match=r"cnn.pth: no backbone weight of this timm-layout checkpoint .*"
+                                              r"it holds features\.\* \(1\), classifier\.\* \(1\)"):
+        load_pretrained(build_backbone("hiera_tiny", num_classes=0), tmp_path / "cnn.pth")
 
 
 def test_fine_tuned_head_reported_when_model_has_none():

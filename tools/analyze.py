@@ -7,13 +7,15 @@
     python tools/analyze.py maps --models backbone.pth --images photos/ --layers 3 11 --heads 0 1 2 \\
         --query 7,7 --out outputs/analysis/maps
 
-A model is ``CHECKPOINT`` (our export), ``ARCH=CHECKPOINT`` (MAE-Lite, MAE, DeiT/timm, Hiera and
+A model is ``CHECKPOINT`` (our export), ``ARCH=CHECKPOINT`` (MAE-Lite, MAE, MoCo-v3, DeiT/timm, Hiera and
 every other layout ``backbones.load_pretrained`` reads), ``ARCH=random``, or with build options
 ``'ARCH(img_size=112)=CHECKPOINT'`` (DeiT-Tiny: ``'vit_tiny(num_heads=3)=deit_tiny.pth'``, our
 ``vit_tiny`` has MAE-Lite's 12 heads).  Images: any folder (ImageNet layout or flat, any size),
 resized and centre-cropped to each model's input.  Layers and heads are 0-based block / head
 indices (negative counts from the end).  ``attention`` and ``maps`` need plain ViTs, ``cka`` also
-takes Hiera (its blocks or stage ends, mean-pooled).
+takes Hiera (its blocks or stage ends).
+
+``cka`` compares whole token maps of the paper's layers by default (``analyze.py cka --help``).
 """
 from __future__ import annotations
 
@@ -25,11 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.images import list_images, spread  # noqa: E402
 from analysis.maps import parse_query  # noqa: E402
-from analysis.models import build_model, default_name, parse_model_spec  # noqa: E402
+from analysis.models import POOLS, build_model, default_name, parse_model_spec  # noqa: E402
 from engine import resolve_device  # noqa: E402
 from analysis.runs import run_attention, run_cka, run_maps  # noqa: E402
 
-DEFAULTS = {"cka": {"batch_size": 64, "max_images": 1000}, "attention": {"batch_size": 16, "max_images": 1000},
+CKA_DESCRIPTION = (
+    "Linear CKA between every layer of two or more models (minibatch estimate, unbiased HSIC_1 averaged over the "
+    "minibatches, then CKA). The default, --pool tokens, is the paper's quantity (MAE-Lite's run_vis_cmp_rep.py): "
+    "for a ViT of depth d, d + 1 layers (layer i < d: input of block i after its norm1, layer 0 the embedding; "
+    "layer d: the final norm of the last block's output), class token removed, each image's token map flattened. "
+    "Hiera: every block's (or stage end's) output map, flattened. --pool mean / cls compare block outputs pooled "
+    "to one vector per image instead, a coarser quantity than the paper's. Defaults: 1024 images in minibatches "
+    "of 128, as the paper's.")
+DEFAULTS = {"cka": {"batch_size": 128, "max_images": 1024}, "attention": {"batch_size": 16, "max_images": 1000},
             "maps": {"batch_size": 8, "max_images": 4}}
 
 
@@ -42,10 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common.add_argument("--out", required=True, type=Path, help="output folder")
     common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     common.add_argument("--batch-size", type=int, default=None,
-                        help="images per batch (default: cka 64, attention 16, maps 8)")
+                        help="images per batch (default: cka 128, attention 16, maps 8)")
     common.add_argument("--max-images", type=int, default=None,
                         help="use at most this many images, evenly spread over the sorted folder "
-                             "(0: all; default: cka and attention 1000, maps 4)")
+                             "(0: all; default: cka 1024, attention 1000, maps 4)")
     common.add_argument("--img-size", type=int, default=None, help="model input size (default: the model's)")
     common.add_argument("--workers", type=int, default=2, help="image decoding processes (0: in the main one)")
     common.add_argument("--seed", type=int, default=0, help="seed of random initialisations")
@@ -54,9 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    cka = sub.add_parser("cka", parents=[common], help="linear CKA between every layer of two or more models")
-    cka.add_argument("--pool", choices=["mean", "cls"], default="mean",
-                     help="representation of a layer: mean of the patch tokens (default) or the class token")
+    cka = sub.add_parser("cka", parents=[common], help="linear CKA between every layer of two or more models",
+                         description=CKA_DESCRIPTION)
+    cka.add_argument("--pool", choices=list(POOLS), default="tokens",
+                     help="representation of a layer: 'tokens' (default, the paper's: ViT block inputs after "
+                          "norm1 plus the final norm, depth + 1 layers, each image's token map flattened; "
+                          "Hiera block maps), or the block outputs pooled to the patch-token 'mean' or the "
+                          "'cls' token")
     cka.add_argument("--hiera-layers", choices=["blocks", "stages"], default="blocks",
                      help="Hiera layers: every block (default) or the stage ends")
     attention = sub.add_parser("attention", parents=[common], help="attention distance and entropy per head")
