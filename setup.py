@@ -11,6 +11,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["fileio*", "backbones*", "engine*", "evaluation*", "pretrain*", "seg*", "track*",
                                     "analysis*", "benchmarks*"]),
+    # The core (backbones, engine, evaluation, pretrain, track, analysis) needs no OpenMMLab package
+    # beyond mmengine (configs); segmentation (seg/) runs on mmsegmentation and the full mmcv: [seg].
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
@@ -20,14 +22,14 @@ setup(
         "pillow>=10",
         "tqdm>=4.60",
         "matplotlib>=3.7",
-        # OpenMMLab stack: mmseg 1.2.2 asserts 2.0.0rc4 <= mmcv < 2.2.0 (full mmcv, compiled ops).
         "mmengine>=0.10.4,<0.11",
-        "mmcv>=2.0.0rc4,<2.2.0",
-        "mmsegmentation==1.2.2",
-        # mmcv / mmseg runtime needs, declared because mmcv is installed from our own wheel.
-        "addict", "yapf", "pyyaml", "packaging", "prettytable", "scipy", "ftfy", "regex",
     ],
     extras_require={
+        # mmseg 1.2.2 asserts 2.0.0rc4 <= mmcv < 2.2.0 (full mmcv, compiled ops). PyPI has only mmcv's
+        # source package: tools/bootstrap.sh builds its wheel once (C++20 on current PyTorch) and
+        # installs it without dependencies, so mmcv's and mmseg's runtime needs are listed here.
+        "seg": ["mmcv>=2.0.0rc4,<2.2.0", "mmsegmentation==1.2.2",
+                "addict", "yapf", "pyyaml", "packaging", "prettytable", "scipy", "ftfy", "regex"],
         # onnx / onnxruntime / openvino: the tracker's optional CPU runtimes (tested);
         # scikit-image: the sample photographs of the main job's embedded data;
         # easydict, loguru, tabulate: what the peers' own code (benchmarks, parity tests) imports.

@@ -47,8 +47,8 @@ import torch
 
 from evaluation.boxes import box_iou
 from track.model import OneStreamTracker, build_tracker
-from engine import bf16_unsupported_reason, cpu_bf16_native, resolve_device
-from track.runtime import DTYPES
+from engine import PRECISIONS, autocast, bf16_unsupported_reason, resolve_device, torch_dtype
+from track.runtime import ieee_fp32
 from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
 __all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement",
@@ -103,11 +103,9 @@ def matmul_peak(device: torch.device, dtype: str, size: int | None = None, repea
     """
     size = size or (8192 if device.type == "cuda" else 1536)
     generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, device=device, generator=generator).to(DTYPES[dtype])
-    b = torch.randn(size, size, device=device, generator=generator).to(DTYPES[dtype])
-    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, as the tracker's fp32 path runs
-    try:
+    a = torch.randn(size, size, device=device, generator=generator).to(torch_dtype(dtype))
+    b = torch.randn(size, size, device=device, generator=generator).to(torch_dtype(dtype))
+    with ieee_fp32(device.type == "cuda"):  # fp32 means fp32 (no TF32), as the tracker's fp32 path runs
         best, best_cpu = float("inf"), float("inf")
         for index in range(repeats + 1):
             synchronize(device)
@@ -117,8 +115,6 @@ def matmul_peak(device: torch.device, dtype: str, size: int | None = None, repea
             if index:  # the first product warms up
                 best = min(best, time.perf_counter() - start)
                 best_cpu = min(best_cpu, time.process_time() - start_cpu)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     flops = 2.0 * size ** 3
     return {"flops": flops / best, "cpu_flops": flops / best_cpu if device.type == "cpu" else float("nan")}
 
@@ -252,8 +248,7 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
                 m = mask.expand(batch, -1)
 
                 def run(z=z, x=x, m=m, dtype=dtype) -> None:
-                    with torch.inference_mode(), torch.autocast(where.type, dtype=DTYPES[dtype],
-                                                                enabled=dtype != "fp32"):
+                    with torch.inference_mode(), autocast(where.type, PRECISIONS[dtype]):
                         net(template=z, search=x, ce_template_mask=m)
                     synchronize(where)
 
@@ -637,7 +632,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """The command line; returns what ``--json`` writes (``speed``, ``end_to_end``, ``agreement``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default: cpu)")
-    parser.add_argument("--dtype", nargs="+", default=None, choices=sorted(DTYPES),
+    parser.add_argument("--dtype", nargs="+", default=None, choices=list(PRECISIONS),
                         help="precisions to time (default: those the device runs natively)")
     parser.add_argument("--backend", nargs="+", default=None, choices=["torch", "onnxruntime", "openvino"],
                         help="runtimes to time (default: all installed ones for the device)")
@@ -657,7 +652,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--e2e-data", type=Path, default=None, help="where to write / reuse the generated sequences")
     parser.add_argument("--decode-threads", type=int, default=None)
     parser.add_argument("--agreement", default=None, metavar="LASOT_ROOT",
-                        help="also measure low-precision vs fp32 box agreement on this LaSOT-layout root's test split")
+                        help="also measure low-precision vs fp32 box agreement on this LaSOT-layout root's test "
+                             "split, in the precision of --dtype other than fp32 (default: fp16 on CUDA, else bf16)")
     parser.add_argument("--agreement-backend", default="torch", choices=["torch", "openvino"])
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--markdown", default=None, help="write the tables here")
@@ -677,7 +673,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.dtype or args.backend:
         backends = args.backend or (["torch"] if where.type == "cuda" else ["torch", "onnxruntime", "openvino"])
         dtypes = args.dtype or (["fp32", "fp16"] if where.type == "cuda" else
-                                ["fp32"] + (["bf16"] if cpu_bf16_native() else []))
+                                ["fp32"] + (["bf16"] if bf16_unsupported_reason(where) is None else []))
         runs = [(b, d) for b in backends for d in dtypes
                 if not (b == "onnxruntime" and d != "fp32") and not (b != "torch" and where.type == "cuda")
                 and not (d == "fp16" and where.type != "cuda") and not (b == "openvino" and d == "fp16")]
@@ -697,7 +693,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(json.dumps(row), flush=True)
     agreement = None
     if args.agreement:
-        low = "fp16" if where.type == "cuda" else "bf16"
+        low = next((d for d in args.dtype or [] if d != "fp32"), "fp16" if where.type == "cuda" else "bf16")
         agreement = lasot_agreement(model, args.agreement, dtype=low, backend=args.agreement_backend,
                                     device=str(where), compile=compile_modes[0] if compile_modes else False,
                                     **tracker_kwargs(cfg))

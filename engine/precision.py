@@ -1,8 +1,14 @@
-"""Numeric precision of a run: autocast on the run's device type, and a GradScaler for fp16.
+"""Numeric precision, decided here for every task (training, tracking, distillation, benchmarks).
 
-``"fp32"``: no autocast. ``"bf16"``: ``torch.autocast`` with bfloat16, on CPU or GPU.
-``"fp16"``: autocast with float16 plus ``torch.amp.GradScaler`` (dynamic loss scaling), on CUDA
-only: float16 autocast on CPU is slow and has no scaler there, so it is refused before any work.
+* Names: ``"fp32"`` (no autocast), ``"bf16"`` (``torch.autocast`` with bfloat16, CPU or GPU),
+  ``"fp16"`` (autocast with float16 plus ``torch.amp.GradScaler``, CUDA only: float16 autocast on a
+  CPU is slow and has no scaler there, so it is refused before any work). :data:`PRECISIONS` maps
+  them to autocast dtypes, :func:`torch_dtype` to the dtype tensors are stored in.
+* Which device runs bf16 natively: a CPU with AVX512-BF16 or AMX-BF16 that torch may use
+  (:func:`cpu_bf16_native`), a GPU of compute capability 8.0 or newer (:func:`cuda_bf16_native`).
+  Elsewhere bf16 is emulated, several times slower than fp32; :func:`bf16_unsupported_reason` says
+  why in one sentence, and :func:`resolve_precision` warns.
+* The context: :func:`autocast` (nothing for fp32), :meth:`Precision.autocast`.
 """
 from __future__ import annotations
 
@@ -14,20 +20,31 @@ from typing import ContextManager
 
 import torch
 
-__all__ = ["PRECISIONS", "Precision", "autocast", "bf16_unsupported_reason", "cpu_bf16_native", "cpu_flags",
-           "resolve_precision"]
+__all__ = ["CUDA_BF16_CAPABILITY", "PRECISIONS", "Precision", "autocast", "bf16_unsupported_reason", "cpu_bf16_native",
+           "cpu_flags", "cuda_bf16_native", "resolve_precision", "torch_dtype"]
 
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CAPABILITIES_BELOW_AVX512 = frozenset({"NO AVX", "DEFAULT", "AVX", "AVX2"})
+CUDA_BF16_CAPABILITY = (8, 0)   # Ampere: the first GPUs whose tensor cores compute bf16
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast(device_type: str, dtype: torch.dtype | None) -> ContextManager:
-    """``torch.autocast(device_type, dtype)``, or nothing for ``dtype=None`` (fp32)."""
+def torch_dtype(name: str) -> torch.dtype:
+    """The dtype a precision stores tensors in (``"fp32"`` -> float32, ``"bf16"`` -> bfloat16, ...)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {name!r}")
+    return PRECISIONS[name] or torch.float32
+
+
+def autocast(device_type: str, dtype: torch.dtype | None, cache_enabled: bool = True) -> ContextManager:
+    """``torch.autocast(device_type, dtype)``, or nothing for ``dtype=None`` (fp32).
+
+    ``cache_enabled=False`` for code captured as a CUDA graph or traced: autocast's cache of cast
+    weights must not outlive the capture."""
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=dtype)
+    return torch.autocast(device_type, dtype=dtype, cache_enabled=cache_enabled)
 
 
 @dataclass(frozen=True)
@@ -50,19 +67,21 @@ class Precision:
         return torch.amp.GradScaler(self.device.type, enabled=self.name == "fp16")
 
 
-def resolve_precision(name: str | None, device: torch.device, option: str = "precision") -> Precision:
+def resolve_precision(name: str | None, device: torch.device, option: str = "precision",
+                      cuda_capability: tuple[int, int] | None = None) -> Precision:
     """Check ``name`` (None means fp32) against the device; ``option`` names the config key in errors.
 
     ``"bf16"`` where the device only emulates it (:func:`bf16_unsupported_reason`) is accepted with a
-    RuntimeWarning: the run works, but several times slower than in fp32."""
+    RuntimeWarning: the run works, but several times slower than in fp32. ``cuda_capability``:
+    the GPU's (major, minor), read from the device when None."""
     name = "fp32" if name is None else name
     if name not in PRECISIONS:
         raise ValueError(f"{option} must be one of {list(PRECISIONS)}, got {name!r}")
     if name == "fp16" and device.type != "cuda":
-        raise ValueError(f"{option}='fp16' needs a GPU (float16 autocast with GradScaler); the run's device is "
-                         f"{device}: use 'bf16' or 'fp32' there")
+        raise ValueError(f"{option}='fp16' needs a GPU (float16 autocast); the device is {device}: use 'bf16' "
+                         "or 'fp32' there")
     if name == "bf16":
-        reason = bf16_unsupported_reason(device)
+        reason = bf16_unsupported_reason(device, cuda_capability=cuda_capability)
         if reason is not None:
             warnings.warn(f"{option}='bf16' on {device}: {reason}; 'fp32' is faster there", RuntimeWarning,
                           stacklevel=2)
@@ -89,12 +108,31 @@ def cpu_bf16_native(flags: frozenset[str] | None = None, capability: str | None 
     return bool(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags)) and capability not in CAPABILITIES_BELOW_AVX512
 
 
+def cuda_bf16_native(device: str | torch.device = "cuda", capability: tuple[int, int] | None = None) -> bool:
+    """True when the GPU computes bf16 natively: compute capability 8.0 (Ampere) or newer.
+
+    ``torch.cuda.is_bf16_supported()`` also says True where bf16 is only emulated (before Ampere),
+    hence the capability. ``capability``: (major, minor), read from ``device`` when None."""
+    capability = torch.cuda.get_device_capability(device) if capability is None else capability
+    return tuple(capability) >= CUDA_BF16_CAPABILITY
+
+
 def bf16_unsupported_reason(device: str | torch.device = "cpu", flags: frozenset[str] | None = None,
-                            capability: str | None = None) -> str | None:
-    """Why bf16 would only be emulated on ``device`` (a sentence for reports), or None where it is native."""
+                            capability: str | None = None,
+                            cuda_capability: tuple[int, int] | None = None) -> str | None:
+    """Why bf16 would only be emulated on ``device`` (a sentence for reports), or None where it is native.
+
+    ``flags`` / ``capability``: the CPU's flags and torch's CPU capability; ``cuda_capability``: a
+    GPU's (major, minor); each read from the machine when None."""
     device = torch.device(device)
     if device.type == "cuda":
-        return None if torch.cuda.is_bf16_supported() else f"{torch.cuda.get_device_name(device)} has no native bf16"
+        cuda_capability = torch.cuda.get_device_capability(device) if cuda_capability is None else cuda_capability
+        if cuda_bf16_native(device, cuda_capability):
+            return None
+        name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else str(device)
+        major, minor = cuda_capability
+        return (f"{name} has compute capability {major}.{minor}: native bf16 needs "
+                f"{CUDA_BF16_CAPABILITY[0]}.{CUDA_BF16_CAPABILITY[1]} or newer (Ampere), so bf16 is emulated")
     flags = cpu_flags() if flags is None else flags
     capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
     if cpu_bf16_native(flags, capability):

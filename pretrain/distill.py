@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backbones import CheckpointError, Hiera, VisionTransformer, build_backbone, compile_frozen, load_pretrained
+from engine import autocast
 
 from .mae import MaskedAutoencoderViT, embed_visible_patches
 from .mae_hiera import MaskedAutoencoderHiera
@@ -155,11 +156,8 @@ class AttentionDistillation(nn.Module):
     def teacher_logits(self, imgs: torch.Tensor, visible: torch.Tensor,
                        patches: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher logits for the visible patches the student saw (see :meth:`_teacher_logits`)."""
-        with torch.no_grad():
-            if self.teacher_compute_dtype is None:
-                return self._run_teacher(imgs, visible, patches)
-            with torch.autocast(imgs.device.type, dtype=self.teacher_compute_dtype):
-                return self._run_teacher(imgs, visible, patches)
+        with torch.no_grad(), autocast(imgs.device.type, self.teacher_compute_dtype):
+            return self._run_teacher(imgs, visible, patches)
 
     def _teacher_logits(self, imgs: torch.Tensor, visible: torch.Tensor,
                         patches: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -32,3 +36,28 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def run_blocked() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_blocked(code, cwd, blocked)`` runs ``code`` in a child Python whose import system refuses the
+    ``blocked`` packages and their submodules, then fails the child if any of them was loaded."""
+
+    def run(code: str, cwd: Path, blocked: tuple[str, ...], timeout: float = 120) -> subprocess.CompletedProcess:
+        blocker = textwrap.dedent(f"""
+            import importlib.abc, sys
+            class Block(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path=None, target=None):
+                    if name.split(".")[0] in {blocked!r}:
+                        raise ImportError(f"{{name}} is blocked in this test")
+                    return None
+            sys.meta_path.insert(0, Block())
+        """)
+        check = textwrap.dedent(f"""
+            loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({blocked!r}))
+            assert not loaded, loaded
+        """)
+        return subprocess.run([sys.executable, "-c", blocker + textwrap.dedent(code) + check], capture_output=True,
+                              text=True, cwd=cwd, timeout=timeout, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+    return run

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # as a torchrun script
 
 from backbones import CheckpointError, read_checkpoint  # noqa: E402
-from engine import (PRECISIONS, DistInfo, Engine, LoopSettings, WorldSizeChangeError, capture_rng,  # noqa: E402
-                    close_distributed, init_distributed, plot_log, rank_seed, read_log, resolve_device,
-                    resolve_precision, restore_rng, seed_rank)
+from engine import (PRECISIONS, DistInfo, Engine, LoopSettings, WorldSizeChangeError, bf16_unsupported_reason,  # noqa: E402
+                    capture_rng, close_distributed, cuda_bf16_native, init_distributed, plot_log, rank_seed,
+                    read_log, resolve_device, resolve_precision, restore_rng, seed_rank, torch_dtype)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 W_TRUE = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
@@ -377,6 +377,27 @@ def test_bf16_on_a_cpu_that_emulates_it_warns(monkeypatch):
         warnings.simplefilter("error")
         assert resolve_precision("bf16", cpu).name == "bf16"
         assert resolve_precision("fp32", cpu).name == "fp32"
+
+
+def test_cuda_bf16_is_native_from_compute_capability_8():
+    """A GPU computes bf16 natively from Ampere (8.0) on; before that torch emulates it (and
+    ``torch.cuda.is_bf16_supported()`` still says True), so bf16 there warns like an emulating CPU."""
+    cuda = torch.device("cuda", 0)
+    for capability, native in [((7, 0), False), ((7, 5), False), ((8, 0), True), ((8, 6), True), ((9, 0), True),
+                               ((12, 0), True)]:
+        assert cuda_bf16_native(cuda, capability) is native, capability
+        reason = bf16_unsupported_reason(cuda, cuda_capability=capability)
+        assert (reason is None) is native, capability
+    assert "compute capability 7.5: native bf16 needs 8.0 or newer" in bf16_unsupported_reason(
+        cuda, cuda_capability=(7, 5))
+    with pytest.warns(RuntimeWarning, match=r"train.precision='bf16' on cuda:0: .*compute capability 7\.0"):
+        assert resolve_precision("bf16", cuda, "train.precision", cuda_capability=(7, 0)).name == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("bf16", cuda, cuda_capability=(8, 0)).dtype == torch.bfloat16
+    assert [torch_dtype(name) for name in PRECISIONS] == [torch.float32, torch.bfloat16, torch.float16]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        torch_dtype("fp8")
 
 
 @pytest.mark.filterwarnings("ignore:.*'bf16' on cpu:RuntimeWarning")  # on a CPU that emulates bf16

@@ -3,9 +3,6 @@ end to end on files in the real layouts, in a Python whose import system refuses
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import cv2
@@ -15,33 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BLOCKED = ("torch", "torchvision", "mmcv", "mmseg", "mmengine", "timm", "cv2")
 
-# Runs first in the child: any import of a blocked package (or a submodule) fails.
-BLOCKER = textwrap.dedent(f"""
-    import importlib.abc, sys
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {BLOCKED!r}:
-                raise ImportError(f"{{name}} is blocked in this test")
-            return None
-    sys.meta_path.insert(0, Block())
-""")
-
-
-def run_blocked(code: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = BLOCKER + textwrap.dedent(code) + textwrap.dedent(f"""
-        loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({BLOCKED!r}))
-        assert not loaded, loaded
-    """)
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd,
-                          timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-
-
-def test_blocker_really_blocks(tmp_path):
-    run = run_blocked("import torch", tmp_path)
+def test_blocker_really_blocks(tmp_path, run_blocked):
+    run = run_blocked("import torch", tmp_path, BLOCKED)
     assert run.returncode != 0 and "torch is blocked" in run.stderr
 
 
-def test_scoring_tools_run_without_torch_mmcv_mmseg(tmp_path):
+def test_scoring_tools_run_without_torch_mmcv_mmseg(tmp_path, run_blocked):
     # a LaSOT-layout sequence (annotations only) and one tracker's results
     seq = tmp_path / "lasot" / "cat" / "cat-1"
     seq.mkdir(parents=True)
@@ -66,7 +42,7 @@ def test_scoring_tools_run_without_torch_mmcv_mmseg(tmp_path):
                     "--num-classes", "150", "--reduce-zero-label", "--pred-raw", "--class-names", "ade20k",
                     "--json", "miou.json", "--plot", "iou.png"]
         runpy.run_path("{REPO / 'tools' / 'eval_miou.py'}", run_name="__main__")
-    """, tmp_path)
+    """, tmp_path, BLOCKED)
     assert run.returncode == 0, run.stderr
     lasot = json.loads((tmp_path / "lasot.json").read_text())
     # frames 1-2 hit exactly, frame 3 misses, frame 4 is absent: 2 of 4 frames pass every threshold < 1

@@ -47,3 +47,26 @@ def test_the_checker_sees_imports(tmp_path):
     source.write_text("import torch.nn as nn\nfrom benchmarks.peers import load_peers\nfrom .x import y\n"
                       "def f():\n    from track import tracker\n")
     assert imported_packages(source) == {"torch", "benchmarks", "track"}
+
+
+CORE = ("fileio", "backbones", "engine", "evaluation", "pretrain", "track", "analysis")
+
+
+def test_core_imports_without_mmcv_and_mmseg(tmp_path, run_blocked):
+    """Every module of the core packages imports where mmcv and mmseg cannot be (``setup.py``'s core
+    install); ``import seg`` there fails with an ImportError that names the extra to install."""
+    run = run_blocked(f"""
+        import importlib, pkgutil
+        for package in {CORE!r}:
+            module = importlib.import_module(package)
+            for info in pkgutil.walk_packages(module.__path__, package + "."):
+                importlib.import_module(info.name)
+        try:
+            import seg
+        except ImportError as error:
+            print("seg:", error)
+        else:
+            raise AssertionError("seg imported without mmcv / mmseg")
+    """, tmp_path, ("mmcv", "mmseg"), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "pip install 'litevit[seg]'" in run.stdout and "mmcv is blocked" in run.stdout

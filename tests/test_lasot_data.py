@@ -195,12 +195,13 @@ def test_read_image_errors(demo_root: Path, tmp_path: Path) -> None:
         read_image(tmp_path / "missing.jpg")
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"this is not an image" * 50)
-    with pytest.raises(ValueError, match=r"cannot decode image: .*garbage\.jpg"):
+    with pytest.raises(ValueError, match=r"cannot decode image .*garbage\.jpg: cannot identify"):
         read_image(garbage)
-    truncated = tmp_path / "truncated.jpg"
-    truncated.write_bytes(source[:len(source) // 2])
-    with pytest.raises(ValueError, match=r"truncated JPEG: .*truncated\.jpg"):
-        read_image(truncated)
+    # cut in the middle of the scan, and only the end-of-image marker missing: the decoder's own report
+    for name, data in (("half.jpg", source[:len(source) // 2]), ("no_end.jpg", source[:-2])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf"cannot decode image .*{name}: image file is truncated"):
+            read_image(tmp_path / name)
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match="empty.jpg"):
@@ -208,6 +209,26 @@ def test_read_image_errors(demo_root: Path, tmp_path: Path) -> None:
     trailing = tmp_path / "trailing.jpg"  # bytes after the end marker are harmless
     trailing.write_bytes(source + b"\x00" * 16)
     assert read_image(trailing).shape == (H, W, 3)
+
+
+def test_read_image_matches_opencv(demo_root: Path, tmp_path: Path) -> None:
+    """The same RGB pixels as OpenCV's decoder, grayscale files as three channels, and the EXIF
+    orientation applied as OpenCV applies it."""
+    import cv2
+    from PIL import Image
+
+    path = demo_root / "car/car-1/img/00000001.jpg"
+    np.testing.assert_array_equal(read_image(path), cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    gray = tmp_path / "gray.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 20), dtype=np.uint8)).save(gray)
+    np.testing.assert_array_equal(read_image(gray), cv2.cvtColor(cv2.imread(str(gray)), cv2.COLOR_BGR2RGB))
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                   # stored sideways: turn 90 degrees clockwise
+    Image.open(path).save(rotated, exif=exif, quality=95)
+    expected = cv2.cvtColor(cv2.imread(str(rotated)), cv2.COLOR_BGR2RGB)
+    assert expected.shape == (W, H, 3)
+    np.testing.assert_array_equal(read_image(rotated), expected)
 
 
 # --------------------------------------------------------------------------- end to end

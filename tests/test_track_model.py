@@ -8,7 +8,7 @@ import torch
 
 from backbones import CheckpointError, build_backbone, load_pretrained
 from track.model import (CenterHead, OneStreamTracker, build_tracker, decode_boxes, load_tracker_checkpoint,
-                         ours_to_ostrack, save_tracker_checkpoint, template_centre_indices)
+                         save_tracker_checkpoint, template_centre_indices)
 
 
 # one torch thread: the machine running the suite is shared, and spinning threads waste it
@@ -237,9 +237,25 @@ def _randomised(seed: int) -> OneStreamTracker:
     return net
 
 
+def _in_ostrack_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict under OSTrack's key names, written out here, apart from the loader's table:
+    the position embeddings inside ``backbone.``, head layer i of a branch as
+    ``box_head.conv{i + 1}_{ctr | offset | size}``."""
+    branches = {"score": "ctr", "offset": "offset", "size": "size"}
+    renamed = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if key in ("pos_embed_z", "pos_embed_x"):
+            key = "backbone." + key
+        elif parts[0] == "head":
+            key = ".".join([f"box_head.conv{int(parts[2]) + 1}_{branches[parts[1]]}", *parts[3:]])
+        renamed[key] = value
+    return renamed
+
+
 def test_load_ostrack_layout(tmp_path):
     source = _randomised(1)
-    state = {ours_to_ostrack(k): v for k, v in source.state_dict().items()}
+    state = _in_ostrack_layout(source.state_dict())
     # the rename table must produce OSTrack's CenterPredictor / backbone names
     for key in ("box_head.conv1_ctr.0.weight", "box_head.conv1_ctr.1.running_var", "box_head.conv4_offset.1.bias",
                 "box_head.conv5_ctr.weight", "box_head.conv5_size.bias", "backbone.pos_embed_z",
@@ -259,7 +275,7 @@ def test_load_ostrack_layout(tmp_path):
 
 def test_load_reports_missing_and_shape_errors(tmp_path):
     source = _randomised(1)
-    state = {ours_to_ostrack(k): v for k, v in source.state_dict().items()}
+    state = _in_ostrack_layout(source.state_dict())
     del state["box_head.conv5_size.bias"]
     torch.save({"net": state}, tmp_path / "partial.pth")
     result = load_tracker_checkpoint(_randomised(2), str(tmp_path / "partial.pth"))

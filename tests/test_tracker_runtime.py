@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -47,8 +48,14 @@ def _sequence(count: int = 10, seed: int = 0, size: tuple[int, int] = (320, 240)
 def test_dtype_option(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert resolve_dtype("auto", cuda) == "fp16"
-    assert resolve_dtype("fp16", cuda) == "fp16" and resolve_dtype("bf16", cuda) == "bf16"
-    with pytest.raises(ValueError, match="dtype='fp16' runs on CUDA only"):
+    assert resolve_dtype("fp16", cuda) == "fp16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                  # native from compute capability 8.0
+        assert resolve_dtype("bf16", cuda, cuda_capability=(8, 0)) == "bf16"
+        assert resolve_dtype("bf16", cuda, cuda_capability=(9, 0)) == "bf16"
+    with pytest.warns(RuntimeWarning, match=r"dtype='bf16' on cuda:0: .*compute capability 7\.5: native bf16 needs 8\.0"):
+        assert resolve_dtype("bf16", cuda, cuda_capability=(7, 5)) == "bf16"   # a warning, not an error
+    with pytest.raises(ValueError, match="dtype='fp16' needs a GPU"):
         resolve_dtype("fp16", cpu)
     with pytest.raises(ValueError, match="dtype='int8'"):
         resolve_dtype("int8", cpu)
@@ -63,7 +70,7 @@ def test_dtype_option(monkeypatch):
         assert resolve_dtype("auto", cpu) == expected, flags
         assert resolve_dtype("auto", cpu, "openvino") == expected
     monkeypatch.setattr(engine.precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    with pytest.warns(RuntimeWarning, match="emulated"):
+    with pytest.warns(RuntimeWarning, match="torch emulates bf16"):
         assert resolve_dtype("bf16", cpu) == "bf16"
 
 
@@ -83,7 +90,7 @@ def test_backend_option(monkeypatch):
 
 def test_tool_options_fail_before_any_work(tmp_path, monkeypatch):
     """The tools' --device / --dtype / --backend / --compile errors name the option."""
-    with pytest.raises(SystemExit, match="--dtype 'fp16' runs on CUDA only"):
+    with pytest.raises(SystemExit, match="--dtype 'fp16' needs a GPU"):
         resolve_runtime("cpu", "fp16", "torch")
     with pytest.raises(SystemExit, match="--device 'gpu0'"):
         resolve_runtime("gpu0", "auto", "auto")
@@ -105,7 +112,7 @@ def test_track_test_tool_rejects_options_before_work(tmp_path):
     root = tmp_path / "lasot"
     make_lasot_dataset(root, ("car",), seqs_per_class=1, num_frames=3, size=(64, 48), write_training_set=False)
     config = str(REPO / "configs/track/vit_tiny_ce_tiny_synthetic.py")
-    cases = [(["--dtype", "fp16", "--device", "cpu"], "--dtype 'fp16' runs on CUDA only"),
+    cases = [(["--dtype", "fp16", "--device", "cpu"], "--dtype 'fp16' needs a GPU"),
              (["--backend", "openvino", "--device", "cuda"] if CUDA else ["--device", "cuda:3"],
               "runs on the CPU only" if CUDA else "--device 'cuda:3' asks for a GPU, but torch sees none"),
              (["--batch-sequences", "0"], "--batch-sequences must be >= 1")]

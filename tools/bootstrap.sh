@@ -64,7 +64,7 @@ if ! "$vpy" -c "import mmcv.ops" 2>/dev/null; then
 fi
 
 say "installing the project and its dependencies"
-pipq -e "$root[dev]"
+pipq -e "$root[dev,seg]"
 "$vpy" -c "import torch, mmcv.ops, mmseg, backbones" \
   || { say "ERROR: the environment is incomplete after installation"; exit 1; }
 echo "$want" > "$stamp"

@@ -25,7 +25,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--keep-ratio", type=float, default=None, help="CE keep ratio (default: the model's)")
     parser.add_argument("--static-batch", action="store_true", help="fix the batch size to 1")
-    parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted difference of the maps")
     return parser.parse_args(argv)
@@ -40,8 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: checkpoint not found: {args.checkpoint}")
     model, source = model_from_checkpoint(load_config(args.config), args.checkpoint)
     print(f"weights: {source}")
-    dynamo = {"auto": None, "dynamo": True, "torchscript": False}[args.exporter]
-    path = export_onnx(model, args.out, args.opset, args.keep_ratio, not args.static_batch, dynamo)
+    path = export_onnx(model, args.out, args.opset, args.keep_ratio, not args.static_batch)
     print(f"wrote {path}")
     report = {"path": str(path)}
     if not args.no_check:

@@ -32,7 +32,7 @@ from backbones import (CheckpointError, LoadResult, VisionTransformer, atomic_sa
                        load_matched_state, load_pretrained, read_checkpoint)
 
 __all__ = ["CE_TEMPLATE_RANGES", "CenterHead", "OneStreamTracker", "build_tracker",
-           "box_at", "decode_boxes", "load_tracker_checkpoint", "ostrack_to_ours", "ours_to_ostrack",
+           "box_at", "decode_boxes", "load_tracker_checkpoint", "ostrack_to_ours",
            "save_tracker_checkpoint", "template_centre_indices"]
 
 CE_TEMPLATE_RANGES = ("ctr_point", "ctr_rec", "all")
@@ -374,10 +374,8 @@ def build_tracker(backbone: str = "vit_tiny", pretrained: str | None = None, tem
 # ---------------------------------------------------------------------------- tracker checkpoints
 
 _OSTRACK_BRANCHES = {"ctr": "score", "offset": "offset", "size": "size"}
-_OURS_BRANCHES = {v: k for k, v in _OSTRACK_BRANCHES.items()}
 # OSTrack's CenterPredictor: conv{1..4}_{ctr,offset,size} = Sequential(conv, BN, ReLU), conv5_* = 1x1 conv
 _OSTRACK_HEAD_KEY = re.compile(r"^box_head\.conv([1-5])_(ctr|offset|size)\.(.+)$")
-_OURS_HEAD_KEY = re.compile(r"^head\.(score|offset|size)\.([0-4])\.(.+)$")
 
 
 def ostrack_to_ours(key: str) -> str | None:
@@ -395,17 +393,6 @@ def ostrack_to_ours(key: str) -> str | None:
         layer, branch, rest = match.groups()
         return f"head.{_OSTRACK_BRANCHES[branch]}.{int(layer) - 1}.{rest}"
     return None
-
-
-def ours_to_ostrack(key: str) -> str:
-    """Inverse of ``ostrack_to_ours`` (used to write OSTrack-layout files)."""
-    if key in ("pos_embed_z", "pos_embed_x"):
-        return "backbone." + key
-    match = _OURS_HEAD_KEY.match(key)
-    if match:
-        branch, layer, rest = match.groups()
-        return f"box_head.conv{int(layer) + 1}_{_OURS_BRANCHES[branch]}.{rest}"
-    return key
 
 
 def _tracker_state_dict(ckpt: Mapping[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:

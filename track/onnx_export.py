@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fileio import atomic_path
+from fileio import atomic_write_bytes
 
 from .model import OneStreamTracker
 
@@ -55,66 +55,40 @@ def _example_inputs(model: OneStreamTracker, batch: int = 1, seed: int = 0) -> t
 
 
 def export_onnx(model: OneStreamTracker, path: str | Path, opset: int = 17, ce_keep_ratio: float | None = None,
-                dynamic_batch: bool = True, dynamo: bool | None = None) -> Path:
-    """Write the network as ONNX (atomically: temporary file, then rename); returns the path.
-
-    ``dynamo=None`` tries the TorchDynamo exporter first and falls back to the TorchScript one
-    (``dynamo=False``) when it is unavailable (no ``onnxscript``) or fails.
-    """
+                dynamic_batch: bool = True) -> Path:
+    """Write the network as ONNX (atomically: temporary file, then rename); returns the path."""
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
-    path = Path(path)
     wrapper = TrackerExport(_on_cpu(model), ce_keep_ratio).eval()
-    inputs = _example_inputs(model)
-    attempts = [True, False] if dynamo is None else [dynamo]
-    errors = []
-    for use_dynamo in attempts:
-        try:
-            with atomic_path(path) as temp, warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if use_dynamo:
-                    batch = torch.export.Dim("batch", min=1, max=1024)
-                    shapes = ({0: batch}, {0: batch}) if dynamic_batch else None
-                    torch.onnx.export(wrapper, inputs, str(temp), input_names=list(INPUT_NAMES),
-                                      output_names=list(OUTPUT_NAMES), opset_version=opset,
-                                      dynamo=True, dynamic_shapes=shapes, external_data=False)
-                else:
-                    axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES} if dynamic_batch else None
-                    torch.onnx.export(wrapper, inputs, str(temp), input_names=list(INPUT_NAMES),
-                                      output_names=list(OUTPUT_NAMES), opset_version=opset,
-                                      dynamo=False, dynamic_axes=axes)
-            return path
-        except Exception as error:  # noqa: BLE001 - reported below with every attempt
-            errors.append(f"dynamo={use_dynamo}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
-    raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+    graph = export_module_bytes(wrapper, _example_inputs(model), list(INPUT_NAMES), list(OUTPUT_NAMES), opset,
+                                dynamic_batch)
+    return atomic_write_bytes(path, graph)
 
 
 def export_module_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
                         output_names: list[str], opset: int = 17, dynamic_batch: bool = False) -> bytes:
-    """Export a module to an in-memory ONNX model (TorchScript exporter, which needs no extra
-    package; the dynamo exporter is tried when it fails). ``dynamic_batch``: the first axis of
-    every input and output is left free."""
-    errors = []
-    for use_dynamo in (False, True):
-        buffer = io.BytesIO()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if use_dynamo:
-                    shapes = None
-                    if dynamic_batch:
-                        batch = torch.export.Dim("batch", min=1, max=1024)
-                        shapes = tuple({0: batch} for _ in inputs)
-                    program = torch.onnx.export(module, inputs, input_names=input_names, output_names=output_names,
-                                                opset_version=opset, dynamo=True, dynamic_shapes=shapes)
-                    return program.model_proto.SerializeToString()
-                axes = {name: {0: "batch"} for name in [*input_names, *output_names]} if dynamic_batch else None
-                torch.onnx.export(module, inputs, buffer, input_names=input_names, output_names=output_names,
-                                  opset_version=opset, dynamo=False, dynamic_axes=axes)
-            return buffer.getvalue()
-        except Exception as error:  # noqa: BLE001 - reported below with every attempt
-            errors.append(f"dynamo={use_dynamo}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
-    raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+    """``module`` as an in-memory ONNX model, by torch's TorchScript-based exporter (``dynamo=False``).
+
+    That is the project's one exporter: it needs no package beyond torch, and its graphs are the ones
+    the tests and :func:`check_onnx` compare with PyTorch (torch.export's exporter would need the
+    onnxscript package). ``dynamic_batch``: the first axis of every input and output is left free.
+    Raises RuntimeError naming the module when the export fails.
+    """
+    axes = {name: {0: "batch"} for name in [*input_names, *output_names]} if dynamic_batch else None
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            # the exporter's notice that it is the legacy one, and tracing notes on Python-side shapes
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding")
+            torch.onnx.export(module, inputs, buffer, input_names=input_names, output_names=output_names,
+                              opset_version=opset, dynamo=False, dynamic_axes=axes)
+    except Exception as error:
+        raise RuntimeError(f"ONNX export of {type(module).__name__} (opset {opset}) failed: "
+                           f"{type(error).__name__}: {error}") from error
+    return buffer.getvalue()
 
 
 def check_onnx(path: str | Path, model: OneStreamTracker, batch: int = 1, ce_keep_ratio: float | None = None,

@@ -16,9 +16,7 @@ from typing import NamedTuple, Sequence, TypeVar
 import cv2
 import numpy as np
 import torch
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 BoxArray = TypeVar("BoxArray", np.ndarray, torch.Tensor)
 
@@ -239,18 +237,6 @@ def map_crop_box_to_image(box_cxcywh_normalised: Sequence[float], crop_box: Crop
                      w * side, h * side], dtype=np.float64)
 
 
-def map_box_back(box_in_crop_normalised_cxcywh: Sequence[float], prev_box_xywh: Sequence[float],
-                 factor: float, out_size: int) -> np.ndarray:
-    """Map a predicted box (normalised to the search crop) back to image pixels ``(x, y, w, h)``.
-
-    The crop window is rebuilt from the previous box exactly as ``crop_and_resize`` cut it
-    (OSTrack uses the unrounded previous centre instead, off by up to half a pixel).
-    ``out_size`` does not change the result (the box is normalised); it is kept for symmetry.
-    """
-    del out_size
-    return map_crop_box_to_image(box_in_crop_normalised_cxcywh, crop_window(prev_box_xywh, factor))
-
-
 def clip_box(box_xywh: Sequence[float], image_height: int, image_width: int,
              margin: float = 10.0) -> np.ndarray:
     """Clip a box to the image keeping at least ``margin`` pixels of it inside (OSTrack's clip_box).
@@ -281,8 +267,8 @@ def normalise(images: np.ndarray | torch.Tensor, out: torch.Tensor | None = None
     chw = data.permute(2, 0, 1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
     shape = (3, 1, 1) if data.ndim == 3 else (1, 3, 1, 1)
     # (x / 255 - mean) / std == x * a + b with a = 1 / (255 std), b = -mean / std
-    scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD]).view(shape)
-    shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(shape)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_DEFAULT_STD]).view(shape)
+    shift = torch.tensor([-m / s for m, s in zip(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]).view(shape)
     if out is None:
         out = torch.empty(chw.shape, dtype=torch.float32)
     out.copy_(chw)

@@ -6,7 +6,8 @@ Options are checked here, before any work, with errors that name the option:
   ``"cuda"`` or ``"cuda:<i>"``.
 * ``dtype``: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only) or ``"auto"``: fp16 on CUDA (tensor cores
   run fp16 and bf16 at the same rate, and fp16 keeps 3 more mantissa bits, so it stays closer to
-  fp32); on a CPU bf16 only where it runs natively (AMX or AVX512-BF16), else fp32.
+  fp32); on a CPU bf16 only where it runs natively (AMX or AVX512-BF16), else fp32. What a device
+  runs natively is :mod:`engine.precision`'s call.
 * ``backend``: ``"torch"`` (any device), ``"onnxruntime"`` (CPU, fp32) or ``"openvino"`` (CPU, f32 or
   bf16 inference precision). The two CPU runtimes are imported only when asked for.
 
@@ -20,19 +21,17 @@ import contextlib
 import functools
 import importlib.util
 import os
-import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from engine import cpu_bf16_native, resolve_device
+from engine import PRECISIONS, cpu_bf16_native, resolve_device, resolve_precision
 
-__all__ = ["BACKENDS", "DTYPES", "OnnxRuntimeStep", "OpenVinoStep", "StaticStep", "add_runtime_arguments",
+__all__ = ["BACKENDS", "OnnxRuntimeStep", "OpenVinoStep", "StaticStep", "add_runtime_arguments",
            "ieee_fp32", "resolve_backend", "resolve_dtype", "resolve_runtime"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
@@ -51,26 +50,24 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def resolve_dtype(dtype: str, device: torch.device, backend: str = "torch") -> str:
-    """The precision to run: ``dtype`` checked against the device and runtime, ``"auto"`` resolved.
+def resolve_dtype(dtype: str, device: torch.device, backend: str = "torch",
+                  cuda_capability: tuple[int, int] | None = None) -> str:
+    """The precision to run: ``"auto"`` resolved, any other name checked by ``engine.resolve_precision``
+    (which knows what each device runs natively) and against the runtime.
 
-    Raises ValueError for an unknown precision, fp16 on a CPU and anything but fp32 with
-    onnxruntime; warns when bf16 is asked for on a CPU that only emulates it.
+    Raises ValueError for an unknown precision, fp16 off CUDA and anything but fp32 with onnxruntime;
+    warns when bf16 is asked for where the device only emulates it (a CPU without AMX / AVX512-BF16,
+    a GPU before compute capability 8.0: ``cuda_capability``, read from the device when None).
     """
-    if dtype != "auto" and dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
     if dtype == "auto":
         if device.type == "cuda":
             return "fp16"
         return "bf16" if backend in ("torch", "openvino") and cpu_bf16_native() else "fp32"
-    if dtype == "fp16" and device.type != "cuda":
-        raise ValueError(f"dtype='fp16' runs on CUDA only (device={str(device)!r}); use 'fp32' or 'bf16' on a CPU")
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype={dtype!r}: expected 'auto' or one of {', '.join(PRECISIONS)}")
     if backend == "onnxruntime" and dtype != "fp32":
         raise ValueError(f"backend='onnxruntime' runs fp32 only, got dtype={dtype!r}")
-    if dtype == "bf16" and device.type == "cpu" and not cpu_bf16_native():
-        warnings.warn("dtype='bf16' on a CPU without AMX or AVX512-BF16: bf16 is emulated there and runs "
-                      "slower than fp32 (dtype='auto' picks fp32 on this CPU)", RuntimeWarning, stacklevel=3)
-    return dtype
+    return resolve_precision(dtype, device, option="dtype", cuda_capability=cuda_capability).name
 
 
 # ---------------------------------------------------------------------------- command-line options

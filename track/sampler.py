@@ -26,12 +26,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 
 from track.datasets.base import SequenceReader
 from track.losses import gaussian_heatmap
-from track.processing import (IMAGENET_MEAN, IMAGENET_STD, crop_and_resize,
-                              crop_visible_fraction, map_box_to_crop, random_jitter)
+from track.processing import crop_and_resize, crop_visible_fraction, map_box_to_crop, random_jitter
 
 
 def sample_frame_pair(visible: np.ndarray, rng: np.random.Generator, max_gap: int = 200,
@@ -55,8 +55,8 @@ def sample_frame_pair(visible: np.ndarray, rng: np.random.Generator, max_gap: in
         gap += gap_increase
 
 
-_SCALE = (1.0 / (255.0 * np.array(IMAGENET_STD))).astype(np.float32)
-_SHIFT = (-np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)).astype(np.float32)
+_SCALE = (1.0 / (255.0 * np.array(IMAGENET_DEFAULT_STD))).astype(np.float32)
+_SHIFT = (-np.array(IMAGENET_DEFAULT_MEAN) / np.array(IMAGENET_DEFAULT_STD)).astype(np.float32)
 
 
 def to_network_input(crop: np.ndarray, brightness: float = 1.0) -> torch.Tensor:

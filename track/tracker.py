@@ -30,29 +30,27 @@ is reported as lost: the previous box is kept (clipped to the frame), the score 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import itertools
 import math
 import time
-import types
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from backbones import compile_frozen
-from engine import resolve_device
+from engine import PRECISIONS, autocast, resolve_device
 
 from .model import OneStreamTracker
-from .processing import (IMAGENET_MEAN, IMAGENET_STD, CropBox, _as_rgb, clip_box, crop_and_resize, hann_window_2d,
-                         map_crop_box_to_image)
-from .runtime import DTYPES, OnnxRuntimeStep, OpenVinoStep, StaticStep, ieee_fp32, resolve_backend, resolve_dtype
+from .processing import CropBox, _as_rgb, clip_box, crop_and_resize, hann_window_2d, map_crop_box_to_image
+from .runtime import OnnxRuntimeStep, OpenVinoStep, StaticStep, ieee_fp32, resolve_backend, resolve_dtype
 
-__all__ = ["COMPILE_MODES", "DTYPES", "BatchedTracker", "InferenceNetwork", "LocateStep", "Tracker", "check_box",
-           "check_image"]
+__all__ = ["COMPILE_MODES", "BatchedTracker", "InferenceNetwork", "LocateStep", "Tracker", "check_box", "check_image"]
 
 COMPILE_MODES = ("default", "max-autotune")
 
@@ -60,8 +58,8 @@ COMPILE_MODES = ("default", "max-autotune")
 def _fold_normalisation(conv: nn.Conv2d) -> None:
     """Make a bias-carrying, unpadded conv take 0-255 pixels: ``conv((x/255 - m) / s) == conv'(x)``."""
     weight = conv.weight.detach().double()
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64, device=weight.device).view(1, 3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64, device=weight.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD, dtype=torch.float64, device=weight.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, dtype=torch.float64, device=weight.device).view(1, 3, 1, 1)
     bias = conv.bias.detach().double() if conv.bias is not None else weight.new_zeros(weight.shape[0])
     new_bias = bias - (weight * (mean / std)).sum(dim=(1, 2, 3))
     new_weight = weight / (255.0 * std)
@@ -72,6 +70,14 @@ def _fold_normalisation(conv: nn.Conv2d) -> None:
 def _pixels(crops: torch.Tensor) -> torch.Tensor:
     """uint8 crops [B, H, W, 3] -> float32 [B, 3, H, W] (channels-last memory, 0-255, no normalisation)."""
     return crops.permute(0, 3, 1, 2).float()
+
+
+def _computing_in(device: torch.device, low: torch.dtype | None) -> ContextManager:
+    """How the network computes: autocast to ``low`` (bf16 / fp16; no autocast cache, so that the
+    step can be captured as a CUDA graph), or fp32, which on a GPU also means no TF32 (the CPU's boxes)."""
+    if low is not None:
+        return autocast(device.type, low, cache_enabled=False)
+    return ieee_fp32() if device.type == "cuda" else contextlib.nullcontext()
 
 
 class LocateStep(nn.Module):
@@ -91,28 +97,9 @@ class LocateStep(nn.Module):
         self.register_buffer("window", hann_window_2d(grid).view(1, 1, grid, grid) if window else None)
 
     def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
-        if search.is_cuda and self.autocast is None:   # fp32 on a GPU: no TF32 either
-            with ieee_fp32():
-                return self._locate(template_tokens, search)
-        return self._locate(template_tokens, search)
-
-    def _locate(self, template_tokens: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(search.device.type, dtype=self.autocast or torch.bfloat16,
-                            enabled=self.autocast is not None, cache_enabled=False):
+        with _computing_in(search.device, self.autocast):
             box, peak = self.net.locate(template_tokens, _pixels(search), self.window, self.ce_keep_ratio)
         return torch.cat([box.float(), peak.float().unsqueeze(1)], dim=1)
-
-
-class _MapsStep(nn.Module):
-    """Template tokens and uint8 search crops -> the three maps (for the ONNX graph of ``maps``)."""
-
-    def __init__(self, net: OneStreamTracker, ce_keep_ratio: float | None) -> None:
-        super().__init__()
-        self.net, self.ce_keep_ratio = net, ce_keep_ratio
-
-    def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.net.forward_tokens(template_tokens, _pixels(search), self.ce_keep_ratio, details=False)
-        return out["score_map"], out["offset_map"], out["size_map"]
 
 
 class InferenceNetwork(nn.Module):
@@ -159,7 +146,7 @@ class InferenceNetwork(nn.Module):
             for i in range(len(branch) - 1):
                 conv, bn, relu = branch[i]
                 branch[i] = nn.Sequential(fuse_conv_bn_eval(conv, bn), relu)
-        low = DTYPES[self.dtype] if self.backend == "torch" and self.dtype != "fp32" else None
+        low = PRECISIONS[self.dtype] if self.backend == "torch" else None
         if low is not None:
             # the CE blocks' attention stays float32: candidate scores are computed from it in
             # float32 (``centre_logits``), autocast casts it for the block's own attention
@@ -176,7 +163,6 @@ class InferenceNetwork(nn.Module):
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda" and self.backend == "torch"
         self.max_batch: int | None = None   # BatchedTracker sets its slot count (batch buckets)
         self._steps: dict[int, Callable] = {}
-        self._maps_runtime: Any = None
         self._host: torch.Tensor | None = None       # search crops, pinned on CUDA
         self._host_out: torch.Tensor | None = None   # step outputs, pinned on CUDA
         self.runtime = self._export_runtime(self.step, ["packed"]) if self.backend != "torch" else None
@@ -245,8 +231,7 @@ class InferenceNetwork(nn.Module):
         crops = torch.from_numpy(np.ascontiguousarray(template_crops))
         crops = crops.unsqueeze(0) if crops.ndim == 3 else crops
         pixels = _pixels(crops.to(self.device, non_blocking=True))
-        with ieee_fp32(self.device.type == "cuda" and self.autocast is None), \
-                torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+        with _computing_in(self.device, self.autocast):
             return self.net.embed_template(pixels).float()
 
     # -- per frame
@@ -281,23 +266,6 @@ class InferenceNetwork(nn.Module):
             packed = out
         result = packed[:batch].numpy()
         return result[:, :4], result[:, 4]
-
-    @torch.inference_mode()
-    def forward(self, template_tokens: torch.Tensor, search_crop: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Search crop(s) -> (score [B, 1, H, W], offset [B, 2, H, W], size [B, 2, H, W]), float32 on the
-        CPU: the full maps (for checks; tracking uses ``locate``)."""
-        crops = search_crop[None] if search_crop.ndim == 3 else search_crop
-        if self.runtime is not None:
-            if self._maps_runtime is None:
-                self._maps_runtime = self._export_runtime(_MapsStep(self.net, self.ce_keep_ratio),
-                                                          ["score_map", "offset_map", "size_map"])
-            maps = self._maps_runtime(template_tokens.cpu().numpy(), np.ascontiguousarray(crops))
-            return tuple(torch.from_numpy(np.asarray(m)) for m in maps)
-        search = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
-        with ieee_fp32(self.device.type == "cuda" and self.autocast is None), \
-                torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
-            out = self.net.forward_tokens(template_tokens, _pixels(search), self.ce_keep_ratio, details=False)
-        return tuple(out[k].float().cpu() for k in ("score_map", "offset_map", "size_map"))
 
 
 def check_image(image: Any, what: str = "image") -> np.ndarray:

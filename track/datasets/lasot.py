@@ -28,26 +28,24 @@ FRAME_NAME = "{:08d}.jpg"
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to an RGB uint8 array (H, W, 3) with OpenCV.
+    """Decode an image file to an RGB uint8 array (H, W, 3), read-only (copy it to draw on it).
 
-    Raises FileNotFoundError for a missing file and ValueError naming the file when it cannot
-    be decoded or a JPEG is truncated (OpenCV would otherwise return a half-grey image).
+    Pillow decodes (libjpeg-turbo, as fast as OpenCV here) because it reports a truncated file,
+    where OpenCV returns the decoded part padded with grey. EXIF orientation is applied, as
+    OpenCV's reader does. Raises FileNotFoundError for a missing file and ValueError naming the
+    file and the decoder's report when it cannot be decoded.
     """
-    import cv2  # here, so that reading annotations (evaluation) does not need OpenCV
+    from PIL import Image, ImageOps  # here, so that reading annotations (evaluation) needs no imaging package
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    data = np.fromfile(path, dtype=np.uint8)
-    raw = data.tobytes()
-    if raw[:2] == b"\xff\xd8":  # a complete JPEG has an end-of-image marker after its last scan
-        last_scan = raw.rfind(b"\xff\xda")
-        if last_scan < 0 or raw.find(b"\xff\xd9", last_scan) < 0:
-            raise ValueError(f"corrupt or truncated JPEG: {path}")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ValueError(f"cannot decode image: {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as image:
+            ImageOps.exif_transpose(image, in_place=True)
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow's reports of unreadable / truncated data
+        raise ValueError(f"cannot decode image {path}: {error}") from None
 
 
 @dataclass
