@@ -12,10 +12,11 @@ from .drivers import check_cli_path
 from .plan import StudyPlan, plan_study
 from .plots import photo_palette, plot_pretrain_losses, plot_summary, seg_overlay_grid
 from .scoring import fmt
-from .settings import (BACKBONE, DOWNSTREAM, RECIPES, SCALES, GivenResults, StudySettings, TEACHER,
-                       available_recipes)
+from .settings import BACKBONE, DOWNSTREAM, RECIPES, SCALES, TEACHER, GivenResults, StudySettings
 from .tables import (classification_table, lasot_table, published_table, seg_table, sizes_table, stage_table,
                      summary_table)
+
+__all__ = ["pending_estimate", "pretraining_note", "report_section", "run_embedded", "run_given"]
 
 STATIC_BOX = "static box (frame 1 repeated)"
 MOST_FREQUENT = "most frequent class everywhere"
@@ -111,7 +112,7 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
         f"**Stages** (cache `{runner.cache}`; logs `{runner.logs}`)\n\n" + stage_table(runner.records),
         pretraining_note(summaries)])
     data = {"mode": "embedded", "settings": {k: v for k, v in vars(settings).items()}, "classification": classification,
-            "probe": probe, "seg": seg, "lasot": track, "sizes": sizes, "stages": runner.records, "wall_s": wall,
+            "seg": seg, "lasot": track, "sizes": sizes, "stages": runner.records, "wall_s": wall,
             "pictures": relative, "pretraining": {n: summaries[n] for n in summaries if n.startswith("pretrain-")},
             "analysis": analysis, "recipes_not_run": not_run, "sentences": sentences, "baselines": baselines}
     return text, data
@@ -233,6 +234,3 @@ def report_section(out_dir: Path, threads: int = 2, quick: bool = False, given: 
         return run_given(out_dir, given)
     return run_embedded(out_dir, settings or StudySettings(), threads, cache, progress, terminal)
 
-
-__all__ = ["available_recipes", "pending_estimate", "pretraining_note", "report_section", "run_embedded",
-           "run_given"]
