@@ -348,6 +348,37 @@ def test_a_code_change_reruns_the_stages_it_affects(tmp_path):
     assert changed == {"track-test-none", "track-test-mae"}
 
 
+def test_a_recipe_and_a_data_scale_plug_in_as_entries(tmp_path, monkeypatch):
+    """Adding a recipe is adding an entry with its config: it gets its pre-training stage, its
+    probes and fine-tunes at every scale and seed, segmentation and tracking; a data scale's options
+    reach its stages' configs; a recipe whose config is missing is refused before any work."""
+    from benchmarks.stages import StageRunner
+    from benchmarks.study import SCALES, plan_study
+    from benchmarks.study import settings as study_settings
+
+    config = tmp_path / "contrastive_recipe.py"
+    config.write_text(f"_base_ = [{str(RECIPES['mae'].config)!r}]\nmodel = dict(mask_ratio=0.5)\n")
+    monkeypatch.setitem(study_settings.RECIPES, "toy", study_settings.Recipe("toy", "toy", config, estimate_s=5))
+    settings = StudySettings(recipes=("none", "toy"), scales=("all", "10pct"), seeds=(0, 1, 2))
+    runner = StageRunner(tmp_path / "cache", tmp_path / "logs")
+    plan = plan_study(settings, runner)
+    names = {s.name for s in plan.stages}
+    assert {"pretrain-toy", "seg-toy", "track-train-toy", "track-test-toy"} <= names and "pretrain-teacher" not in names
+    for task in ("probe", "finetune"):
+        for scale in ("all", "10pct"):
+            stages = plan.downstream[task][scale]["toy"]
+            assert [s.name for s in stages] == [f"{task}-toy-{scale}-seed{i}" for i in range(3)]
+            assert len({s.key for s in stages}) == 3
+    assert plan.downstream["probe"]["10pct"]["toy"][0].key != plan.downstream["probe"]["all"]["toy"][0].key
+    assert SCALES["10pct"].options["data.subset"] == {"fraction": 0.1, "seed": 0}
+    monkeypatch.setitem(study_settings.RECIPES, "ghost", study_settings.Recipe("ghost", "ghost", tmp_path / "no.py"))
+    assert "ghost" not in study_settings.available_recipes()
+    with pytest.raises(FileNotFoundError, match=r"ghost \(.*no\.py\)"):
+        plan_study(StudySettings(recipes=("none", "ghost")), runner)
+    with pytest.raises(ValueError, match="unknown data scale"):
+        plan_study(StudySettings(recipes=("none",), scales=("half",)), runner)
+
+
 # ------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
