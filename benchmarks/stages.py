@@ -154,6 +154,7 @@ def code_files(*entries: str | Path | Callable, root: Path = REPO) -> list[Path]
     return sorted(seen)
 
 
+@functools.lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
