@@ -21,8 +21,9 @@ Sections (``--sections`` takes names or groups: speed = pretrain seg track, eval
             share of the measured matmul peak, end to end over 1280x720 JPEG sequences
 
 The speed sections take their short timing repeats unless --full-repeats is given (the main job's
-time goes to the study). bf16 rows are measured only where the CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere
-torch emulates it and the rows would time the emulation; the report says which applies.
+time goes to the study). bf16 rows are measured only where the CPU computes bf16 natively
+(AVX512-BF16 or AMX): elsewhere torch emulates it and the rows would time the emulation; the report
+says which applies.
 Trained artefacts of the study are cached under $LITEVIT_CACHE/benchmark (default
 ~/.cache/litevit/benchmark), keyed by content (configs, inputs and the code each stage runs): a
 second run re-scores and re-measures only, and a change of code re-runs the stages it affects.

@@ -240,8 +240,8 @@ class StageProgress:
 
     def __init__(self, total_s: float, enabled: bool = True, stream: TextIO | None = None,
                  position: int | None = None, desc: str = "starting") -> None:
-        self._bar = progress(total=max(1, round(total_s)), desc=desc, enabled=enabled, file=stream or sys.stderr, unit="s",
-                             smoothing=0, position=position, leave=position is None,
+        self._bar = progress(total=max(1, round(total_s)), desc=desc, enabled=enabled, file=stream or sys.stderr,
+                             unit="s", smoothing=0, position=position, leave=position is None,
                              bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
         self._lock = threading.Lock()
         self._done = 0.0

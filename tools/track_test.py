@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     try:
-        summary = run_lasot(args.config, args.checkpoint, args.lasot_root, args.out or Path("results") / args.config.stem,
+        out = args.out or Path("results") / args.config.stem
+        summary = run_lasot(args.config, args.checkpoint, args.lasot_root, out,
                             split=None if args.split == "all" else args.split, sequences=args.sequences,
                             device=args.device, dtype=args.dtype, backend=args.backend, compile=args.compile,
                             cuda_graph=not args.no_cuda_graph, batch_sequences=args.batch_sequences,

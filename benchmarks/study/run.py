@@ -89,8 +89,8 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
         baseline=(STATIC_BOX, static), plots=study_out / "lasot_plots")
     sizes = summaries["sizes"]
     probe = classification.get("probe", {})
-    pictures = [plot_summary(list(names.values()), probe, seg, track, study_out / "summary.png", track[STATIC_BOX]["AUC"],
-                             scale=settings.scales[0]),
+    pictures = [plot_summary(list(names.values()), probe, seg, track, study_out / "summary.png",
+                             track[STATIC_BOX]["AUC"], scale=settings.scales[0]),
                 seg_overlay_grid(ade_root, {names[r]: Path(summaries[f"seg-{r}"]["preds"]) for r in settings.recipes},
                                  photo_palette(), study_out / "seg_overlays.png"), *plots]
     pretrain_logs = {(TEACHER.label if s is plan.teacher else RECIPES[r].label): runner.folder(s) / "log.jsonl"
@@ -175,8 +175,8 @@ def run_given(out: Path, given: GivenResults) -> tuple[str, dict]:
                 raise FileNotFoundError(f"--imagenet-results {name}={path}: no metrics.json (written by "
                                         "tools/pretrain.py at the end of fine-tuning / probing)")
             rows[name] = {"given": [json.loads(metrics.read_text(encoding="utf-8"))]}
-        md, probe, _ = classification_table(rows, {"given": "given run"},
-                                            "ImageNet top-1 of the given fine-tuning / probing runs (their metrics.json)")
+        md, probe, _ = classification_table(
+            rows, {"given": "given run"}, "ImageNet top-1 of the given fine-tuning / probing runs (their metrics.json)")
         classification["imagenet"] = probe
         parts.append(md)
     else:
