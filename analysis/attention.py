@@ -23,9 +23,9 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 import torch
-from tqdm import tqdm
 
 from backbones import VisionTransformer
+from fileio.progress import progress as progress_bar
 
 from .images import ImageBatch
 from .models import input_size
@@ -109,7 +109,7 @@ def attention_summary(models: Mapping[str, VisionTransformer], batches: Iterable
             for name, m in models.items()}
     grids: dict[str, Grid] = {}
     images = 0
-    bar = tqdm(total=total, unit="img", desc="attention", disable=not progress)
+    bar = progress_bar(total=total, unit="img", desc="attention", enabled=progress)
     for batch in batches:
         if not batch.indices:
             continue

@@ -28,7 +28,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
+
+from fileio.progress import progress as progress_bar
 
 from .images import ImageBatch
 from .models import HieraLayers, Pool, input_size, layer_features, layer_names
@@ -141,7 +142,7 @@ def cka_summary(models: Mapping[str, nn.Module], batches: Iterable[ImageBatch], 
     cka = MinibatchCKA(pairs)
     used = {m: models[m] for m in cka.models}
     left_out = 0
-    bar = tqdm(total=total, unit="img", desc="cka", disable=not progress)
+    bar = progress_bar(total=total, unit="img", desc="cka", enabled=progress)
     for batch in batches:
         n = len(batch.indices)
         if n >= MIN_BATCH:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch.nn as nn
-from tqdm import tqdm
 
 from fileio import atomic_write_json, atomic_write_png
+from fileio.progress import progress as progress_bar
 
 from .attention import attention_summary
 from .cka import cka_summary
@@ -125,7 +125,7 @@ def run_maps(models: Mapping[str, nn.Module], paths: Sequence[Path], out_dir: st
     image_stems = _stems([str(Path(label).with_suffix("")) for label in labels])
     records: dict[str, list[dict]] = {name: [] for name in vits}
     skipped = []
-    bar = tqdm(total=len(paths), unit="img", desc="maps", disable=not progress)
+    bar = progress_bar(total=len(paths), unit="img", desc="maps", enabled=progress)
     for batch in image_loader(paths, _sizes(vits), batch_size, workers):
         skipped += [s.path for s in batch.skipped]
         for name, model in vits.items():

@@ -1,17 +1,18 @@
 """The main job (``make benchmark``): the study's tables, model sizes and speed, in one report.
 
     python tools/benchmark.py                          # everything; embedded data (photos) when none is given
-    python tools/benchmark.py --sections speed --quick # only the speed tables, fewer repeats
+    python tools/benchmark.py --sections speed --full-repeats  # only the speed tables, full timing repeats
     python tools/benchmark.py --sections study --lasot-results ours=R1 other=R2 --lasot-annos DIR \\
         --ade20k-results ours=PREDS --ade20k /data/ADEChallengeData2016 \\
         --imagenet-results ours=work_dirs/ft/metrics.json --backbone ours=backbone.pth
 
 Sections (``--sections`` takes names or groups: speed = pretrain seg track, eval = study, all):
-  study     each pre-training recipe of the backbone (none, MAE, D-MAE, D²-MAE) beside what it gives
-            downstream (probe / fine-tune top-1, mIoU, tracking AUC) with sizes and speed; without
-            data a toy-scale run of the whole job on real photos (see benchmarks/study.py), with
-            data given the results of real runs scored by the shared evaluators (lasot and ade20k
-            are accepted as older names of this section)
+  study     each pre-training recipe of the backbone (benchmarks/study/settings.py: none, supervised,
+            MoCo-v3, MAE, D-MAE, D²-MAE, those whose config is in the tree) beside what it gives
+            downstream (probe / fine-tune top-1 over seeds, mIoU, tracking AUC, each against its
+            trivial baseline) with sizes and speed; without data a toy-scale run of the whole job on
+            real photos (see benchmarks/study/), with data given the results of real runs scored by
+            the shared evaluators (lasot and ade20k are accepted as older names of this section)
   models    parameters and FLOPs of every backbone (torch's flop counter, fused attention included)
   pretrain  MAE-Tiny / D²-MAE-Tiny training-step throughput vs MAE-Lite's own code, same run
   seg       parameters and FLOPs of every segmentation config at 512x512; CPU latency of our
@@ -19,10 +20,13 @@ Sections (``--sections`` takes names or groups: speed = pretrain seg track, eval
   track     tracking speed per runtime, precision and batch vs OSTrack's own network (same run),
             share of the measured matmul peak, end to end over 1280x720 JPEG sequences
 
-bf16 rows are measured only where the CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere
-torch emulates it and the rows would time the emulation; the report says which applies.
+The speed sections take their short timing repeats unless --full-repeats is given (the main job's
+time goes to the study). bf16 rows are measured only where the CPU computes bf16 natively
+(AVX512-BF16 or AMX): elsewhere torch emulates it and the rows would time the emulation; the report
+says which applies.
 Trained artefacts of the study are cached under $LITEVIT_CACHE/benchmark (default
-~/.cache/litevit/benchmark), keyed by content: a second run re-scores and re-measures only.
+~/.cache/litevit/benchmark), keyed by content (configs, inputs and the code each stage runs): a
+second run re-scores and re-measures only, and a change of code re-runs the stages it affects.
 Writes OUT/report.md, OUT/report.json (after every section), the pictures and OUT/logs/.
 """
 from __future__ import annotations
@@ -234,7 +238,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", default=["all"], choices=choices, help="what to run (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmark")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (study and speed sections)")
-    parser.add_argument("--quick", action="store_true", help="fewer timing repeats in the speed sections")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer timing repeats in the speed sections (the default; kept for older command lines)")
+    parser.add_argument("--full-repeats", action="store_true",
+                        help="the speed sections' full timing repeats (several minutes more; for published figures)")
     parser.add_argument("--study-scale", choices=("full", "smoke"), default="full",
                         help="smoke: one recipe, a few steps (checks the study's pipeline in about a minute)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -282,7 +289,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     cpu = detect_cpu()
     terminal = sys.stderr
-    ctx = Context(args.out, args.threads, args.quick, cpu, given, args.study_scale, terminal=terminal,
+    if args.quick and args.full_repeats:
+        raise SystemExit("error: --quick and --full-repeats contradict each other")
+    ctx = Context(args.out, args.threads, not args.full_repeats, cpu, given, args.study_scale, terminal=terminal,
                   progress=not args.no_progress)
     report: dict[str, Any] = {"machine": {"threads": args.threads, "cpu_count": os.cpu_count(),
                                           "torch": torch.__version__, "cpu": cpu.to_dict()},

@@ -138,7 +138,7 @@ def seg_latency(config_path: str | os.PathLike = CONFIG_DIR / LATENCY_CONFIG, th
     fused attention kernel's mask), the like-for-like match of mmseg's ``MAE``, which always
     carries relative position bias tables and computes attention explicitly.
     """
-    from tqdm import tqdm
+    from fileio.progress import progress
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -157,7 +157,7 @@ def seg_latency(config_path: str | os.PathLike = CONFIG_DIR / LATENCY_CONFIG, th
             for _ in range(warmup):
                 for model in variants.values():
                     model(x, mode="tensor")
-            for _ in tqdm(range(repeats), desc="latency rounds", leave=False):
+            for _ in progress(range(repeats), desc="latency rounds", leave=False):
                 for name, model in variants.items():
                     times[name]["model"].append(_time_ms(lambda: model(x, mode="tensor")))
                     times[name]["backbone"].append(_time_ms(lambda: model.backbone(x)))
@@ -240,10 +240,10 @@ def report_section(out_dir: Path, threads: int, quick: bool) -> tuple[str, dict]
     """The main report's segmentation section: parameters and FLOPs of ``BENCHMARK_CONFIGS`` at
     ``INPUT_SIZE``, CPU latency of ``LATENCY_CONFIG`` against mmseg's ``MAE`` backbone; writes
     ``out_dir/seg.{json,md,png}``."""
-    from tqdm import tqdm
+    from fileio.progress import progress
 
     size = (INPUT_SIZE, INPUT_SIZE)
-    stats = [seg_model_stats(CONFIG_DIR / c, size) for c in tqdm(BENCHMARK_CONFIGS, desc="FLOPs", leave=False)]
+    stats = [seg_model_stats(CONFIG_DIR / c, size) for c in progress(BENCHMARK_CONFIGS, desc="FLOPs", leave=False)]
     latency = seg_latency(CONFIG_DIR / LATENCY_CONFIG, threads=threads, size=INPUT_SIZE, repeats=3 if quick else 10)
     return write_outputs(stats, latency, Path(out_dir) / "seg"), dict(stats=stats, latency=latency)
 
@@ -256,9 +256,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
-    from tqdm import tqdm
+    from fileio.progress import progress
 
-    stats = [seg_model_stats(c) for c in tqdm(args.configs, desc="FLOPs", leave=False)]
+    stats = [seg_model_stats(c) for c in progress(args.configs, desc="FLOPs", leave=False)]
     latency = None if args.no_latency else seg_latency(threads=args.threads, repeats=args.repeats)
     if args.out is not None:
         print(write_outputs(stats, latency, args.out))

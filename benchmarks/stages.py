@@ -1,28 +1,36 @@
 """Cached, timed stages with one progress bar: the machinery of the main job's long runs.
 
 A :class:`Stage` is one step of work (generate a data set, pre-train, train a tracker, test it)
-that writes into its own folder under the cache, named by the stage and a content key (a hash of
-its configuration and of the keys of the stages it reads). :class:`StageRunner` runs a stage once:
+that writes into its own folder under the cache, named by the stage and a content key: a hash of
+its configuration, of the keys of the stages it reads, and of the code it runs
+(:func:`code_digest`: the source of every project module its entry points import, followed
+through their imports, plus the versions of the libraries underneath), so that a change of the
+library's code re-runs the stages it affects and only those. :class:`StageRunner` runs a stage once:
 a folder holding ``stage.json`` is a finished stage whose summary is reused, so a second run of
 the main job only re-reads and re-scores; a folder without it is an interrupted stage, which runs
 again in the same folder (the training tools resume from their last checkpoint there).
 
 While a stage runs, everything it prints (its tools' logs and progress bars, warnings, logging
-records, subprocesses) goes to ``<logs>/<stage>.log``; the terminal shows one tqdm bar over all
+records, subprocesses) goes to ``<logs>/<stage>.log``; the terminal shows one bar over all
 planned stages, advanced by their estimated seconds, so its ETA is the estimate rescaled by how
-fast this machine has been so far. Each stage's wall time and CPU time (this process and its
+fast this machine has been so far (in a log file instead of a terminal: a line every few
+seconds, :func:`fileio.progress.progress`). Each stage's wall time and CPU time (this process and its
 children) are recorded.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import gc
 import hashlib
+import inspect
 import json
 import logging
 import os
 import resource
 import sys
+import textwrap
 import threading
 import time
 import traceback
@@ -30,14 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
-from tqdm import tqdm
-
 from fileio import atomic_write_json
+from fileio.progress import progress
 
-__all__ = ["Stage", "StageRunner", "StageProgress", "StageError", "digest", "file_digest",
-           "config_digest", "default_cache"]
+__all__ = ["Stage", "StageRunner", "StageProgress", "StageError", "digest",
+           "config_digest", "code_digest", "code_files", "default_cache"]
 
 _LITEVIT_ENV = ("LITEVIT_ADE20K", "LITEVIT_PRETRAINED", "LITEVIT_LASOT_ANNOS")
+REPO = Path(__file__).resolve().parents[1]
+# Third-party code under the project's: a new version re-runs every stage.
+LIBRARIES = ("torch", "torchvision", "timm", "numpy", "mmengine", "mmcv", "mmsegmentation", "opencv-python",
+             "opencv-python-headless", "scikit-image", "pillow", "onnxruntime", "openvino")
 
 
 def default_cache() -> Path:
@@ -51,11 +62,130 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def file_digest(*paths: Path) -> str:
-    """Digest of the bytes of files (e.g. the generator modules behind a data set)."""
+@functools.lru_cache(maxsize=None)
+def _imports_of(path: Path, stamp: tuple[int, int]) -> tuple[tuple[str, int, str | None, tuple[str, ...]], ...]:
+    """Every import statement of a source file, at any depth (function-level imports too):
+    ``(module, level, None, ())`` for ``import m``, ``(module, level, "from", names)`` for
+    ``from m import names``. ``stamp`` (mtime, size) keys the cache."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, 0, None, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", node.level, "from", tuple(a.name for a in node.names)))
+    return tuple(found)
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """The source file of the project module ``name`` under ``root`` (None if not the project's)."""
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _function_imports(function: Callable) -> tuple[tuple[str, int, str | None, tuple[str, ...]], ...]:
+    """The import statements inside a function's own source (as :func:`_imports_of`), relative ones
+    made absolute from its module."""
+    found = []
+    package = function.__module__.split(".")[:-1]
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(function)))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, 0, None, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                anchor = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+                module = ".".join([*anchor, *([module] if module else [])])
+            found.append((module, 0, "from", tuple(a.name for a in node.names)))
+    return tuple(found)
+
+
+def code_files(*entries: str | Path | Callable, root: Path = REPO) -> list[Path]:
+    """Source files of the project that running ``entries`` executes: the entries (module names
+    such as ``"pretrain.engine"``, script paths, or functions: the modules imported inside them)
+    and every project module they import, followed through imports at any depth (function-level
+    ones included: a stage may reach them), with the ``__init__.py`` of every package on the way.
+    Modules outside ``root`` are left to :data:`LIBRARIES`. Sorted by path."""
+    root = Path(root).resolve()
+    seen: set[Path] = set()
+    todo: list[Path] = []
+
+    def add_module(name: str) -> None:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ first
+            path = _module_file(".".join(parts[:i]), root)
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo.append(path)
+
+    def add_imports(imports, package: tuple[str, ...]) -> None:
+        for module, level, kind, names in imports:
+            if level:  # relative: from the file's package, up level - 1 folders
+                anchor = package[:len(package) - (level - 1)] if level > 1 else package
+                module = ".".join([*anchor, *([module] if module else [])])
+            if not module:
+                continue
+            add_module(module)
+            if kind == "from":  # ``from pkg import sub``: sub may be a module of its own
+                for name in names:
+                    if name != "*":
+                        add_module(f"{module}.{name}")
+
+    for entry in entries:
+        if callable(entry):
+            add_imports(_function_imports(entry), ())
+        elif isinstance(entry, Path) or str(entry).endswith(".py"):
+            path = Path(entry) if Path(entry).is_absolute() else root / entry
+            if not path.is_file():
+                raise FileNotFoundError(f"code_files: {path} not found")
+            seen.add(path)
+            todo.append(path)
+        elif _module_file(str(entry), root) is None:
+            raise ModuleNotFoundError(f"code_files: {entry!r} is not a module under {root}")
+        else:
+            add_module(str(entry))
+    while todo:
+        path = todo.pop()
+        stat = path.stat()
+        package = path.parent.relative_to(root).parts if path.is_relative_to(root) else ()
+        add_imports(_imports_of(path, (stat.st_mtime_ns, stat.st_size)), package)
+    return sorted(seen)
+
+
+@functools.lru_cache(maxsize=1)
+def _library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def code_digest(*entries: str | Path | Callable, root: Path = REPO, libraries: bool = True) -> str:
+    """Digest of the code a stage runs.
+
+    ``entries``: module names, script paths and functions; every project file they execute
+    (:func:`code_files`) counts by its path relative to ``root`` and its bytes, and a function by
+    its own source text (the glue a stage calls, without the module around it, whose other
+    functions and tables do not change what the stage computes). With ``libraries``, the installed versions of
+    :data:`LIBRARIES` and Python's count as well.
+    """
+    root = Path(root).resolve()
     h = hashlib.sha256()
-    for path in paths:
-        h.update(Path(path).read_bytes())
+    for path in code_files(*entries, root=root):
+        h.update(str(path.relative_to(root) if path.is_relative_to(root) else path).encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    for function in (e for e in entries if callable(e)):
+        h.update(f"{function.__module__}.{function.__qualname__}".encode() + b"\0")
+        h.update(inspect.getsource(function).encode() + b"\0")
+    if libraries:
+        h.update(json.dumps([sys.version_info[:3], _library_versions()], sort_keys=True).encode())
     return h.hexdigest()[:12]
 
 
@@ -101,17 +231,18 @@ class StageError(RuntimeError):
 
 
 class StageProgress:
-    """One tqdm bar over planned stages, counted in estimated seconds.
+    """One bar over planned stages, counted in estimated seconds (a line every few seconds when the
+    stream is not a terminal).
 
     A ticker thread moves the bar through a running stage's estimate (up to 95 % of it), so the
     ETA stays live during long stages; when the stage ends the bar jumps to its full estimate.
     """
 
     def __init__(self, total_s: float, enabled: bool = True, stream: TextIO | None = None,
-                 position: int | None = None) -> None:
-        self._bar = tqdm(total=max(1, round(total_s)), disable=not enabled, file=stream or sys.stderr,
-                         unit="s", smoothing=0, dynamic_ncols=True, position=position, leave=position is None,
-                         bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
+                 position: int | None = None, desc: str = "starting") -> None:
+        self._bar = progress(total=max(1, round(total_s)), desc=desc, enabled=enabled, file=stream or sys.stderr,
+                             unit="s", smoothing=0, position=position, leave=position is None,
+                             bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
         self._lock = threading.Lock()
         self._done = 0.0
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 from tqdm import tqdm
 
 from fileio import atomic_path
+from fileio.progress import progress
 
 __all__ = ["JsonLog", "read_log", "plot_log", "progress_bar"]
 
@@ -99,6 +100,6 @@ def plot_log(log_path: str | Path, png_path: str | Path, curves: Sequence[str] |
 
 
 def progress_bar(total: int, initial: int = 0, desc: str = "", unit: str = "it", enabled: bool = True) -> tqdm:
-    """A tqdm bar on stderr showing count, rate and time left (ETA)."""
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
-                file=sys.stderr)
+    """Count, rate and time left (ETA) on stderr: a live bar on a terminal, a line every few seconds
+    in a log (:func:`fileio.progress.progress`)."""
+    return progress(total=total, initial=initial, desc=desc, unit=unit, enabled=enabled, file=sys.stderr)

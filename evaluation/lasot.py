@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from fileio import atomic_path
+from fileio.progress import progress as progress_bar
 
 from .annotations import read_boxes, read_flags, read_lasot_annotation, read_sequence_list, sequence_class
 from .boxes import box_iou
@@ -282,7 +282,7 @@ def load_annotations(root: str | Path, sequences: Sequence[str] | None = None,
             f"no sequences under {root}: expected <seq>.txt + absent/<seq>.txt (toolkit layout) "
             "or <class>/<class>-<id>/groundtruth.txt (dataset layout)")
     loader = _load_toolkit_sequence if toolkit_layout else _load_dataset_sequence
-    names = tqdm(sequences, desc="annotations", unit="seq", disable=not progress, leave=False)
+    names = progress_bar(sequences, desc="annotations", unit="seq", enabled=progress, leave=False)
     return {name: loader(root, name) for name in names}
 
 
@@ -379,7 +379,7 @@ def evaluate_tracker(results_dir: str | Path,
         skip_missing: leave out sequences without a result file instead of raising.
         sequences: evaluate these sequences only (default: all of ``annos``).
         name: tracker name (default: the folder name).
-        progress: show a tqdm bar over sequences.
+        progress: show a progress bar over sequences (:func:`fileio.progress.progress`).
     """
     _check_protocol(protocol)
     results_dir = Path(results_dir)
@@ -404,8 +404,7 @@ def evaluate_tracker(results_dir: str | Path,
     curves = {key: np.zeros((len(names), n)) for key, n in
               zip(_CURVES, (len(SUCCESS_THRESHOLDS), len(PRECISION_THRESHOLDS),
                             len(NORM_PRECISION_THRESHOLDS)))}
-    for i, seq in enumerate(tqdm(names, desc=f"evaluating {name}", unit="seq",
-                                 disable=not progress)):
+    for i, seq in enumerate(progress_bar(names, desc=f"evaluating {name}", unit="seq", enabled=progress)):
         path = results_dir / f"{seq}.txt"
         anno = annos[seq]
         scores = evaluate_sequence(read_boxes(path), anno.gt_boxes, anno.absent, protocol,

@@ -26,9 +26,9 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from fileio import atomic_path
+from fileio.progress import progress as progress_bar
 
 AreaTuple = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -225,7 +225,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, num
         pred_raw: predictions are encoded like the raw GT (as mmseg's ``IoUMetric(output_dir=...)``
             writes them for ADE20K: class + 1) and get the same reduction; a no-op without
             ``reduce_zero_label``.
-        progress: show a tqdm bar over images.
+        progress: show a progress bar over images (:func:`fileio.progress.progress`).
 
     Returns:
         :func:`summarize`'s dict plus ``num_images``.
@@ -247,7 +247,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, num
                          f"{_stem_list(extra)}")
 
     totals = [np.zeros(num_classes, dtype=np.int64) for _ in range(4)]
-    for stem in tqdm(sorted(gts), desc="mIoU", unit="img", disable=not progress):
+    for stem in progress_bar(sorted(gts), desc="mIoU", unit="img", enabled=progress):
         gt = read_label_map(gts[stem])
         pred = read_label_map(preds[stem])
         if pred.shape != gt.shape:

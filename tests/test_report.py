@@ -157,7 +157,7 @@ def test_given_results_fill_the_tables_exactly(given, tmp_path, monkeypatch):
                             progress=False)
     assert report["study"]["seg"]["seg"]["mIoU"] == miou["mIoU"] and 0 < miou["mIoU"] < 100
     assert f"| seg | {miou['mIoU']:.2f} |" in markdown
-    assert report["study"]["probe"]["ft"]["top1"] == [71.25] and "| ft | 71.2 |" in markdown
+    assert report["study"]["probe"]["ft"]["given"]["top1"] == [71.25] and "| ft | 71.2 |" in markdown
     assert (out / "study" / "lasot_plots" / "success_plot.png").is_file()
     assert not (tmp_path / "cache").exists()  # nothing generated, trained or cached
 

@@ -1,4 +1,5 @@
-"""The study of the main job (benchmarks/study.py): the photo data, the study configs, and the whole
+"""The study of the main job (benchmarks/study/): the photo data, the study configs, the computed
+baselines, the statistics and sentences under the tables, the stages' code keys, and the whole
 pipeline end to end (shortened: one recipe, a few steps) through the same code as the full run."""
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from mmengine.config import Config
 from benchmarks.demo_data.ade20k import make_ade20k_dataset
 from benchmarks.demo_data.lasot import make_lasot_dataset
 from benchmarks.demo_data.photos import (PHOTOS, load_photo, make_photo_imagenet, photo_folder, photo_region)
-from benchmarks.study import (PRETRAIN_CONFIGS, SEG_CONFIG, SMOKE, StudySettings, TEACHER_CONFIG, TRACK_CONFIG,
-                              _run_pretrain, noise_verdict, run_embedded)
+from benchmarks.study import RECIPES, SMOKE, StudySettings, run_embedded
+from benchmarks.study.drivers import run_pretrain
+from benchmarks.study.settings import DOWNSTREAM, SEG_CONFIG, TEACHER_CONFIG, TRACK_CONFIG
 from evaluation.lasot import evaluate_tracker
 from evaluation.miou import evaluate_folders, read_label_map
 
@@ -87,9 +89,10 @@ def test_study_configs_name_the_photo_classes_in_order():
     assert seg.test_dataloader.dataset.type == "BaseSegDataset"
     track = Config.fromfile(str(TRACK_CONFIG))
     assert list(track.data.generate.classes) == list(PHOTOS)
-    probe = Config.fromfile(str(REPO / "configs/study/linprobe_vit_tiny-d4_photos-64px.py"))
-    assert probe.model.num_classes == len(PHOTOS)
-    for config in (TEACHER_CONFIG, *PRETRAIN_CONFIGS.values()):
+    for task in DOWNSTREAM.values():
+        cfg = Config.fromfile(str(task.config))
+        assert cfg.model.num_classes == len(PHOTOS) and cfg.model.depth == 4 and cfg.model.img_size == 64
+    for config in (TEACHER_CONFIG, *(r.config for r in RECIPES.values() if r.config and r.available())):
         cfg = Config.fromfile(str(config))
         assert cfg.runtime.precision == "fp32" and cfg.model.depth == 4 and cfg.model.img_size == 64
 
@@ -104,9 +107,9 @@ def test_teacher_export_feeds_the_distillation_recipes(tmp_path):
     make_photo_imagenet(tmp_path / "data", ("brick", "coffee"), per_class=8, size=72)
     short = {"data.root": str(tmp_path / "data"), "schedule.epochs": 1, "schedule.warmup_epochs": 0,
              "data.batch_size": 16, "runtime.checkpoint_every": None}
-    summary = _run_pretrain(TEACHER_CONFIG, short, tmp_path / "teacher")
+    summary = run_pretrain(TEACHER_CONFIG, short, tmp_path / "teacher")
     teacher_ckpt = Path(summary["export"])
-    cfg = Config.fromfile(str(PRETRAIN_CONFIGS["d2mae"]))
+    cfg = Config.fromfile(str(RECIPES["d2mae"].config))
     cfg.merge_from_dict({**short, "distill.teacher_ckpt": str(teacher_ckpt)})
     task, info = build_task(cfg.to_dict())
     assert info["random_teacher"] is False and info["teacher_ckpt"] == str(teacher_ckpt)
@@ -120,10 +123,261 @@ def test_teacher_export_feeds_the_distillation_recipes(tmp_path):
     assert torch.isfinite(terms["loss"]) and terms["loss_attn"] > 0
 
 
+# ------------------------------------------------------------------------ statistics, sentences
 def test_noise_verdict():
-    assert "within noise" in noise_verdict({"a": 50.0, "b": 51.0}, {"a": 0.5, "b": 1.0}, "x")
-    assert "exceeds" in noise_verdict({"a": 50.0, "b": 55.0}, {"a": 0.5, "b": 1.0}, "x")
-    assert noise_verdict({"a": 50.0}, {"a": 1.0}, "x") == ""
+    """Known values: Welch's standard error over seeds, the verdict of every step, and the whole
+    sentences under a table."""
+    from benchmarks.study.scoring import (Estimate, baseline_sentence, compare_means, compare_paired,
+                                          compare_to_value, ordered_steps, ranking_sentence)
+
+    rows = {"A": Estimate.of([50, 52, 54]), "B": Estimate.of([47, 48, 49]), "C": Estimate.of([46, 48, 50])}
+    assert (rows["A"].mean, rows["A"].std, rows["B"].std) == (52.0, 2.0, 1.0) and rows["A"].cell() == "52.0 ± 2.0"
+    steps = ordered_steps(rows)
+    assert [(c.a, c.b) for c in steps] == [("A", "B"), ("B", "C")]
+    assert steps[0].se == pytest.approx(math.sqrt(4 / 3 + 1 / 3)) and steps[0].verdict == "above"
+    assert steps[1].difference == 0 and steps[1].verdict == "within noise"
+    assert ranking_sentence(steps, ("A", 52.0), "Top-1", "Welch, over seeds") == (
+        "Top-1 in order: A 52.0 > B 48.0 (+4.0 ± 1.3, beyond the noise) > C 48.0 (+0.0 ± 1.3, within noise). "
+        "A step is beyond the noise when it exceeds 2 standard errors of the difference (Welch, over seeds).")
+    against = [compare_to_value(n, e, "majority", 49.0) for n, e in rows.items()]
+    assert baseline_sentence(against, "the majority class", 49.0, "standard error of the seed mean") == (
+        "Against the majority class (49.0): above it beyond the noise: A (+3.0 ± 1.2); within the noise: "
+        "B (-1.0 ± 0.6), C (-1.0 ± 1.2) (noise: standard error of the seed mean).")
+    low = [compare_to_value(n, e, "floor", 40.0) for n, e in rows.items()]
+    assert baseline_sentence(low, "a floor", 40.0, "s.e.") == (
+        "Against a floor (40.0): every row is above it beyond the noise: A (+12.0 ± 1.2), B (+8.0 ± 0.6), "
+        "C (+8.0 ± 1.2) (noise: s.e.).")
+    one = compare_means("A", Estimate.of([50]), "B", rows["B"])
+    assert one.verdict == "no noise estimate" and one.text() == "+2.0"
+    paired = compare_paired("t", [30.0, 40.0, 50.0], "static", [20.0, 36.0, 41.0])  # differences 10, 4, 9
+    assert paired.difference == pytest.approx(23 / 3)
+    assert paired.se == pytest.approx(np.std([10, 4, 9], ddof=1) / math.sqrt(3)) and paired.verdict == "above"
+    with pytest.raises(ValueError, match="3 against 2 values"):
+        compare_paired("t", [1.0, 2.0, 3.0], "s", [1.0, 2.0])
+
+
+def test_classification_table_holds_the_runs_metrics():
+    """The engines' metrics.json values, mean ± std per scale, and the sentences computed from them."""
+    from benchmarks.study.tables import classification_table
+
+    runs = {"MAE": {"all": [{"top1": 50.0}, {"top1": 52.0}, {"top1": 54.0}], "10pct": [{"top1": 20.0}] * 3},
+            "none": {"all": [{"top1": 47.0}, {"top1": 48.0}, {"top1": 49.0}], "10pct": [{"top1": 21.0}] * 3}}
+    md, rows, sentences = classification_table(runs, {"all": "all images", "10pct": "10%"}, "T",
+                                               {"all": 7.0, "10pct": 7.0})
+    assert "| MAE | 52.0 ± 2.0 (n=3) | 20.0 ± 0.0 (n=3) |" in md
+    assert "| none | 48.0 ± 1.0 (n=3) | 21.0 ± 0.0 (n=3) |" in md
+    assert rows["MAE"]["all"]["top1"] == [50.0, 52.0, 54.0] and rows["none"]["all"]["top1_std"] == 1.0
+    assert sentences == [
+        "all images: Top-1 in order: MAE 52.0 > none 48.0 (+4.0 ± 1.3, beyond the noise). A step is beyond the noise "
+        "when it exceeds 2 standard errors of the difference (Welch, over seeds).",
+        "all images: Against the majority class (7.0): every row is above it beyond the noise: MAE (+45.0 ± 1.2), "
+        "none (+41.0 ± 0.6) (noise: standard error of the seed mean).",
+        "10%: Top-1 in order: none 21.0 > MAE 20.0 (+1.0 ± 0.0, beyond the noise). A step is beyond the noise when "
+        "it exceeds 2 standard errors of the difference (Welch, over seeds).",
+        "10%: Against the majority class (7.0): every row is above it beyond the noise: MAE (+13.0 ± 0.0), "
+        "none (+14.0 ± 0.0) (noise: standard error of the seed mean)."]
+    assert md.endswith("\n\n".join(sentences))
+
+
+# -------------------------------------------------------------------------------- baselines
+def test_majority_class_is_counted_from_the_folders(tmp_path):
+    from benchmarks.study.data import majority_class_top1
+
+    for split, counts in (("train", {"b": 5, "a": 3, "c": 5}), ("val", {"a": 2, "b": 3, "c": 1})):
+        for name, count in counts.items():
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                (tmp_path / split / name / f"{i}.JPEG").write_bytes(b"x")
+    (tmp_path / "train" / "a" / "notes.txt").write_text("not an image")
+    # b and c tie with 5 training images: b comes first in sorted order; 3 of the 6 val images are b
+    assert majority_class_top1(tmp_path, "train", "val") == {"class": "b", "top1": 50.0, "val_images": 6}
+    with pytest.raises(FileNotFoundError, match="probe"):
+        majority_class_top1(tmp_path, "probe", "val")
+
+
+def test_most_frequent_class_and_static_box_are_computed_from_the_data(tmp_path):
+    from benchmarks.study.data import most_frequent_class_predictions, static_box_results
+
+    ade = make_ade20k_dataset(tmp_path / "ade", num_train=3, num_val=2, size=(96, 72), num_classes=len(PHOTOS),
+                              photos=list(PHOTOS))
+    counts = np.zeros(256, np.int64)
+    for path in sorted((ade / "annotations" / "training").glob("*.png")):
+        values, n = np.unique(read_label_map(path), return_counts=True)
+        counts[values] += n
+    counts[0] = 0
+    preds, value = most_frequent_class_predictions(ade, tmp_path / "floor")
+    assert value == int(np.argmax(counts)) and value > 0
+    for path in sorted((ade / "annotations" / "validation").glob("*.png")):
+        pred = read_label_map(preds / path.name)
+        assert pred.shape == read_label_map(path).shape and (pred == value).all()
+    lasot = tmp_path / "lasot"
+    make_lasot_dataset(lasot, ("coins", "rocket"), seqs_per_class=2, num_frames=5, size=(96, 72), test_per_class=1,
+                       source="photos")
+    static = static_box_results(lasot, tmp_path / "static")
+    assert sorted(p.name for p in static.iterdir()) == ["coins-1.txt", "rocket-1.txt"]
+    for name in ("coins-1", "rocket-1"):
+        gt = np.loadtxt(lasot / name.split("-")[0] / name / "groundtruth.txt", delimiter=",")
+        np.testing.assert_allclose(np.loadtxt(static / f"{name}.txt", delimiter=","), np.repeat(gt[:1], 5, 0),
+                                   atol=1e-4)
+
+
+def test_tables_of_fixed_result_folders_hold_exactly_the_evaluators_numbers(tmp_path):
+    """Two trackers and the static box on fixed sequences, two segmentations and the most frequent
+    class: every cell and every number in the sentences is what the evaluators give."""
+    from benchmarks.study.data import most_frequent_class_predictions, static_box_results
+    from benchmarks.study.tables import lasot_table, seg_table
+
+    lasot = tmp_path / "lasot"
+    make_lasot_dataset(lasot, ("car", "dog", "cat"), seqs_per_class=1, num_frames=12, size=(96, 72),
+                       write_training_set=False)
+    rng = np.random.default_rng(0)
+    folders = {}
+    for name, noise in (("good", 1.0), ("poor", 15.0)):
+        folder = folders[name] = tmp_path / name
+        folder.mkdir()
+        for seq in ("car-1", "dog-1", "cat-1"):
+            gt = np.loadtxt(lasot / seq.split("-")[0] / seq / "groundtruth.txt", delimiter=",")
+            pred = gt + rng.normal(0, noise, gt.shape)
+            pred[:, 2:] = np.maximum(pred[:, 2:], 1)
+            np.savetxt(folder / f"{seq}.txt", pred, fmt="%.3f", delimiter=",")
+    static = static_box_results(lasot, tmp_path / "static")
+    md, rows, sentences, _ = lasot_table(folders, lasot, "T", baseline=("static box", static))
+    direct = {n: evaluate_tracker(f, lasot, progress=False) for n, f in {**folders, "static box": static}.items()}
+    per_seq = {n: np.array([r.per_sequence[s]["AUC"] for s in r.sequences]) for n, r in direct.items()}
+    for name, result in direct.items():
+        se = per_seq[name].std(ddof=1) / math.sqrt(3)
+        assert (rows[name]["AUC"], rows[name]["NP"]) == (result.AUC, result.NP)
+        assert f"| {name} | {result.AUC:.2f} | {se:.2f} | {result.P:.2f} | {result.NP:.2f} | 3 |" in md
+    step = per_seq["good"] - per_seq["poor"]
+    step_se = step.std(ddof=1) / math.sqrt(3)
+    verdict = "beyond the noise" if step.mean() > 2 * step_se else "within noise"
+    noise = "standard error of the paired per-sequence difference"
+    assert sentences[0] == (
+        f"AUC in order: good {direct['good'].AUC:.2f} > poor {direct['poor'].AUC:.2f} "
+        f"({step.mean():+.2f} ± {step_se:.2f}, {verdict}). A step is beyond the noise when it exceeds 2 standard "
+        f"errors of the difference ({noise}).")
+    versus = {n: per_seq[n] - per_seq["static box"] for n in folders}
+    cells = {n: f"{n} ({d.mean():+.2f} ± {d.std(ddof=1) / math.sqrt(3):.2f})" for n, d in versus.items()}
+    above = [n for n, d in versus.items() if d.mean() > 2 * d.std(ddof=1) / math.sqrt(3)]
+    assert above == ["good"]  # the fixed folders: the noisy tracker does not beat the static box beyond the noise
+    poor = versus["poor"]
+    group = "below it beyond the noise" if poor.mean() < -2 * poor.std(ddof=1) / math.sqrt(3) else "within the noise"
+    assert sentences[1] == (f"Against static box ({direct['static box'].AUC:.2f}): above it beyond the noise: "
+                            f"{cells['good']}; {group}: {cells['poor']} (noise: {noise}).")
+
+    ade = make_ade20k_dataset(tmp_path / "ade", num_train=3, num_val=3, size=(96, 72), num_classes=len(PHOTOS),
+                              photos=list(PHOTOS))
+    gt_dir = ade / "annotations" / "validation"
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for path in sorted(gt_dir.glob("*.png")):
+        label = read_label_map(path).copy()
+        label[: label.shape[0] // 2] = label[: label.shape[0] // 2][:, ::-1]
+        cv2.imwrite(str(preds / path.name), label)
+    floor, value = most_frequent_class_predictions(ade, tmp_path / "floor")
+    md, rows, sentences = seg_table({"half": preds, "exact": gt_dir}, gt_dir, len(PHOTOS), list(PHOTOS), "S",
+                                    baseline=("most frequent", floor))
+    scores = {n: evaluate_folders(f, gt_dir, len(PHOTOS), reduce_zero_label=True, pred_raw=True,
+                                  class_names=list(PHOTOS), progress=False)
+              for n, f in (("half", preds), ("exact", gt_dir), ("most frequent", floor))}
+    for name, result in scores.items():
+        assert rows[name]["mIoU"] == result["mIoU"] and f"| {name} | {result['mIoU']:.2f} | {result['aAcc']:.2f} |" in md
+    assert scores["exact"]["mIoU"] == 100.0
+    floor_miou = scores["most frequent"]["mIoU"]
+    assert sentences == [f"Against most frequent (mIoU {floor_miou:.2f}), one seed a row (no noise estimate): above it: "
+                         f"half ({scores['half']['mIoU'] - floor_miou:+.2f}), exact ({100 - floor_miou:+.2f})."]
+
+
+# ------------------------------------------------------------------------------- cache keys
+def _copy_code(root: Path) -> Path:
+    import shutil
+
+    for package in ("fileio", "backbones", "engine", "evaluation", "pretrain", "seg", "track", "analysis",
+                    "benchmarks", "tools"):
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return root
+
+
+def test_code_digest_follows_the_imports(tmp_path):
+    """A stage's code key changes with every project file its entry points reach (function-level
+    imports and package __init__ files included) and with nothing else."""
+    from benchmarks.stages import code_digest, code_files
+
+    code = _copy_code(tmp_path / "code")
+    files = {str(p.relative_to(code)) for p in code_files(run_pretrain, root=code)}
+    assert {"pretrain/__init__.py", "pretrain/engine.py", "engine/loop.py", "backbones/vit.py",
+            "fileio/__init__.py"} <= files
+    assert not any(f.startswith(("track/", "seg/", "benchmarks/")) for f in files)
+    before = {name: code_digest(*entries, root=code) for name, entries in
+              (("pretrain", (run_pretrain,)), ("track", ("track.train",)), ("photos", ("benchmarks.demo_data.photos",)))}
+    vit = code / "backbones" / "vit.py"
+    vit.write_text(vit.read_text() + "\n# changed\n")
+    after = {name: code_digest(*entries, root=code) for name, entries in
+             (("pretrain", (run_pretrain,)), ("track", ("track.train",)), ("photos", ("benchmarks.demo_data.photos",)))}
+    assert after["pretrain"] != before["pretrain"] and after["track"] != before["track"]
+    assert after["photos"] == before["photos"]
+    with pytest.raises(ModuleNotFoundError, match="no_such_module"):
+        code_digest("no_such_module", root=code)
+
+
+def test_a_code_change_reruns_the_stages_it_affects(tmp_path):
+    """plan_study's keys over a copy of the code: editing the MAE model re-keys pre-training and all
+    that reads its exports, leaves the data and random-init segmentation alone; editing the
+    inference-time tracker re-keys the tracking runs and nothing else."""
+    from benchmarks.stages import StageRunner
+    from benchmarks.study import plan_study
+
+    code = _copy_code(tmp_path / "code")
+    settings = StudySettings(recipes=("none", "mae"), seeds=(0,))
+    runner = StageRunner(tmp_path / "cache", tmp_path / "logs")
+
+    def keys() -> dict[str, str]:
+        return {s.name: s.key for s in plan_study(settings, runner, code_root=code).stages}
+
+    base = keys()
+    assert keys() == base
+    mae = code / "pretrain" / "mae.py"
+    mae.write_text(mae.read_text() + "\n# changed\n")
+    changed = {n for n, k in keys().items() if k != base[n]}
+    assert {"pretrain-mae", "probe-mae-all-seed0", "probe-none-all-seed0", "seg-mae", "track-train-mae",
+            "track-test-mae"} <= changed
+    assert not changed & {"data-photos", "data-ade20k", "data-lasot", "seg-none", "track-train-none", "sizes"}
+    base = keys()
+    tracker = code / "track" / "tracker.py"
+    tracker.write_text(tracker.read_text() + "\n# changed\n")
+    changed = {n for n, k in keys().items() if k != base[n]}
+    assert changed == {"track-test-none", "track-test-mae"}
+
+
+def test_a_recipe_and_a_data_scale_plug_in_as_entries(tmp_path, monkeypatch):
+    """Adding a recipe is adding an entry with its config: it gets its pre-training stage, its
+    probes and fine-tunes at every scale and seed, segmentation and tracking; a data scale's options
+    reach its stages' configs; a recipe whose config is missing is refused before any work."""
+    from benchmarks.stages import StageRunner
+    from benchmarks.study import SCALES, plan_study
+    from benchmarks.study import settings as study_settings
+
+    config = tmp_path / "contrastive_recipe.py"
+    config.write_text(f"_base_ = [{str(RECIPES['mae'].config)!r}]\nmodel = dict(mask_ratio=0.5)\n")
+    monkeypatch.setitem(study_settings.RECIPES, "toy", study_settings.Recipe("toy", "toy", config, estimate_s=5))
+    settings = StudySettings(recipes=("none", "toy"), scales=("all", "10pct"), seeds=(0, 1, 2))
+    runner = StageRunner(tmp_path / "cache", tmp_path / "logs")
+    plan = plan_study(settings, runner)
+    names = {s.name for s in plan.stages}
+    assert {"pretrain-toy", "seg-toy", "track-train-toy", "track-test-toy"} <= names and "pretrain-teacher" not in names
+    for task in ("probe", "finetune"):
+        for scale in ("all", "10pct"):
+            stages = plan.downstream[task][scale]["toy"]
+            assert [s.name for s in stages] == [f"{task}-toy-{scale}-seed{i}" for i in range(3)]
+            assert len({s.key for s in stages}) == 3
+    assert plan.downstream["probe"]["10pct"]["toy"][0].key != plan.downstream["probe"]["all"]["toy"][0].key
+    assert SCALES["10pct"].options["data.subset"] == {"fraction": 0.1, "seed": 0}
+    monkeypatch.setitem(study_settings.RECIPES, "ghost", study_settings.Recipe("ghost", "ghost", tmp_path / "no.py"))
+    assert "ghost" not in study_settings.available_recipes()
+    with pytest.raises(FileNotFoundError, match=r"ghost \(.*no\.py\)"):
+        plan_study(StudySettings(recipes=("none", "ghost")), runner)
+    with pytest.raises(ValueError, match="unknown data scale"):
+        plan_study(StudySettings(recipes=("none",), scales=("half",)), runner)
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -148,14 +402,17 @@ def test_smoke_tables_hold_exactly_the_evaluators_numbers(smoke):
     assert f"| MAE | {direct.AUC:.2f} |" in text
     static = evaluate_tracker(smoke["root"] / "out" / "study" / "static_box_results", lasot_root, progress=False)
     assert data["lasot"]["static box (frame 1 repeated)"]["AUC"] == static.AUC
+    for sentence in data["sentences"]["lasot"] + data["sentences"]["seg"] + data["sentences"]["probe"]:
+        assert sentence in text
     preds = Path(_stage(smoke, "seg-mae")["summary"]["preds"])
     ade = Path(_stage(smoke, "data-ade20k")["summary"]["root"])
     miou = evaluate_folders(preds, ade / "annotations" / "validation", len(PHOTOS), reduce_zero_label=True,
                             pred_raw=True, class_names=list(PHOTOS), progress=False)
     assert data["seg"]["MAE"]["mIoU"] == miou["mIoU"] and f"| MAE | {miou['mIoU']:.2f} |" in text
     assert len(list(preds.glob("*.png"))) == SMOKE.ade20k["num_val"]  # written by mmseg's IoUMetric
-    metrics = json.loads((Path(_stage(smoke, "probe-mae-seed0")["folder"]) / "metrics.json").read_text())
-    assert data["probe"]["MAE"]["top1"] == [metrics["top1"]]
+    for task in ("probe", "finetune"):
+        metrics = json.loads((Path(_stage(smoke, f"{task}-mae-all-seed0")["folder"]) / "metrics.json").read_text())
+        assert data["classification"][task]["MAE"]["all"]["top1"] == [metrics["top1"]]
     for picture in data["pictures"]:
         assert (smoke["root"] / "out" / picture).stat().st_size > 1000
 
@@ -163,9 +420,10 @@ def test_smoke_tables_hold_exactly_the_evaluators_numbers(smoke):
 def test_smoke_export_is_what_every_task_starts_from(smoke):
     export = Path(_stage(smoke, "pretrain-mae")["folder"]) / "backbone.pth"
     assert export.is_file()
-    probe_log = [json.loads(line) for line in
-                 (Path(_stage(smoke, "probe-mae-seed0")["folder"]) / "log.jsonl").read_text().splitlines()]
-    assert next(r for r in probe_log if r.get("event") == "start")["pretrained"] == str(export)
+    for task in ("probe", "finetune"):
+        log = [json.loads(line) for line in
+               (Path(_stage(smoke, f"{task}-mae-all-seed0")["folder"]) / "log.jsonl").read_text().splitlines()]
+        assert next(r for r in log if r.get("event") == "start")["pretrained"] == str(export)
     track_log = [json.loads(line) for line in
                  (Path(_stage(smoke, "track-train-mae")["folder"]) / "log.jsonl").read_text().splitlines()]
     init = next(r for r in track_log if r.get("event") == "init")
@@ -178,9 +436,9 @@ def test_smoke_second_run_reuses_the_cache(smoke, tmp_path):
     root = smoke["root"]
     text, data = run_embedded(tmp_path / "out", SMOKE, threads=2, cache=root / "cache", progress=False)
     assert all(r["cached"] for r in data["stages"])
-    for task in ("probe", "seg", "lasot"):
-        assert json.dumps(data[task], sort_keys=True, default=str) == \
-            json.dumps(smoke["data"][task], sort_keys=True, default=str)
+    for task in ("classification", "seg", "lasot", "sentences"):  # the baselines are written into each run's out
+        assert json.dumps(data[task], sort_keys=True, default=str).replace(str(tmp_path / "out"), "OUT") == \
+            json.dumps(smoke["data"][task], sort_keys=True, default=str).replace(str(root / "out"), "OUT")
 
 
 def test_given_mmseg_and_tracker_outputs_are_scored_exactly(smoke, tmp_path):
@@ -210,20 +468,20 @@ def test_given_mmseg_and_tracker_outputs_are_scored_exactly(smoke, tmp_path):
 
 @pytest.mark.slow
 def test_full_embedded_study(tmp_path):
-    """The embedded default of ``make benchmark``: every recipe, full toy budget (minutes)."""
-    text, data = run_embedded(tmp_path / "out", StudySettings(), threads=2, cache=tmp_path / "cache",
-                              progress=False)
-    names = ["none (random init)", "MAE", "D-MAE", "D²-MAE"]
-    for task in ("probe", "seg", "lasot"):
+    """The embedded default of ``make benchmark``: every recipe in the tree, full toy budget (minutes)."""
+    settings = StudySettings()
+    text, data = run_embedded(tmp_path / "out", settings, threads=2, cache=tmp_path / "cache", progress=False)
+    names = [RECIPES[r].label for r in settings.recipes]
+    for task in ("seg", "lasot"):
         assert all(n in data[task] for n in names)
-    assert all(len(data["probe"][n]["top1"]) == 2 for n in names)
-    for n in names:
-        assert math.isfinite(data["lasot"][n]["AUC"]) and data["lasot"][n]["fps"] > 0
+    for task in settings.downstream:
+        assert all(len(data["classification"][task][n]["all"]["top1"]) == len(settings.seeds) for n in names)
     lasot_root = Path(next(r for r in data["stages"] if r["stage"] == "data-lasot")["summary"]["root"])
-    for n, recipe in zip(names, ("none", "mae", "dmae", "d2mae")):
+    for n, recipe in zip(names, settings.recipes):
+        assert math.isfinite(data["lasot"][n]["AUC"]) and data["lasot"][n]["fps"] > 0
         stage = next(r for r in data["stages"] if r["stage"] == f"track-test-{recipe}")
         assert evaluate_tracker(stage["summary"]["results"], lasot_root, progress=False).AUC == data["lasot"][n]["AUC"]
-    assert data["pretraining"]["pretrain-dmae"]["finished"] and data["pretraining"]["pretrain-d2mae"]["finished"]
+    assert all(s["finished"] for s in data["pretraining"].values())
 
 
 def test_smoke_report_holds_the_encoders_analyses(smoke):
@@ -236,7 +494,13 @@ def test_smoke_report_holds_the_encoders_analyses(smoke):
 
 
 def test_smoke_pretraining_summary_reads_the_training_log(smoke):
-    """The pre-training summary and loss plot read the engine's train records (first and last loss)."""
+    """The pre-training summary and its report line are the engine log's first and last train records."""
+    folder = Path(_stage(smoke, "pretrain-mae")["folder"])
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r.get("event") == "train"]
     summary = smoke["data"]["pretraining"]["pretrain-mae"]
-    assert summary["updates"] > 0 and summary["loss_first"] > 0 and summary["loss_last"] > 0
-    assert "loss - -> -" not in smoke["text"]
+    assert len(train) >= 2 and train[0]["loss"] != train[-1]["loss"]
+    assert (summary["loss_first"], summary["loss_last"]) == (train[0]["loss"], train[-1]["loss"])
+    assert summary["updates"] == train[-1]["update"]
+    assert (f"mae: {train[-1]['update']} updates, loss {train[0]['loss']:.3f} -> {train[-1]['loss']:.3f}"
+            in smoke["text"])

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from fileio.progress import progress as progress_bar  # noqa: E402
 
 from track.runtime import add_runtime_arguments, resolve_runtime  # noqa: E402
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         with atomic_path(args.out) as temp_video:
             try:
-                progress = tqdm(total=total, unit="frame", disable=args.quiet, desc=args.video.name)
+                progress = progress_bar(total=total, unit="frame", enabled=not args.quiet, desc=args.video.name)
                 index = 0
                 while True:
                     ok, frame = capture.read()
