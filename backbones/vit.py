@@ -196,6 +196,18 @@ class Attention(nn.Module):
             out = self.proj_drop(self.proj(out))
         return (out, logits) if return_logits else out
 
+    def forward_prefix(self, x: torch.Tensor, count: int = 1, grid: Grid | None = None) -> torch.Tensor:
+        """``forward(x, grid)[:, :count]`` [B, count, C]: the output of the first ``count`` tokens
+        (the class token), every token still a key and value, without the N x N matrix."""
+        B, N, C = x.shape
+        q, k, v = self._qkv(x)
+        bias = self._bias(grid, N, q.dtype)
+        logits = self._logits(q[:, :, :count], k, None if bias is None else bias[:, :, :count])
+        out = (self.attn_drop(logits.softmax(dim=-1)) @ v).transpose(1, 2).reshape(B, count, C)
+        if self.proj is not None:
+            out = self.proj_drop(self.proj(out))
+        return out
+
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
@@ -232,6 +244,12 @@ class Block(nn.Module):
         x = x + self.drop_path1(self.ls1(attn))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return (x, logits) if return_logits else x
+
+    def forward_prefix(self, x: torch.Tensor, count: int = 1, grid: Grid | None = None) -> torch.Tensor:
+        """``forward(x, grid)[:, :count]``: the block's output for the first ``count`` tokens only
+        (a last block whose other outputs nobody reads: MLP and projections run on those tokens)."""
+        x = x[:, :count] + self.drop_path1(self.ls1(self.attn.forward_prefix(self.norm1(x), count, grid)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
 class LogitsBlock(nn.Module):

@@ -15,11 +15,14 @@ from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_autograd
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["DistInfo", "resolve_device", "init_distributed", "close_distributed", "all_gather_objects",
-           "barrier", "sum_over_ranks", "wrap_ddp", "unwrap", "weights_digest"]
+           "barrier", "sum_over_ranks", "wrap_ddp", "unwrap", "weights_digest", "CrossRankBatchNorm",
+           "sync_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,76 @@ def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
         return model
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+class CrossRankBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics cover the batch of every rank, on any device and
+    backend (gloo on CPU included): what ``torch.nn.SyncBatchNorm`` computes, which runs on GPUs only.
+
+    The global mean and the centred sum of squares (a two-pass variance, stable) come from two
+    ``all_reduce`` calls of ``torch.distributed.nn.functional``, which are differentiable: in the
+    backward pass each rank receives the gradient every rank's loss sends through the shared
+    statistics, so DDP's averaged gradients are those of one process holding the whole batch.
+    Ranks may hold different numbers of samples. Running statistics are updated with the unbiased
+    global variance, as ``SyncBatchNorm``. Outside training, or in a single process, it is
+    ``F.batch_norm``.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {x.dim()}-D)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        count = xf.new_tensor([xf.numel() // xf.shape[1]])
+        totals = dist_autograd.all_reduce(torch.cat([xf.sum(dims), count]))
+        n = totals[-1]
+        mean = totals[:-1] / n
+        centred = xf - mean.view(shape)
+        var = dist_autograd.all_reduce(centred.square().sum(dims)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+                unbiased = var.detach() * n / (n - 1).clamp(min=1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> nn.Module:
+        """``module`` with every batch-norm layer replaced by this class (weights, buffers kept)."""
+        if isinstance(module, _BatchNorm) and not isinstance(module, cls):
+            new = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+            like = next(iter([*module.parameters(), *module.buffers()]), None)
+            if like is not None:
+                new.to(like.device)
+            new.load_state_dict(module.state_dict())
+            return new.train(module.training)
+        for name, child in module.named_children():
+            converted = cls.convert(child)
+            if converted is not child:
+                setattr(module, name, converted)
+        return module
+
+
+def sync_batchnorm(module: nn.Module, info: DistInfo) -> nn.Module:
+    """``module`` with batch statistics computed over all ranks when there are several: torch's
+    ``SyncBatchNorm`` on CUDA, :class:`CrossRankBatchNorm` elsewhere (``SyncBatchNorm`` refuses
+    CPU tensors: "SyncBatchNorm expected input tensor to be on GPU"). Unchanged for one process."""
+    if not info.distributed:
+        return module
+    if info.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return CrossRankBatchNorm.convert(module)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
