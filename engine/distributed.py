@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_autograd
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
@@ -129,14 +128,30 @@ def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """``all_reduce`` (sum) whose backward is the sum over ranks of the gradients: each rank's
+    input feeds every rank's output."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
 class CrossRankBatchNorm(_BatchNorm):
     """Batch norm whose training statistics cover the batch of every rank, on any device and
     backend (gloo on CPU included): what ``torch.nn.SyncBatchNorm`` computes, which runs on GPUs only.
 
     The global mean and the centred sum of squares (a two-pass variance, stable) come from two
-    ``all_reduce`` calls of ``torch.distributed.nn.functional``, which are differentiable: in the
-    backward pass each rank receives the gradient every rank's loss sends through the shared
-    statistics, so DDP's averaged gradients are those of one process holding the whole batch.
+    ``torch.distributed.all_reduce`` calls made differentiable: in the backward pass each rank
+    receives the gradient every rank's loss sends through the shared statistics, so DDP's averaged gradients are those of one process holding the whole batch.
     Ranks may hold different numbers of samples. Running statistics are updated with the unbiased
     global variance, as ``SyncBatchNorm``. Outside training, or in a single process, it is
     ``F.batch_norm``.
@@ -154,11 +169,11 @@ class CrossRankBatchNorm(_BatchNorm):
         shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
         count = xf.new_tensor([xf.numel() // xf.shape[1]])
-        totals = dist_autograd.all_reduce(torch.cat([xf.sum(dims), count]))
+        totals = _SumOverRanks.apply(torch.cat([xf.sum(dims), count]))
         n = totals[-1]
         mean = totals[:-1] / n
         centred = xf - mean.view(shape)
-        var = dist_autograd.all_reduce(centred.square().sum(dims)) / n
+        var = _SumOverRanks.apply(centred.square().sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -173,13 +188,12 @@ class CrossRankBatchNorm(_BatchNorm):
 
     @classmethod
     def convert(cls, module: nn.Module) -> nn.Module:
-        """``module`` with every batch-norm layer replaced by this class (weights, buffers kept)."""
+        """``module`` with every batch-norm layer replaced by this class, holding the same
+        parameter and buffer tensors (``requires_grad`` included), as ``SyncBatchNorm.convert_sync_batchnorm``."""
         if isinstance(module, _BatchNorm) and not isinstance(module, cls):
             new = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
-            like = next(iter([*module.parameters(), *module.buffers()]), None)
-            if like is not None:
-                new.to(like.device)
-            new.load_state_dict(module.state_dict())
+            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                setattr(new, name, tensor)
             return new.train(module.training)
         for name, child in module.named_children():
             converted = cls.convert(child)

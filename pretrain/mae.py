@@ -185,16 +185,26 @@ def embed_visible_patches(vit: VisionTransformer, imgs: torch.Tensor, ids_keep: 
     return torch.cat([vit.class_token(x.shape[0]), x], dim=1)
 
 
-def fused_attention_pays(x: torch.Tensor) -> bool:
-    """Whether attention on ``x`` should run the fused SDPA kernel (True) or the explicit softmax
-    of the logits (False, what ``Block(..., return_logits=True)`` computes).
+FUSED_MIN_TOKENS_CPU_FP32 = 128
 
-    Explicit for training on CPU, fused everywhere else (GPU, inference).  Measured on a 2-core
-    Xeon with AVX512-BF16 (torch 2.14, MAE-Tiny forward + backward, same process, alternated):
-    with SDPA the step was 2.1x slower under bf16 autocast (36 vs 75 img/s, batch 32) and ~10%
-    slower in fp32 (33 vs 37 img/s, batch 64): SDPA's CPU backward is the slow part.
+
+def fused_attention_pays(x: torch.Tensor) -> bool:
+    """Whether attention on ``x`` [B, N, C] should run the fused SDPA kernel (True) or the
+    explicit softmax of the logits (False, what ``Block(..., return_logits=True)`` computes).
+
+    Fused on GPU and without autograd. CPU training: explicit under autocast (bf16 / fp16), and
+    in float32 for short sequences (N < ``FUSED_MIN_TOKENS_CPU_FP32``: MAE's 50 visible tokens);
+    fused in float32 for long ones (MoCo-v3's 197). Measured on a 2-core Xeon with AVX512-BF16
+    (torch 2.14): MAE-Tiny forward + backward with SDPA was 2.1x slower under bf16 autocast (36 vs
+    75 img/s, batch 32) and ~10% slower in fp32 (33 vs 37 img/s, batch 64), SDPA's CPU backward
+    being the slow part; attention alone at 197 tokens, 12 heads of 16, batch 32, forward +
+    backward, one thread: fp32 0.055 s fused vs 0.17 s explicit, bf16 0.16 s fused vs 0.09 s explicit.
     """
-    return x.device.type != "cpu" or not torch.is_grad_enabled()
+    if x.device.type != "cpu" or not torch.is_grad_enabled():
+        return True
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    return x.shape[1] >= FUSED_MIN_TOKENS_CPU_FP32
 
 
 class MaskedAutoencoderViT(BackboneMAE, VisionTransformer):

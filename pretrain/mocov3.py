@@ -169,7 +169,10 @@ class MoCoV3(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         defaults = {"num_classes": 0, "pos_embed": "sincos", "global_pool": "token"}
-        encoder = build_backbone(arch, **{**defaults, **encoder_kwargs})
+        try:
+            encoder = build_backbone(arch, **{**defaults, **encoder_kwargs})
+        except TypeError as error:
+            raise TypeError(f"MoCo-v3 cannot build its encoder from backbone {arch!r}: {error}") from error
         if not isinstance(encoder, VisionTransformer):
             raise TypeError(f"MoCo-v3 is implemented for the ViT backbones; {arch!r} is a {type(encoder).__name__}")
         mocov3_init_(encoder)
