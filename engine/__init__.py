@@ -1,6 +1,7 @@
 """One small training engine shared by pre-training (``pretrain/``) and tracker training (``track/``).
 
-* :mod:`engine.distributed`: torchrun's process group (NCCL on GPU, gloo on CPU), device choice.
+* :mod:`engine.distributed`: torchrun's process group (NCCL on GPU, gloo on CPU), device choice,
+  batch norm over all ranks.
 * :mod:`engine.precision`: fp32 / bf16 / fp16 autocast on the run's device, GradScaler for fp16.
 * :mod:`engine.rng`: RNG state capture / restore (weights_only-safe) and seeding.
 * :mod:`engine.checkpoint`: atomic checkpoints with every rank's RNG state; the world-size rule.
@@ -17,9 +18,10 @@ from .precision import (PRECISIONS, Precision, autocast, bf16_unsupported_reason
                         resolve_precision)
 from .rng import capture_rng, rank_seed, restore_rng, seed_everything, seed_rank
 
-__all__ = ["CrossRankBatchNorm", "DistInfo", "Engine", "JsonLog", "LOG_NAME", "LoopSettings", "LossWindow", "PRECISIONS", "Position",
-           "Precision", "StepFn", "WorldSizeChangeError", "all_gather_objects", "autocast", "barrier",
-           "bf16_unsupported_reason", "cpu_bf16_native", "cpu_flags",
+__all__ = ["CrossRankBatchNorm", "DistInfo", "Engine", "JsonLog", "LOG_NAME", "LoopSettings", "LossWindow",
+           "PRECISIONS", "Position", "Precision", "StepFn", "WorldSizeChangeError", "all_gather_objects", "autocast",
+           "barrier", "bf16_unsupported_reason", "cpu_bf16_native", "cpu_flags",
            "capture_rng", "close_distributed", "init_distributed", "plain", "plot_log", "progress_bar", "rank_seed",
            "read_log", "resolve_device", "resolve_precision", "restore_rank_rng", "restore_rng",
-           "save_checkpoint", "seed_everything", "seed_rank", "sum_over_ranks", "sync_batchnorm", "unwrap", "weights_digest", "wrap_ddp"]
+           "save_checkpoint", "seed_everything", "seed_rank", "sum_over_ranks", "sync_batchnorm", "unwrap",
+           "weights_digest", "wrap_ddp"]

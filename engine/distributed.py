@@ -151,8 +151,9 @@ class CrossRankBatchNorm(_BatchNorm):
 
     The global mean and the centred sum of squares (a two-pass variance, stable) come from two
     ``torch.distributed.all_reduce`` calls made differentiable: in the backward pass each rank
-    receives the gradient every rank's loss sends through the shared statistics, so DDP's averaged gradients are those of one process holding the whole batch.
-    Ranks may hold different numbers of samples. Running statistics are updated with the unbiased
+    receives the gradient every rank's loss sends through the shared statistics, so DDP's averaged
+    gradients are those of one process holding the whole batch. Ranks may hold different numbers
+    of samples. Running statistics are updated with the unbiased
     global variance, as ``SyncBatchNorm``. Outside training, or in a single process, it is
     ``F.batch_norm``.
     """

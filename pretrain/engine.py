@@ -6,8 +6,9 @@ classifier or a linear probe, each returning its named loss terms; a task module
 for the log records, and ``sync_batchnorm = True`` for batch statistics over all ranks), the data
 (ImageNet-layout folders, ``DistributedSampler`` shards, unreadable images skipped and counted),
 the optimizer (timm's AdamW with no weight decay on 1-D parameters unless
-``optim.filter_bias_and_bn=False``, layer-wise lr decay for fine-tuning; lr = base_lr x total batch / 256) and the schedule (per-update warm-up then cosine, timm's
-``CosineLRScheduler``), gradient accumulation up to ``optim.total_batch``.
+``optim.filter_bias_and_bn=False``, layer-wise lr decay for fine-tuning; lr = base_lr x total
+batch / 256) and the schedule (per-update warm-up then cosine, timm's ``CosineLRScheduler``),
+gradient accumulation up to ``optim.total_batch``.
 
 What the engine does: processes (torchrun; gloo / NCCL), precision (``runtime.precision``), the
 loop, device-side loss sums checked for non-finite values at log intervals and before each

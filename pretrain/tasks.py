@@ -48,7 +48,8 @@ def build_task(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
         distill_cfg = cfg.get("distill")
         if isinstance(student, MoCoV3):
             if distill_cfg:
-                raise ValueError(f"distill is set, but {name} is not an MAE: attention distillation needs an MAE student")
+                raise ValueError(f"distill is set, but {name} is not an MAE: attention distillation needs "
+                                 f"an MAE student")
             batch = (cfg.get("data") or {}).get("batch_size")
             return MoCoTask(student, None if batch is None else int(batch)), info
         if not distill_cfg:

@@ -28,6 +28,7 @@ from benchmarks.peers import load_peers, unavailable_reason  # noqa: E402
 from engine import CrossRankBatchNorm, close_distributed, init_distributed, sync_batchnorm, wrap_ddp  # noqa: E402
 from pretrain.data import mocov3_train_transform  # noqa: E402
 from pretrain.engine import build_optimizer, read_log  # noqa: E402
+from pretrain import mocov3  # noqa: E402
 from pretrain.mocov3 import MoCoTask, MoCoV3, contrastive_loss, momentum_at, mocov3_vit_tiny  # noqa: E402
 
 DEMO = REPO / "configs" / "pretrain" / "demo" / "mocov3_vit_tiny_demo.py"
@@ -82,7 +83,8 @@ def test_before_update_moves_the_momentum_encoder_by_that_updates_momentum():
             if "running" in key or "num_batches" in key:
                 assert torch.equal(new, old), key  # batch-norm statistics are not averaged
             else:
-                torch.testing.assert_close(new, m * old + (1 - m) * base, rtol=1e-6, atol=1e-7, msg=lambda m, key=key: f"{key}: {m}")
+                torch.testing.assert_close(new, m * old + (1 - m) * base, rtol=1e-6, atol=1e-7,
+                                           msg=lambda text, key=key: f"{key}: {text}")
                 assert torch.equal(after[f"{part}.{key}"], base)  # the base encoder is untouched
 
 
@@ -115,11 +117,14 @@ def test_one_view_pair_loss_is_the_sum_of_both_directions():
     assert out.k.grad_fn is None and out.q.grad_fn is not None  # keys without autograd
 
 
-def test_the_fast_forward_equals_each_view_through_the_plain_backbone_and_heads():
-    """Both views as one batch with per-view batch-norm statistics, the last block for the class
-    token only: the same queries, keys and running statistics as each view through the backbone's
-    own ``forward`` and the heads called once per view (float64: batch norm over 5 samples would
-    amplify float32 rounding past any tight tolerance)."""
+@pytest.mark.parametrize("chunk", [16, 3])
+def test_the_fast_forward_equals_each_view_through_the_plain_backbone_and_heads(monkeypatch, chunk):
+    """Both views as one batch with per-view batch-norm statistics, the encoders in calls of at
+    most ``CPU_ENCODER_CHUNK`` images, the last block for the class token only: the same queries,
+    keys and running statistics as each view through the backbone's own ``forward`` and the heads
+    called once per view (float64: batch norm over 5 samples would amplify float32 rounding past
+    any tight tolerance)."""
+    monkeypatch.setattr(mocov3, "CPU_ENCODER_CHUNK", chunk)
     task = _tiny_task(5).double()
     model = task.student
     _perturb_(model, 4)
@@ -141,7 +146,30 @@ def test_the_fast_forward_equals_each_view_through_the_plain_backbone_and_heads(
     torch.testing.assert_close(out.q, q, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out.k, k, rtol=1e-10, atol=1e-12)
     for key, value in model.state_dict().items():
-        torch.testing.assert_close(fast_state[key], value, rtol=1e-10, atol=1e-12, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(fast_state[key], value, rtol=1e-10, atol=1e-12,
+                                   msg=lambda text, key=key: f"{key}: {text}")
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_long_sequences_train_with_fused_attention_in_float32(monkeypatch, autocast):
+    """CPU training at 145 tokens (>= FUSED_MIN_TOKENS): every full block runs the fused kernel, on
+    float32 inputs also under bf16 autocast, and the features equal the explicit softmax's."""
+    torch.manual_seed(0)
+    model = mocov3_vit_tiny(img_size=192, depth=2, dim=16, mlp_dim=64).train()
+    _perturb_(model, 6)
+    imgs = torch.randn(2, 3, 192, 192)
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, *a, **k: seen.append(q.dtype) or sdpa(q, *a, **k))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        fused = model.forward_encoder(model.encoder, imgs)
+        assert seen == [torch.float32]  # block 0 fused; the last block runs for the class token only
+        x, grid = model.encoder.embed(imgs)
+        x = model.encoder.blocks[0](x, grid, return_logits=True)[0]
+        x = model.encoder.blocks[1](x, grid, return_logits=True)[0]
+        explicit = model.encoder.norm(x)[:, 0]
+    tolerance = dict(rtol=0.05, atol=0.05) if autocast else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused.float(), explicit.float(), **tolerance)
 
 
 def test_registered_models_and_recipe_settings():
@@ -149,7 +177,8 @@ def test_registered_models_and_recipe_settings():
     model = mocov3_vit_tiny()
     assert [tuple(m.weight.shape) for m in model.projector if isinstance(m, torch.nn.Linear)] == \
         [(4096, 192), (4096, 4096), (256, 4096)]
-    assert [tuple(m.weight.shape) for m in model.predictor if isinstance(m, torch.nn.Linear)] == [(4096, 256), (256, 4096)]
+    assert [tuple(m.weight.shape) for m in model.predictor if isinstance(m, torch.nn.Linear)] == \
+        [(4096, 256), (256, 4096)]
     assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features >= 256
                and m not in set(model.encoder.modules()) | set(model.momentum_encoder.modules()))
     assert not model.projector[-1].affine and not model.predictor[-1].affine
@@ -166,6 +195,58 @@ def test_registered_models_and_recipe_settings():
 # ------------------------------------------------------------------------------ MAE-Lite's own code
 peers = load_peers()
 needs_peers = pytest.mark.skipif(peers is None, reason=str(unavailable_reason()))
+
+
+def test_recipe_says_what_the_published_recipe_says():
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(RECIPE)).to_dict()
+    assert cfg["model"] == {"name": "mocov3_vit_tiny", "img_size": 224, "dim": 256, "mlp_dim": 4096,
+                            "temperature": 0.2, "momentum": 0.99}
+    assert cfg["optim"] == {"opt": "adamw", "base_lr": 1.5e-4, "weight_decay": 0.1, "betas": (0.9, 0.999),
+                            "filter_bias_and_bn": False, "total_batch": 1024, "clip_grad": None}
+    assert cfg["schedule"] == {"epochs": 400, "warmup_epochs": 40, "warmup_lr": 1e-6, "min_lr": 0.0}
+    assert cfg["data"]["transform"] == "mocov3" and cfg["task"] == "pretrain"
+    if peers is None:
+        return
+    peers._maelite_path()
+    sys.path.insert(0, str(Path(peers.HERE) / "maelite" / "projects" / "mocov3"))
+    try:
+        import mocov3_exp
+    finally:
+        sys.path.pop(0)
+    exp = mocov3_exp.Exp(1024, 400)
+    assert (exp.moco_dim, exp.moco_mlp_dim, exp.moco_t, exp.moco_m, exp.encoder_arch, exp.image_size) == \
+        (256, 4096, 0.2, 0.99, "vit_tiny", 224)
+    assert (exp.opt, exp.weight_decay, exp.basic_lr_per_img * 256, exp.scheduler, exp.warmup_epochs, exp.warmup_lr,
+            exp.max_epoch, exp.stop_grad_conv1, exp.transform) == \
+        ("AdamW", 0.1, pytest.approx(1.5e-4), "warmcos", 40, 1e-6, 400, False, "ssl_transform")
+
+
+@needs_peers
+def test_learning_rate_schedule_is_maelites(tmp_path):
+    """The trainer's per-update lr for the recipe's schedule (3 updates an epoch here) equals
+    MAE-Lite's ``warmcos`` with the same steps, warm-up from 1e-6 and peak lr."""
+    from mmengine.config import Config
+
+    from pretrain.engine import Trainer
+
+    peers._maelite_path()
+    from mae_lite.layers.lr_scheduler import _WarmCosineScheduler
+
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=2, per_class=12, size=40, seed=0)
+    cfg = Config.fromfile(str(RECIPE))
+    cfg.merge_from_dict({"data.root": str(data), "data.batch_size": 8, "data.num_workers": 0,
+                         "work_dir": str(tmp_path), "optim.total_batch": None, "runtime.device": "cpu",
+                         **{f"model.{k}": v for k, v in TINY.items()}})
+    trainer = Trainer(cfg.to_dict())
+    total, warmup = trainer.total_updates, 40 * 3
+    assert total == 400 * 3 and trainer.lr == pytest.approx(1.5e-4 * 8 / 256)
+    theirs = _WarmCosineScheduler(trainer.lr, total, warmup_steps=warmup, warmup_lr_start=1e-6)
+    for update in (0, 1, 60, warmup - 1, warmup, warmup + 1, 700, total - 1):
+        trainer.scheduler.step_update(update)
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(theirs(update), rel=1e-9, abs=1e-15), update
 
 
 def _to_ours(key: str) -> str:
@@ -205,7 +286,8 @@ def test_one_update_equals_maelites():
     torch.testing.assert_close(loss, loss_t, rtol=1e-10, atol=0)
     state_t = {_to_ours(k): v for k, v in theirs.state_dict().items()}
     for key, value in ours.state_dict().items():  # momentum encoder moved, running statistics updated alike
-        torch.testing.assert_close(value, state_t[key], rtol=1e-10, atol=1e-12, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(value, state_t[key], rtol=1e-10, atol=1e-12,
+                                   msg=lambda text, key=key: f"{key}: {text}")
 
     recipe = Config.fromfile(str(RECIPE))
     optimizer = build_optimizer(task, recipe.optim, lr)
@@ -217,14 +299,16 @@ def test_one_update_equals_maelites():
     grads = {k: p.grad for k, p in ours.named_parameters() if p.grad is not None}
     assert grads.keys() == grads_t.keys()
     for key in grads:
-        torch.testing.assert_close(grads[key], grads_t[key], rtol=1e-7, atol=1e-10, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(grads[key], grads_t[key], rtol=1e-7, atol=1e-10,
+                                   msg=lambda text, key=key: f"{key}: {text}")
     before = ours.encoder.blocks[0].attn.qkv.weight.detach().clone()
     optimizer.step()
     optimizer_t.step()
     assert (ours.encoder.blocks[0].attn.qkv.weight - before).abs().max() > 0.5 * lr  # the step moved it
     state_t = {_to_ours(k): v for k, v in theirs.state_dict().items()}
     for key, value in ours.state_dict().items():  # Adam moves each weight by about lr: equal to 1e-5 of that
-        torch.testing.assert_close(value, state_t[key], rtol=0, atol=1e-5 * lr, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(value, state_t[key], rtol=0, atol=1e-5 * lr,
+                                   msg=lambda text, key=key: f"{key}: {text}")
 
 
 @needs_peers
@@ -350,10 +434,10 @@ def test_two_gloo_ranks_with_half_the_batch_each_equal_one_process_with_all(two_
         for key, p in task.named_parameters():
             if p.grad is not None:
                 torch.testing.assert_close(rank["grads"][key], p.grad, rtol=1e-8, atol=1e-10,
-                                           msg=lambda m, key=key: f"{key}: {m}")
+                                           msg=lambda text, key=key: f"{key}: {text}")
         for key, value in task.state_dict().items():  # momentum encoder, global running statistics
             torch.testing.assert_close(rank["state"][key], value, rtol=1e-10, atol=1e-12,
-                                       msg=lambda m, key=key: f"{key}: {m}")
+                                       msg=lambda text, key=key: f"{key}: {text}")
     assert ranks[0]["grads"].keys() == {k for k, p in task.named_parameters() if p.grad is not None}
 
 
@@ -449,6 +533,36 @@ def test_batches_without_negatives_or_without_two_views_are_named():
         task(_views(1))
     with pytest.raises(ValueError, match=r"two views .*\[4, 3, 32, 32\].*data\.transform='mocov3'"):
         task(torch.randn(4, 3, 32, 32))
+
+
+# ------------------------------------------------------------------------------ the speed benchmark
+def test_benchmark_step_includes_the_momentum_update_and_splits_out_the_heads():
+    """Our MoCo-v3 step in ``benchmarks.pretrain_speed``: two views a sample, the momentum encoder
+    moved each step, the heads' 4096-wide products counted within the matrix products; MAE-Lite's
+    step (where its code is) profiled the same way; the table says pairs."""
+    from benchmarks import pretrain_speed
+    from benchmarks.pretrain_speed import Stepper, build_maelite, build_ours, step_breakdown
+
+    torch.manual_seed(0)
+    task, loss_fn, optimizer = build_ours("mocov3_vit_tiny", img_size=32)
+    ours = Stepper(task, loss_fn, optimizer, batch=2, img_size=32, dtype="fp32", views=2)
+    assert ours.images.shape == (2, 2, 3, 32, 32)
+    parts = step_breakdown(ours, steps=1, head_width=4096)
+    assert task.momentum > 0.99  # the second step's momentum: the schedule moved
+    assert 0 < parts["heads_matmul_ms"] < parts["matmul_ms"] and parts["attention_ms"] > 0
+    assert parts["ops"]["aten::lerp_"]["part"] == "other"  # the momentum update, one fused op a tensor
+    if peers is not None:
+        theirs = Stepper(*build_maelite(peers, "mocov3_vit_tiny", batch=2), batch=2, img_size=224, dtype="fp32",
+                         views=2)
+        parts_t = step_breakdown(theirs, steps=1, warm=False, head_width=4096)
+        assert 0 < parts_t["heads_matmul_ms"] < parts_t["matmul_ms"]
+        assert any("scaled_dot_product" in op and v["part"] == "attention" for op, v in parts_t["ops"].items())
+    ours.step()
+    data = {"device": "cpu", "threads": 1, "torch": torch.__version__, "peers_missing": None,
+            "rows": [{"model": "mocov3_vit_tiny", "dtype": "fp32", "batch": 2, "views": 2, "load_average": 0.0,
+                      "ours": {**ours.result(), "breakdown": parts}}]}
+    text = pretrain_speed.markdown(data)
+    assert "| mocov3_vit_tiny | fp32 | 2 x 2 views |" in text and "heads' matmuls" in text
 
 
 if __name__ == "__main__":
