@@ -4,7 +4,10 @@ MAE-Lite's ``projects/mocov3`` trains MoCov3-Tiny.
 :class:`MoCoV3` holds a base encoder (the ``backbones`` model ``arch``: fixed 2-D sin-cos
 positions with a zero class position, patch embedding trained) with its projector MLP, a
 predictor MLP, and a momentum copy of encoder and projector that follows the base by an
-exponential moving average and never receives gradients. The steps:
+exponential moving average and never receives gradients. The sin-cos table is the backbone's
+(MAE's layout, column half first); MoCo-v3's code puts the row half first, a fixed permutation of
+channels that the initialisation's distribution cannot tell apart (a table loaded from their
+files is used as it is). The steps:
 
 * :meth:`MoCoV3.update_momentum_encoder`: ``m = momentum_at(t, T)``, momentum weights
   ``m * momentum + (1 - m) * base``, once per optimizer update, before the keys are computed
@@ -20,9 +23,10 @@ Same function as MAE-Lite's code (``tests/test_pretrain_mocov3.py`` checks loss,
 and base encoder after an AdamW step against theirs), less work: both views go through each MLP
 as one batch (the heads' batch norms still take their statistics per view, as two separate calls
 do) and through each encoder in calls sized for the CPU's caches, the last block runs for the
-class token only (the loss reads nothing else), CPU training runs the fused attention kernel in float32 also under bf16 autocast (the
-bf16 kernel's backward is slow, the explicit softmax slower at 197 tokens; see
-:func:`pretrain.mae.fused_attention_pays`), and the momentum update is one fused ``lerp``.
+class token only (the loss reads nothing else), CPU training runs the fused attention kernel in
+float32 also under bf16 autocast (the bf16 kernel's backward is slow, the explicit softmax slower
+at 197 tokens; see :func:`pretrain.mae.fused_attention_pays`), the momentum encoder runs without
+autograd, and its update is one fused ``lerp``.
 
 Under DDP the heads' batch norms must see the global batch (MoCo-v3 converts them to
 ``SyncBatchNorm``): :class:`MoCoTask` asks for it (``sync_batchnorm``) and the trainer applies
