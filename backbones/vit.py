@@ -180,14 +180,23 @@ class Attention(nn.Module):
         return logits if bias is None else logits + bias
 
     def forward(
-        self, x: torch.Tensor, grid: Grid | None = None, return_logits: bool = False
+        self, x: torch.Tensor, grid: Grid | None = None, return_logits: bool = False,
+        sdpa_dtype: torch.dtype | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``sdpa_dtype``: run the fused kernel in this dtype, autocast off around it (float32 for
+        CPU training under bf16 autocast, where the bf16 kernel's backward is slow)."""
         B, N, C = x.shape
         q, k, v = self._qkv(x)
         bias = self._bias(grid, N, q.dtype)
         if return_logits:
             logits = self._logits(q, k, bias)
             out = self.attn_drop(logits.softmax(dim=-1)) @ v
+        elif sdpa_dtype is not None and q.dtype != sdpa_dtype:
+            q, k, v = (t.to(sdpa_dtype) for t in (q, k, v))
+            with torch.autocast(x.device.type, enabled=False):
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=None if bias is None else bias.to(sdpa_dtype),
+                    dropout_p=self.attn_drop.p if self.training else 0.0)
         else:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0)
@@ -195,6 +204,18 @@ class Attention(nn.Module):
         if self.proj is not None:
             out = self.proj_drop(self.proj(out))
         return (out, logits) if return_logits else out
+
+    def forward_prefix(self, x: torch.Tensor, count: int = 1, grid: Grid | None = None) -> torch.Tensor:
+        """``forward(x, grid)[:, :count]`` [B, count, C]: the output of the first ``count`` tokens
+        (the class token), every token still a key and value, without the N x N matrix."""
+        B, N, C = x.shape
+        q, k, v = self._qkv(x)
+        bias = self._bias(grid, N, q.dtype)
+        logits = self._logits(q[:, :, :count], k, None if bias is None else bias[:, :, :count])
+        out = (self.attn_drop(logits.softmax(dim=-1)) @ v).transpose(1, 2).reshape(B, count, C)
+        if self.proj is not None:
+            out = self.proj_drop(self.proj(out))
+        return out
 
 
 class Block(nn.Module):
@@ -225,13 +246,20 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(
-        self, x: torch.Tensor, grid: Grid | None = None, return_logits: bool = False
+        self, x: torch.Tensor, grid: Grid | None = None, return_logits: bool = False,
+        sdpa_dtype: torch.dtype | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        attn = self.attn(self.norm1(x), grid, return_logits)
+        attn = self.attn(self.norm1(x), grid, return_logits, sdpa_dtype)
         attn, logits = attn if return_logits else (attn, None)
         x = x + self.drop_path1(self.ls1(attn))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return (x, logits) if return_logits else x
+
+    def forward_prefix(self, x: torch.Tensor, count: int = 1, grid: Grid | None = None) -> torch.Tensor:
+        """``forward(x, grid)[:, :count]``: the block's output for the first ``count`` tokens only
+        (a last block whose other outputs nobody reads: MLP and projections run on those tokens)."""
+        x = x[:, :count] + self.drop_path1(self.ls1(self.attn.forward_prefix(self.norm1(x), count, grid)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
 class LogitsBlock(nn.Module):

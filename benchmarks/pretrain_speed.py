@@ -3,19 +3,25 @@ AdamW update) in images/s, ours and theirs timed in the same run, steps interlea
 machine's load hits both alike.
 
 * ours: the training module ``pretrain.tasks.build_task`` builds from the recipe
-  (``configs/pretrain/mae_vit_tiny_400e_in1k.py``, ``d2mae_vit_tiny_400e_in1k.py``; the teacher a
-  randomly initialised ViT-B, ``teacher_ckpt="random"``), set up as ``pretrain.engine`` sets it up
-  (bf16: the teacher's matmul weights stored in bf16), with the engine's optimizer (timm AdamW,
-  torch's fused kernel).
+  (``configs/pretrain/mae_vit_tiny_400e_in1k.py``, ``d2mae_vit_tiny_400e_in1k.py``,
+  ``mocov3_vit_tiny_400e_in1k.py``; the teacher a randomly initialised ViT-B,
+  ``teacher_ckpt="random"``), set up as ``pretrain.engine`` sets it up (bf16: the teacher's matmul
+  weights stored in bf16), with the engine's optimizer for the recipe's ``optim``
+  (``pretrain.engine.build_optimizer``: timm AdamW, torch's fused kernel). A MoCo-v3 step includes
+  the momentum encoder's update (``MoCoTask.before_update``).
 * MAE-Lite: their models from their code (``benchmarks.peers``: ``maelite_mae_tiny()``, loss
   ``model(x, mask_ratio=0.75)[0]``; ``maelite_d2mae_tiny()``, their D²-MAE training module with
-  its ViT-B teacher, loss ``model(x)[0]``), with the optimizer their trainer makes (timm AdamW,
-  default options).
+  its ViT-B teacher, loss ``model(x)[0]``; ``maelite_mocov3_tiny()``, loss ``model([x1, x2])[0]``
+  inside ``single_process()``, which updates its momentum encoder), with the optimizer their
+  trainer makes (MAE: timm AdamW, default options; MoCo-v3: torch's AdamW over every parameter,
+  weight decay 0.1, as ``mocov3_exp.py``).
 
-Both run the same maths (``tests/test_peer_parity_pretrain.py`` checks the losses agree with the
-same weights and masks).  bf16 rows run under ``torch.autocast`` and only where the device
-computes bf16 natively (see :func:`bf16_unsupported_reason`).  Without the peers' code our rows
-are reported alone, with the figures measured with MAE-Lite's code elsewhere (``PEER_FIGURES``).
+MoCo-v3 rows take ``batch / 2`` images, two views each: each encoder sees ``batch`` images a step,
+as the MAE rows' encoder does. Both sides run the same maths (``tests/test_peer_parity_pretrain.py``
+and ``tests/test_pretrain_mocov3.py`` check losses, gradients and updates against theirs).
+bf16 rows run under ``torch.autocast`` and only where the device computes bf16 natively (see
+:func:`bf16_unsupported_reason`).  Without the peers' code our rows are reported alone, with the
+figures measured with MAE-Lite's code elsewhere (``PEER_FIGURES``).
 
     OMP_WAIT_POLICY=PASSIVE python -m benchmarks.pretrain_speed --threads 2 --breakdown \\
         --out results/pretrain_speed          # writes .json, .md, .png
@@ -46,10 +52,14 @@ __all__ = ["MODELS", "DTYPES", "PEER_FIGURES", "build_ours", "build_maelite",
            "Stepper", "compare_throughput", "step_breakdown", "run", "markdown", "report_section", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("mae_vit_tiny", "d2mae_vit_tiny")
+MODELS = ("mae_vit_tiny", "d2mae_vit_tiny", "mocov3_vit_tiny")
 DTYPES = ("fp32", "bf16")
-RECIPES = {"mae_vit_tiny": "mae_vit_tiny_400e_in1k.py", "d2mae_vit_tiny": "d2mae_vit_tiny_400e_in1k.py"}
-OPTIM = dict(lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95))  # the recipes' AdamW
+RECIPES = {"mae_vit_tiny": "mae_vit_tiny_400e_in1k.py", "d2mae_vit_tiny": "d2mae_vit_tiny_400e_in1k.py",
+           "mocov3_vit_tiny": "mocov3_vit_tiny_400e_in1k.py"}
+TWO_VIEWS = {"mocov3_vit_tiny"}  # batches of image pairs [B, 2, 3, H, W]
+OPTIM = dict(lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95))  # MAE-Lite's MAE AdamW
+LR = 1.5e-4
+SCHEDULE_UPDATES = 100_000  # the MoCo-v3 momentum schedule's length while timing (any long run)
 # MAE-Lite's code measured elsewhere (shared/peers/README.md): one H100, torch 2.11, batch 256, img/s.
 # GPU figures: context only, not comparable with CPU rows. The papers publish no throughput.
 PEER_FIGURES = {"mae_vit_tiny": {"fp32 (TF32)": 7454, "bf16": 6248, "fp16": 5592},
@@ -66,6 +76,7 @@ def build_ours(model_name: str, dtype: str = "fp32", device: str = "cpu", img_si
     engine set it up (the recipe's ``compile_teacher`` included)."""
     from mmengine.config import Config
 
+    from pretrain.engine import build_optimizer
     from pretrain.tasks import build_task
 
     if model_name not in RECIPES:
@@ -74,12 +85,21 @@ def build_ours(model_name: str, dtype: str = "fp32", device: str = "cpu", img_si
     cfg["model"]["img_size"] = img_size
     if cfg.get("distill"):
         cfg["distill"]["teacher_ckpt"] = "random"
+    cfg["data"]["batch_size"] = None  # the benchmark's batch, whatever the recipe's
     task, _ = build_task(cfg)
     task.to(device)
-    if task.distill is not None and dtype == "bf16":
-        task.distill.store_teacher_matmul_weights(torch.bfloat16)
-    optimizer = create_optimizer_v2(task, "adamw", fused=True, **OPTIM)
-    return task, lambda images: task(images)["loss"], optimizer
+    distill = getattr(task, "distill", None)
+    if distill is not None and dtype == "bf16":
+        distill.store_teacher_matmul_weights(torch.bfloat16)
+    optimizer = build_optimizer(task, cfg["optim"], LR)
+    if not hasattr(task, "before_update"):
+        return task, lambda images: task(images)["loss"], optimizer
+    updates = iter(range(SCHEDULE_UPDATES))
+
+    def loss_fn(images: torch.Tensor) -> torch.Tensor:
+        task.before_update(next(updates), SCHEDULE_UPDATES)  # what the trainer calls before each update
+        return task(images)["loss"]
+    return task, loss_fn, optimizer
 
 
 def build_maelite(peers: Any, model_name: str, batch: int, device: str = "cpu"
@@ -95,6 +115,13 @@ def build_maelite(peers: Any, model_name: str, batch: int, device: str = "cpu"
 
         def loss_fn(images: torch.Tensor) -> torch.Tensor:
             return model(images)[0]
+    elif model_name == "mocov3_vit_tiny":
+        model = peers.maelite_mocov3_tiny(total_iters=SCHEDULE_UPDATES).to(device)
+
+        def loss_fn(images: torch.Tensor) -> torch.Tensor:
+            with peers.single_process():
+                return model([images[:, 0], images[:, 1]])[0]
+        return model, loss_fn, torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1)
     else:
         raise ValueError(f"model_name must be one of {MODELS}, got {model_name!r}")
     return model, loss_fn, create_optimizer_v2(model, "adamw", **OPTIM)
@@ -104,13 +131,15 @@ class Stepper:
     """One training module + optimizer + fixed batch; :meth:`step` runs and times one training step."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-                 optimizer: torch.optim.Optimizer, batch: int, img_size: int, dtype: str, device: str = "cpu") -> None:
+                 optimizer: torch.optim.Optimizer, batch: int, img_size: int, dtype: str, device: str = "cpu",
+                 views: int = 1) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         model.train(True)  # MAE-Lite's D²-MAE module needs the argument and returns None
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.dtype, self.device = dtype, device
-        self.images = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0)).to(device)
+        shape = (batch, 3, img_size, img_size) if views == 1 else (batch, views, 3, img_size, img_size)
+        self.images = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(device)
         self.times: list[float] = []
         self.cpu_times: list[float] = []
 
@@ -150,7 +179,8 @@ def _part(op: str) -> str:
     return "other"
 
 
-def step_breakdown(stepper: Stepper, steps: int = 2) -> dict[str, Any]:
+def step_breakdown(stepper: Stepper, steps: int = 2, warm: bool = True, head_width: int | None = None
+                   ) -> dict[str, Any]:
     """Where a CPU training step spends its time: torch profiler self time per op, per step (ms).
 
     Parts: ``matmul`` = the matrix products of the linear layers and the patch embedding
@@ -158,13 +188,17 @@ def step_breakdown(stepper: Stepper, steps: int = 2) -> dict[str, Any]:
     products and softmax of explicit attention (``ATTENTION_OPS``), ``other`` = everything else
     (norms, activations, gathers, optimizer, casts).  The same op names are classified the same
     way for every implementation; ``ops`` lists each op counted: part, ms and calls per step.
+    With ``head_width`` (MoCo-v3's 4096), ``heads_matmul_ms`` is the part of ``matmul`` whose
+    operands have a dimension of that width: the projector and predictor MLPs' products.
+    ``warm``: run one unprofiled step first (not needed when the stepper has just run).
     """
     from torch.profiler import ProfilerActivity, profile
 
     if stepper.device != "cpu":
         raise ValueError("the step breakdown profiles CPU ops; it is not meaningful on a GPU")
-    stepper.step(record=False)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    if warm:
+        stepper.step(record=False)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=head_width is not None) as prof:
         for _ in range(steps):
             stepper.step(record=False)
     ops: dict[str, dict[str, Any]] = {}
@@ -174,17 +208,25 @@ def step_breakdown(stepper: Stepper, steps: int = 2) -> dict[str, Any]:
         part = _part(event.key)
         ops[event.key] = {"part": part, "ms": ms, "calls": event.count / steps}
         parts[f"{part}_ms"] += ms
-    return {**parts, "total_ms": sum(parts.values()), "ops": ops}
+    result = {**parts, "total_ms": sum(parts.values()), "ops": ops}
+    if head_width is not None:
+        result["heads_matmul_ms"] = sum(
+            e.self_cpu_time_total / 1e3 / steps for e in prof.key_averages(group_by_input_shape=True)
+            if _part(e.key) == "matmul" and any(head_width in shape for shape in e.input_shapes if shape))
+    return result
 
 
 def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", steps: int = 5, warmup: int = 2,
-                       device: str = "cpu", breakdown: bool = False, peers: Any = None) -> dict[str, Any]:
+                       device: str = "cpu", breakdown: bool = False, peers: Any = None,
+                       breakdown_steps: int = 2) -> dict[str, Any]:
     """Ours and MAE-Lite's (when ``peers`` is given) in one run, steps alternated; ``ratio`` =
-    ours / MAE-Lite images/s."""
+    ours / MAE-Lite images/s (MoCo-v3: image pairs a second; ``batch`` pairs a step)."""
     torch.manual_seed(0)
-    steppers = {"ours": Stepper(*build_ours(model_name, dtype, device), batch, 224, dtype, device)}
+    views = 2 if model_name in TWO_VIEWS else 1
+    steppers = {"ours": Stepper(*build_ours(model_name, dtype, device), batch, 224, dtype, device, views)}
     if peers is not None:
-        steppers["maelite"] = Stepper(*build_maelite(peers, model_name, batch, device), batch, 224, dtype, device)
+        steppers["maelite"] = Stepper(*build_maelite(peers, model_name, batch, device), batch, 224, dtype, device,
+                                      views)
     names = list(steppers)
     for _ in range(warmup):
         for s in steppers.values():
@@ -192,12 +234,14 @@ def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", st
     for i in range(steps):
         for name in (names if i % 2 == 0 else names[::-1]):
             steppers[name].step()
-    row: dict[str, Any] = {"model": model_name, "dtype": dtype, "batch": batch, "device": device,
+    row: dict[str, Any] = {"model": model_name, "dtype": dtype, "batch": batch, "views": views, "device": device,
                            "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
+    head_width = 4096 if model_name in TWO_VIEWS else None
     for name, s in steppers.items():
         row[name] = s.result()
         if breakdown and device == "cpu":
-            row[name]["breakdown"] = step_breakdown(s)
+            row[name]["breakdown"] = step_breakdown(s, breakdown_steps, warm=steps + warmup == 0,
+                                                    head_width=head_width)
     if "maelite" in row:
         row["ratio"] = row["ours"]["img_per_s"] / row["maelite"]["img_per_s"]
         row["ratio_cpu_time"] = row["ours"]["img_per_cpu_s"] / row["maelite"]["img_per_cpu_s"]
@@ -206,7 +250,10 @@ def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", st
 
 def run(models: tuple[str, ...] = MODELS, dtypes: tuple[str, ...] = DTYPES, batch: int = 64, steps: int = 5,
         warmup: int = 2, device: str = "cpu", breakdown: bool = False, with_peers: bool = True) -> dict[str, Any]:
-    """Every (model, precision) row; a row that cannot run says why (``skipped``)."""
+    """Every (model, precision) row; a row that cannot run says why (``skipped``).
+
+    MoCo-v3 rows take ``batch // 2`` image pairs (each encoder sees ``batch`` images), and at most
+    3 timed steps, 1 warm-up and 1 profiled step: a step costs several MAE steps."""
     peers = load_peers() if with_peers else None
     peer_reason = (unavailable_reason() if with_peers else "not asked for (--no-peers)") if peers is None else None
     bf16_reason = bf16_unsupported_reason(device)
@@ -216,7 +263,11 @@ def run(models: tuple[str, ...] = MODELS, dtypes: tuple[str, ...] = DTYPES, batc
             if dtype == "bf16" and bf16_reason:
                 rows.append({"model": model_name, "dtype": dtype, "skipped": bf16_reason})
                 continue
-            row = compare_throughput(model_name, batch, dtype, steps, warmup, device, breakdown, peers)
+            if model_name in TWO_VIEWS:
+                row = compare_throughput(model_name, max(2, batch // 2), dtype, min(steps, 3), min(warmup, 1), device,
+                                         breakdown, peers, breakdown_steps=1)
+            else:
+                row = compare_throughput(model_name, batch, dtype, steps, warmup, device, breakdown, peers)
             peer = f", MAE-Lite {row['maelite']['img_per_s']:.1f} img/s ({row['ratio']:.2f}x)" if "maelite" in row \
                 else ""
             print(f"{model_name} {dtype}: ours {row['ours']['img_per_s']:.1f} img/s{peer}", flush=True)
@@ -227,24 +278,28 @@ def run(models: tuple[str, ...] = MODELS, dtypes: tuple[str, ...] = DTYPES, batc
 
 
 def _ms(parts: dict[str, Any]) -> str:
-    return f"{parts['matmul_ms']:.0f} / {parts['attention_ms']:.0f} / {parts['other_ms']:.0f}"
+    heads = f" (heads' matmuls {parts['heads_matmul_ms']:.0f})" if "heads_matmul_ms" in parts else ""
+    return f"{parts['matmul_ms']:.0f}{heads} / {parts['attention_ms']:.0f} / {parts['other_ms']:.0f}"
 
 
 def markdown(data: dict[str, Any]) -> str:
     """The throughput table (and the step breakdown when profiled) as Markdown."""
     rows = data["rows"]
-    batch = next((r["batch"] for r in rows if "batch" in r), "-")
+    batch = next((r["batch"] for r in rows if "batch" in r and r.get("views", 1) == 1), "-")
     lines = [f"One training step (forward, backward, AdamW), batch {batch}, 224x224, {data['device']}, "
              f"{data['threads']} threads, torch {data['torch']}; MAE-Lite = their own code, timed in the same "
-             "run, steps interleaved.", "",
-             "| model | precision | ours img/s | MAE-Lite img/s | ours / MAE-Lite | same, CPU time | load avg |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "run, steps interleaved. MoCo-v3: pairs of views (img/s = pairs/s), half the batch, so that each "
+             "encoder sees as many images; its step includes the momentum encoder's update.", "",
+             "| model | precision | batch | ours img/s | MAE-Lite img/s | ours / MAE-Lite | same, CPU time "
+             "| load avg |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['model']} | {r['dtype']} | skipped: {r['skipped']} | | | | |")
+            lines.append(f"| {r['model']} | {r['dtype']} | | skipped: {r['skipped']} | | | | |")
             continue
         peer = r.get("maelite")
-        lines.append(f"| {r['model']} | {r['dtype']} | {r['ours']['img_per_s']:.1f} | "
+        shape = f"{r['batch']} x 2 views" if r.get("views", 1) == 2 else str(r["batch"])
+        lines.append(f"| {r['model']} | {r['dtype']} | {shape} | {r['ours']['img_per_s']:.1f} | "
                      + (f"{peer['img_per_s']:.1f} | {r['ratio']:.2f}x | {r['ratio_cpu_time']:.2f}x"
                         if peer else "- | - | -")
                      + f" | {r['load_average']:.1f} |")
@@ -257,7 +312,8 @@ def markdown(data: dict[str, Any]) -> str:
     profiled = [r for r in rows if "breakdown" in r.get("ours", {})]
     if profiled:
         lines += ["", "Time per step (ms, torch profiler self time; the same op names classified the same way "
-                  "for both): matrix products of the linear layers / attention / the rest.", "",
+                  "for both): matrix products of the linear layers / attention / the rest; for MoCo-v3 the part "
+                  "of the products that the 4096-wide projector and predictor MLPs take.", "",
                   "| model | precision | ours | MAE-Lite |", "|---|---|---|---|"]
         for r in profiled:
             peer = r.get("maelite", {}).get("breakdown")
@@ -307,7 +363,7 @@ def write_outputs(data: dict[str, Any], out: Path) -> str:
 
 
 def report_section(out_dir: Path, threads: int, quick: bool) -> tuple[str, dict]:
-    """The main report's pre-training section: both models, fp32 and bf16, against MAE-Lite's code,
+    """The main report's pre-training section: every model, fp32 and bf16, against MAE-Lite's code,
     with the step breakdown; writes ``out_dir/pretrain_speed.{json,md,png}``."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

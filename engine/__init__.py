@@ -1,6 +1,7 @@
 """One small training engine shared by pre-training (``pretrain/``) and tracker training (``track/``).
 
-* :mod:`engine.distributed`: torchrun's process group (NCCL on GPU, gloo on CPU), device choice.
+* :mod:`engine.distributed`: torchrun's process group (NCCL on GPU, gloo on CPU), device choice,
+  batch norm over all ranks.
 * :mod:`engine.precision`: fp32 / bf16 / fp16: names to dtypes, which device runs which natively (CPU
   flags, CUDA capability), autocast on the run's device, GradScaler for fp16.
 * :mod:`engine.rng`: RNG state capture / restore (weights_only-safe) and seeding.
@@ -9,18 +10,19 @@
 * :mod:`engine.loop`: :class:`Engine`, the loop that runs a task's loss step.
 """
 from .checkpoint import WorldSizeChangeError, plain, restore_rank_rng, save_checkpoint
-from .distributed import (DistInfo, all_gather_objects, barrier, close_distributed, init_distributed,
-                          resolve_device, sum_over_ranks, unwrap, weights_digest, wrap_ddp)
+from .distributed import (CrossRankBatchNorm, DistInfo, all_gather_objects, barrier, close_distributed,
+                          init_distributed, resolve_device, sum_over_ranks, sync_batchnorm, unwrap, weights_digest,
+                          wrap_ddp)
 from .log import JsonLog, plot_log, progress_bar, read_log
 from .loop import LOG_NAME, Engine, LoopSettings, LossWindow, Position, StepFn
 from .precision import (PRECISIONS, Precision, autocast, bf16_unsupported_reason, cpu_bf16_native, cpu_flags,
                         cuda_bf16_native, resolve_precision, torch_dtype)
 from .rng import capture_rng, rank_seed, restore_rng, seed_everything, seed_rank
 
-__all__ = ["DistInfo", "Engine", "JsonLog", "LOG_NAME", "LoopSettings", "LossWindow", "PRECISIONS", "Position",
-           "Precision", "StepFn", "WorldSizeChangeError", "all_gather_objects", "autocast", "barrier",
-           "bf16_unsupported_reason", "cpu_bf16_native", "cpu_flags", "cuda_bf16_native",
+__all__ = ["CrossRankBatchNorm", "DistInfo", "Engine", "JsonLog", "LOG_NAME", "LoopSettings", "LossWindow",
+           "PRECISIONS", "Position", "Precision", "StepFn", "WorldSizeChangeError", "all_gather_objects", "autocast",
+           "barrier", "bf16_unsupported_reason", "cpu_bf16_native", "cpu_flags", "cuda_bf16_native",
            "capture_rng", "close_distributed", "init_distributed", "plain", "plot_log", "progress_bar", "rank_seed",
            "read_log", "resolve_device", "resolve_precision", "restore_rank_rng", "restore_rng",
-           "save_checkpoint", "seed_everything", "seed_rank", "sum_over_ranks", "torch_dtype", "unwrap", "weights_digest",
-           "wrap_ddp"]
+           "save_checkpoint", "seed_everything", "seed_rank", "sum_over_ranks", "sync_batchnorm", "torch_dtype",
+           "unwrap", "weights_digest", "wrap_ddp"]

@@ -16,10 +16,12 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["DistInfo", "resolve_device", "init_distributed", "close_distributed", "all_gather_objects",
-           "barrier", "sum_over_ranks", "wrap_ddp", "unwrap", "weights_digest"]
+           "barrier", "sum_over_ranks", "wrap_ddp", "unwrap", "weights_digest", "CrossRankBatchNorm",
+           "sync_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,92 @@ def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
         return model
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """``all_reduce`` (sum) whose backward is the sum over ranks of the gradients: each rank's
+    input feeds every rank's output."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
+class CrossRankBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics cover the batch of every rank, on any device and
+    backend (gloo on CPU included): what ``torch.nn.SyncBatchNorm`` computes, which runs on GPUs only.
+
+    The global mean and the centred sum of squares (a two-pass variance, stable) come from two
+    ``torch.distributed.all_reduce`` calls made differentiable: in the backward pass each rank
+    receives the gradient every rank's loss sends through the shared statistics, so DDP's averaged
+    gradients are those of one process holding the whole batch. Ranks may hold different numbers
+    of samples. Running statistics are updated with the unbiased
+    global variance, as ``SyncBatchNorm``. Outside training, or in a single process, it is
+    ``F.batch_norm``.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {x.dim()}-D)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        count = xf.new_tensor([xf.numel() // xf.shape[1]])
+        totals = _SumOverRanks.apply(torch.cat([xf.sum(dims), count]))
+        n = totals[-1]
+        mean = totals[:-1] / n
+        centred = xf - mean.view(shape)
+        var = _SumOverRanks.apply(centred.square().sum(dims)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+                unbiased = var.detach() * n / (n - 1).clamp(min=1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> nn.Module:
+        """``module`` with every batch-norm layer replaced by this class, holding the same
+        parameter and buffer tensors (``requires_grad`` included), as ``SyncBatchNorm.convert_sync_batchnorm``."""
+        if isinstance(module, _BatchNorm) and not isinstance(module, cls):
+            new = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                setattr(new, name, tensor)
+            return new.train(module.training)
+        for name, child in module.named_children():
+            converted = cls.convert(child)
+            if converted is not child:
+                setattr(module, name, converted)
+        return module
+
+
+def sync_batchnorm(module: nn.Module, info: DistInfo) -> nn.Module:
+    """``module`` with batch statistics computed over all ranks when there are several: torch's
+    ``SyncBatchNorm`` on CUDA, :class:`CrossRankBatchNorm` elsewhere (``SyncBatchNorm`` refuses
+    CPU tensors: "SyncBatchNorm expected input tensor to be on GPU"). Unchanged for one process."""
+    if not info.distributed:
+        return module
+    if info.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return CrossRankBatchNorm.convert(module)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,4 +1,4 @@
-"""ImageNet-layout image folders, MAE / fine-tuning transforms, and a generator of test folders.
+"""ImageNet-layout image folders, MAE / MoCo-v3 / fine-tuning transforms.
 
 Layout: ``root/<split>/<class>/<image>.JPEG`` (any of .jpeg/.jpg/.png/.bmp/.webp, any case),
 classes sorted by folder name.  Images are decoded for real (PIL); one that cannot be read is
@@ -20,17 +20,16 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN, IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 __all__ = ["ImageFolderDataset", "SkippedImage", "Batch", "collate_skipping", "mae_train_transform",
-           "finetune_train_transform", "eval_transform", "SkipSampler",
+           "mocov3_train_transform", "TwoViews", "finetune_train_transform", "eval_transform", "SkipSampler",
            "seeded_random_state", "seeded_transform", "IMG_EXTENSIONS"]
 
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SkippedImage(NamedTuple):
@@ -184,6 +183,49 @@ def mae_train_transform(img_size: int = 224, scale: tuple[float, float] = (0.08,
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
+
+
+class TwoViews:
+    """Two augmented views of one image, stacked: [2, 3, H, W] (a batch is then [B, 2, 3, H, W])."""
+
+    def __init__(self, first: Callable, second: Callable) -> None:
+        self.first, self.second = first, second
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return torch.stack([self.first(img), self.second(img)])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(\n  first={self.first},\n  second={self.second})"
+
+
+def mocov3_train_transform(img_size: int = 224, scale: tuple[float, float] = (0.08, 1.0),
+                           blur_kernel: int | None = None) -> TwoViews:
+    """MoCo-v3's asymmetric pair of views (BYOL's augmentations, as MAE-Lite's ``ssl_transform``).
+
+    Both views: RandomResizedCrop (bilinear, ``scale``), colour jitter (0.4, 0.4, 0.2, 0.1) with
+    p 0.8, grayscale p 0.2, horizontal flip p 0.5. Gaussian blur (sigma uniform in [0.1, 2]) with
+    p 1.0 in the first view, 0.1 in the second; solarisation (threshold 128) with p 0.2 in the
+    second only. The blur is torchvision's Gaussian kernel (``blur_kernel`` pixels wide, odd;
+    default about a tenth of the crop as in BYOL, 23 at 224 px) where the reference filters with
+    PIL's ``GaussianBlur(radius=sigma)``; at 224 px the kernel reaches past 5 sigma.
+    """
+    kernel = blur_kernel or max(3, int(0.1 * img_size) // 2 * 2 + 1)
+    if kernel % 2 == 0:
+        raise ValueError(f"blur_kernel must be odd, got {kernel}")
+
+    def view(blur: float, solarize: float) -> transforms.Compose:
+        steps = [
+            transforms.RandomResizedCrop(img_size, scale=tuple(scale), interpolation=InterpolationMode.BILINEAR),
+            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            transforms.RandomApply([transforms.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur),
+            transforms.RandomGrayscale(p=0.2),
+            transforms.RandomHorizontalFlip(),
+        ]
+        if solarize:
+            steps.append(transforms.RandomSolarize(128, p=solarize))
+        return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    return TwoViews(view(blur=1.0, solarize=0.0), view(blur=0.1, solarize=0.2))
 
 
 def finetune_train_transform(img_size: int = 224, auto_augment: str | None = "rand-m10-mstd0.5",

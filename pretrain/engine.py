@@ -1,12 +1,15 @@
 """Pre-training, fine-tuning and linear probing on the shared training engine (:mod:`engine`).
 
-What is this task's own: the model (``pretrain.tasks.build_task``: MAE, D-MAE, D²-MAE, a
-classifier or a linear probe, each returning its named loss terms), the data (ImageNet-layout
-folders or a transfer set, optionally a class-stratified subset: :mod:`pretrain.datasets`;
-``DistributedSampler`` shards, unreadable images skipped and counted), the optimizer (timm's AdamW
-with no weight decay on 1-D parameters, layer-wise lr decay for fine-tuning; lr = base_lr x total
-batch / ``optim.base_batch``, 256 unless a recipe states its lr at 512) and the schedule (per-update
-warm-up then cosine, timm's ``CosineLRScheduler``), gradient accumulation up to ``optim.total_batch``.
+What is this task's own: the model (``pretrain.tasks.build_task``: MAE, D-MAE, D²-MAE, MoCo-v3, a
+classifier or a linear probe, each returning its named loss terms; a task module may also have
+``before_update(update, total_updates)``, called before each update's first batch, ``log_fields()``
+for the log records, and ``sync_batchnorm = True`` for batch statistics over all ranks), the data
+(ImageNet-layout folders or a transfer set, optionally a class-stratified subset:
+:mod:`pretrain.datasets`; ``DistributedSampler`` shards, unreadable images skipped and counted), the
+optimizer (timm's AdamW with no weight decay on 1-D parameters unless ``optim.filter_bias_and_bn=False``,
+layer-wise lr decay for fine-tuning; lr = base_lr x total batch / ``optim.base_batch``, 256 unless a
+recipe states its lr at 512) and the schedule (per-update warm-up then cosine, timm's
+``CosineLRScheduler``), gradient accumulation up to ``optim.total_batch``.
 
 What the engine does: processes (torchrun; gloo / NCCL), precision (``runtime.precision``), the
 loop, device-side loss sums checked for non-finite values at log intervals and before each
@@ -29,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from engine import (DistInfo, Engine, LoopSettings, WorldSizeChangeError, all_gather_objects, init_distributed,
                     plain, plot_log, read_log, resolve_precision, seed_everything, seed_rank, sum_over_ranks,
-                    weights_digest)
+                    sync_batchnorm, weights_digest)
 from fileio import atomic_write_json
 
 from .data import Batch, SkipSampler, collate_skipping
@@ -37,7 +40,7 @@ from .datasets import build_datasets
 from .finetune import evaluate, layer_decay_param_groups
 from .tasks import build_task, build_transforms
 
-__all__ = ["CHECKPOINT_NAME", "Trainer", "run", "read_log", "with_best"]
+__all__ = ["CHECKPOINT_NAME", "Trainer", "build_optimizer", "run", "read_log", "with_best"]
 
 CHECKPOINT_NAME = "last.pth"
 WORLD_SIZE_OVERRIDE = "runtime.allow_world_size_change=True (tools/pretrain.py --allow-world-size-change)"
@@ -61,6 +64,31 @@ def with_best(record: Mapping[str, Any], scores: Mapping[str, Any], epoch: int) 
     return out
 
 
+def build_optimizer(task: nn.Module, optim_cfg: Mapping[str, Any], lr: float) -> torch.optim.Optimizer:
+    """The optimizer ``optim_cfg`` (a config's ``optim``) asks for, over ``task``'s trainable
+    parameters, at learning rate ``lr``: timm's ``create_optimizer_v2`` (torch's fused AdamW),
+    no weight decay on 1-D parameters and ``no_weight_decay()`` names unless
+    ``filter_bias_and_bn=False``; layer-wise lr decay with ``layer_decay`` (fine-tuning)."""
+    o = dict(optim_cfg or {})
+    opt = o.get("opt", "adamw")
+    wd = float(o.get("weight_decay", 0.05))
+    kwargs: dict[str, Any] = {}
+    if "betas" in o and opt in ("adamw", "adam"):
+        kwargs["betas"] = tuple(o["betas"])
+    if "momentum" in o:
+        kwargs["momentum"] = o["momentum"]
+    if opt in ("adamw", "adam") and o.get("fused", True):
+        kwargs["fused"] = True  # one kernel for every parameter instead of ~10 ops per tensor
+    kwargs.update(o.get("kwargs") or {})
+    layer_decay = o.get("layer_decay")
+    params: Any = task
+    if layer_decay:
+        params = layer_decay_param_groups(task.model, wd, float(layer_decay))
+    elif not o.get("filter_bias_and_bn", True):  # weight decay on every trainable parameter (MoCo-v3)
+        params = [p for p in task.parameters() if p.requires_grad]
+    return create_optimizer_v2(params, opt=opt, lr=lr, weight_decay=wd, **kwargs)
+
+
 class Trainer:
     """Builds the model, data, optimizer and schedule a config asks for and trains them with
     :class:`engine.Engine`; see :func:`run`."""
@@ -75,8 +103,6 @@ class Trainer:
         if not work_dir:
             raise ValueError("work_dir is not set (config key work_dir or --work-dir)")
         self.work_dir = Path(work_dir)
-        if self.info.is_main:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
 
         self.seed = int(_cfg(cfg, "runtime.seed", 0))
         self._was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -86,6 +112,8 @@ class Trainer:
         seed_everything(self.seed)  # the same on every rank while building: identical initial weights
         self.task, self.task_info = build_task(cfg)
         self.task.to(self.info.device)
+        if getattr(self.task, "sync_batchnorm", False):
+            sync_batchnorm(self.task, self.info)
         distill = getattr(self.task, "distill", None)
         if distill is not None and self.precision.dtype is not None:
             distill.store_teacher_matmul_weights(self.precision.dtype)
@@ -102,7 +130,9 @@ class Trainer:
         self.effective_batch = self.batch_size * self.info.world_size * self.accum
         base_batch = float(_cfg(cfg, "optim.base_batch", 256))
         self.lr = float(_cfg(cfg, "optim.base_lr", 1.5e-4)) * self.effective_batch / base_batch
-        self.optimizer = self._build_optimizer()
+        self.optimizer = build_optimizer(self.task, _cfg(cfg, "optim", {}), self.lr)
+        if self.info.is_main:  # the configuration holds together: from here on the run writes
+            self.work_dir.mkdir(parents=True, exist_ok=True)
         warmup = int(round(float(_cfg(cfg, "schedule.warmup_epochs", 0)) * self.updates_per_epoch))
         warmup = min(warmup, self.total_updates - 1)
         self.scheduler = CosineLRScheduler(
@@ -151,24 +181,6 @@ class Trainer:
                                  f"({per_step} images per step)")
             return derived
         return int(accum or 1)
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        o = dict(_cfg(self.cfg, "optim", {}))
-        opt = o.get("opt", "adamw")
-        wd = float(o.get("weight_decay", 0.05))
-        kwargs: dict[str, Any] = {}
-        if "betas" in o and opt in ("adamw", "adam"):
-            kwargs["betas"] = tuple(o["betas"])
-        if "momentum" in o:
-            kwargs["momentum"] = o["momentum"]
-        if opt in ("adamw", "adam") and o.get("fused", True):
-            kwargs["fused"] = True  # one kernel for every parameter instead of ~10 ops per tensor
-        kwargs.update(o.get("kwargs") or {})
-        layer_decay = o.get("layer_decay")
-        params: Any = self.task
-        if layer_decay:
-            params = layer_decay_param_groups(self.task.model, wd, float(layer_decay))
-        return create_optimizer_v2(params, opt=opt, lr=self.lr, weight_decay=wd, **kwargs)
 
     # -- data -------------------------------------------------------------------------------
     def train_loader(self, epoch: int, skip_batches: int = 0) -> DataLoader:
@@ -278,6 +290,19 @@ class Trainer:
                 "pretrained": self.task_info.get("pretrained"), "epochs": self.epochs}
 
     # -- training ---------------------------------------------------------------------------
+    def _before_update(self, update: int) -> None:
+        """The learning rate of update ``update`` (0-based), and the task's own per-update step
+        (``task.before_update(update, total_updates)``: MoCo-v3's momentum encoder). Both depend
+        on the position alone, which a checkpoint restores: resumption stays exact."""
+        self.scheduler.step_update(update)
+        hook = getattr(self.task, "before_update", None)
+        if hook is not None:
+            hook(update, self.total_updates)
+
+    def _log_fields(self) -> dict[str, Any]:
+        fields = getattr(self.task, "log_fields", None)
+        return {"skipped_images": self.total_skipped_images(), **(fields() if fields is not None else {})}
+
     def fit(self) -> dict[str, Any]:
         """Train to the end of the schedule (or ``runtime.max_updates``); returns a summary."""
         log = self.engine.log
@@ -293,10 +318,8 @@ class Trainer:
                 metrics.update(with_best(metrics, scores, epoch + 1))
                 log.write({"event": "eval", "epoch": epoch, "update": self.engine.position.update, **scores})
 
-        finished = self.engine.fit(self._batches, self.loss_step,
-                                   before_update=lambda update: self.scheduler.step_update(update),
-                                   on_epoch_end=evaluate_after,
-                                   log_fields=lambda: {"skipped_images": self.total_skipped_images()})
+        finished = self.engine.fit(self._batches, self.loss_step, before_update=self._before_update,
+                                   on_epoch_end=evaluate_after, log_fields=self._log_fields)
         digests = all_gather_objects(weights_digest(self.task), self.info)
         summary = {"event": "end", **asdict(self.engine.position), "finished": finished,
                    "rank_weight_digests": digests, "ranks_in_sync": len(set(digests)) == 1,

@@ -185,16 +185,31 @@ def embed_visible_patches(vit: VisionTransformer, imgs: torch.Tensor, ids_keep: 
     return torch.cat([vit.class_token(x.shape[0]), x], dim=1)
 
 
-def fused_attention_pays(x: torch.Tensor) -> bool:
-    """Whether attention on ``x`` should run the fused SDPA kernel (True) or the explicit softmax
-    of the logits (False, what ``Block(..., return_logits=True)`` computes).
+def fused_attention_pays(x: torch.Tensor, min_tokens: int | None = None) -> bool:
+    """Whether attention on ``x`` [B, N, C] should run the fused SDPA kernel (True) or the
+    explicit softmax of the logits (False, what ``Block(..., return_logits=True)`` computes).
 
-    Explicit for training on CPU, fused everywhere else (GPU, inference).  Measured on a 2-core
-    Xeon with AVX512-BF16 (torch 2.14, MAE-Tiny forward + backward, same process, alternated):
-    with SDPA the step was 2.1x slower under bf16 autocast (36 vs 75 img/s, batch 32) and ~10%
-    slower in fp32 (33 vs 37 img/s, batch 64): SDPA's CPU backward is the slow part.
+    Fused on GPU and without autograd. CPU training: explicit, except for sequences of at least
+    ``min_tokens`` tokens, where the fused kernel pays when it runs in float32
+    (:func:`sdpa_dtype`). MAE passes none (its encoder sees 50 tokens): on a 2-core Xeon with
+    AVX512-BF16 (torch 2.14), MAE-Tiny forward + backward with bf16 SDPA was 2.1x slower under
+    bf16 autocast (36 vs 75 img/s, batch 32) and ~10% slower in fp32 (33 vs 37 img/s, batch 64),
+    SDPA's CPU backward being the slow part. MoCo-v3 passes 128 (its encoders see 197): attention
+    alone at 197 tokens, 12 heads of 16, batch 32, forward + backward, one thread, took 0.055 s
+    fused vs 0.17 s explicit in fp32, and under bf16 autocast 0.065 s fused in float32 vs 0.09 s
+    explicit in bf16 vs 0.16 s fused in bf16.
     """
-    return x.device.type != "cpu" or not torch.is_grad_enabled()
+    if x.device.type != "cpu" or not torch.is_grad_enabled():
+        return True
+    return min_tokens is not None and x.shape[1] >= min_tokens
+
+
+def sdpa_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype the fused attention kernel should run in for ``x``: float32 when training on CPU
+    under autocast (see :func:`fused_attention_pays`), else None (the inputs' own)."""
+    if x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
+        return torch.float32
+    return None
 
 
 class MaskedAutoencoderViT(BackboneMAE, VisionTransformer):

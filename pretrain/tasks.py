@@ -6,6 +6,8 @@ sum under ``"loss"``, so one engine serves pre-training, fine-tuning and linear 
 Config keys read here (see ``configs/pretrain``):
 
 * ``task``: ``"pretrain"`` | ``"finetune"`` | ``"linprobe"``.
+* ``data.transform``: the training augmentation, ``"mae"`` (default for pre-training and probing),
+  ``"mocov3"`` (two views) or ``"finetune"`` (default for fine-tuning); ``data.aug`` holds its arguments.
 * ``model``: pre-training: ``name`` (a registered pre-training model, see
   :func:`pretrain.mae.list_pretrain_models`) + factory arguments (``img_size``, ``mask_ratio``,
   ``decode_idx``, ``depth`` ...); fine-tuning / probing:
@@ -21,14 +23,16 @@ from typing import Any, Callable, Mapping
 
 import torch.nn as nn
 
-from .data import eval_transform, finetune_train_transform, mae_train_transform
+from .data import eval_transform, finetune_train_transform, mae_train_transform, mocov3_train_transform
 from .distill import AttentionDistillation, DistilledMAE, build_teacher
 from .finetune import ClassificationTask, LinearProbe, build_classifier
 from .mae import build_pretrain_model, list_pretrain_models
+from .mocov3 import MoCoTask, MoCoV3
 
-__all__ = ["TASKS", "build_task", "build_transforms"]
+__all__ = ["TASKS", "TRANSFORMS", "build_task", "build_transforms"]
 
 TASKS = ("pretrain", "finetune", "linprobe")
+TRANSFORMS = {"mae": mae_train_transform, "mocov3": mocov3_train_transform, "finetune": finetune_train_transform}
 
 
 def build_task(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -42,6 +46,12 @@ def build_task(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
         student = build_pretrain_model(name, **model_cfg)
         info: dict[str, Any] = {"model": name, "arch": student.arch, "random_teacher": False}
         distill_cfg = cfg.get("distill")
+        if isinstance(student, MoCoV3):
+            if distill_cfg:
+                raise ValueError(f"distill is set, but {name} is not an MAE: attention distillation needs "
+                                 f"an MAE student")
+            batch = (cfg.get("data") or {}).get("batch_size")
+            return MoCoTask(student, None if batch is None else int(batch)), info
         if not distill_cfg:
             return DistilledMAE(student), info
         img_size = model_cfg.get("img_size", 224)
@@ -74,8 +84,8 @@ def build_transforms(cfg: Mapping[str, Any]) -> tuple[Callable, Callable]:
     task = cfg.get("task", "pretrain")
     aug = dict(cfg["data"].get("aug") or {})
     img_size = cfg["model"].get("img_size", 224)
-    if task in ("pretrain", "linprobe"):
-        train = mae_train_transform(img_size, **aug)
-    else:
-        train = finetune_train_transform(img_size, **aug)
+    name = cfg["data"].get("transform") or ("finetune" if task == "finetune" else "mae")
+    if name not in TRANSFORMS:
+        raise KeyError(f"data.transform must be one of {sorted(TRANSFORMS)}, got {name!r}")
+    train = TRANSFORMS[name](img_size, **aug)
     return train, eval_transform(img_size, crop_pct=cfg["data"].get("crop_pct", 0.875))
