@@ -179,6 +179,87 @@ def test_classification_table_holds_the_runs_metrics():
     assert md.endswith("\n\n".join(sentences))
 
 
+# -------------------------------------------------------------------------------- findings
+def _top1(values):
+    return {"top1": list(values)}
+
+
+def test_findings_hold_exactly_the_computed_verdicts():
+    """Fixed results give each verdict (agrees, disagrees, within noise, no noise estimate, not run)
+    with the difference and standard error computed by hand; the published column is read from the
+    rows it is given."""
+    from benchmarks.published import Published
+    from benchmarks.study.findings import findings, findings_table
+
+    mae, moco, sup, d2 = "MAE", "MoCo-v3", "supervised", "D²-MAE"
+    classification = {
+        "probe": {mae: {"all": _top1([60, 61, 62]), "10pct": _top1([30, 31, 32])},
+                  moco: {"all": _top1([50, 51, 52]), "10pct": _top1([40, 41, 42])},
+                  sup: {"all": _top1([55, 56, 57]), "10pct": _top1([29, 31, 33])},
+                  d2: {"all": _top1([60, 61, 62]), "10pct": _top1([20, 21, 22])}},
+        "finetune": {mae: {"all": _top1([50, 51, 52]), "10pct": _top1([30, 31, 32])},
+                     moco: {"all": _top1([50.5, 51.5, 52.5]), "10pct": _top1([30])},
+                     d2: {"all": _top1([50, 51, 52]), "10pct": _top1([30.2, 31.2, 32.2])}},
+    }
+    seg = {mae: {"mIoU": 30.0}, moco: {"mIoU": 20.0}}
+    track = {mae: [10.0, 20.0, 30.0, 40.0], moco: [21.0, 29.0, 41.0, 50.0]}  # differences -11, -9, -11, -10
+    cka = [{"a": mae, "b": moco, "layers_a": list("01234"), "layers_b": list("01234"),
+            "matrix": [[0.9 if i == j == 0 else 0.8 if i == j == 1 else 0.5 if i == j == 2 else
+                        0.3 if i == j == 3 else 0.2 if i == j == 4 else 0.1 for j in range(5)] for i in range(5)]}]
+    rows = [Published("MAE-Tiny", "ImageNet-1k top-1", 70.0, "r", "src A"),
+            Published("MoCov3-Tiny", "ImageNet-1k top-1", 60.0, "r", "src B")]
+    evidence = findings(classification, {"all": "all images", "10pct": "10%"}, seg, track, cka, published_rows=rows)
+    got = {(e.claim, e.what): e for e in evidence if e.claim != "b"}
+    expect = {
+        ("a", "probe top-1, all images"): ("agrees", 10.0, math.sqrt(2 / 3)),
+        ("a", "finetune top-1, all images"): ("within noise", -0.5, math.sqrt(2 / 3)),
+        ("a", "segmentation mIoU"): ("no noise estimate", 10.0, math.nan),
+        ("a", "tracking AUC"): ("disagrees", -10.25, np.std([-11, -9, -11, -10], ddof=1) / 2),
+        ("c", "same-layer CKA, MAE vs MoCo-v3: last layers − first layers"):
+            ("agrees", 0.25 - 0.85, math.sqrt(0.005 / 2 + 0.005 / 2)),
+        ("c", "same-layer CKA, MAE vs supervised: last layers − first layers"): ("not run", None, None),
+        ("d", "probe top-1, 10%"): ("disagrees", -10.0, math.sqrt(2 / 3)),
+        ("d", "finetune top-1, 10%"): ("within noise", 0.2, math.sqrt(2 / 3)),
+    }
+    for key, (verdict, difference, se) in expect.items():
+        e = got[key]
+        assert e.verdict == verdict, key
+        if difference is None:
+            assert e.comparison is None
+        else:
+            assert e.comparison.difference == pytest.approx(difference)
+            assert (math.isnan(se) and math.isnan(e.comparison.se)) or e.comparison.se == pytest.approx(se)
+    b_rows = [e for e in evidence if e.claim == "b"]  # MAE vs MoCo-v3, then MAE vs supervised, per task
+    assert [(e.comparison.b if e.comparison else e.missing, e.verdict) for e in b_rows] == [
+        (moco, "agrees"), (moco, "no noise estimate"), (sup, "within noise"), ("supervised not run", "not run")]
+    assert [e.comparison.difference for e in b_rows[:3]] == pytest.approx([-10.0, 1.0, 0.0])  # MoCo-v3: one seed
+    md, data = findings_table(evidence)
+    assert "| (a) MIM (MAE) above contrastive (MoCo-v3) with enough data | probe top-1, all images | " \
+           "MAE − MoCo-v3 = +10.00 ± 0.82 | Welch, over seeds | **agrees** | MAE-Tiny 70.0 vs MoCov3-Tiny 60.0 " \
+           "(ImageNet-1k top-1; src A) |" in md
+    assert "(b) of 4 comparison(s): 1 agrees, 1 within noise, 1 no noise estimate, 1 not run." in md
+    assert "no checked transfer top-1, small data figure" in data["b"]["rows"][0]["published"]
+    assert data["a"]["counts"] == {"agrees": 1, "disagrees": 1, "within noise": 1, "no noise estimate": 1,
+                                   "not run": 0}
+    only_mae = findings({"probe": {mae: {"all": _top1([1, 2])}}}, {"all": "all"}, published_rows=rows)
+    assert {e.verdict for e in only_mae} == {"not run"}
+
+
+def test_a_data_scale_column_reads_what_its_runs_trained_on():
+    """The 10% column's label carries the images its runs trained on (their metrics); a run whose
+    subset is not its scale's is refused."""
+    from benchmarks.study.run import scale_label
+
+    tenth = {"subset": {"fraction": 0.1, "seed": 0}, "train_images": 42, "train_images_total": 448}
+    assert scale_label("10pct", [tenth, tenth], "probe").endswith(": 42 of 448 images")
+    full = {"subset": None, "train_images": 448, "train_images_total": 448}
+    assert scale_label("all", [full], "probe").endswith(": 448 of 448 images")
+    with pytest.raises(RuntimeError, match="probe, 10pct: a run trained on subset None"):
+        scale_label("10pct", [tenth, full], "probe")
+    with pytest.raises(RuntimeError, match="no subset"):
+        scale_label("all", [{"top1": 1.0}], "probe")
+
+
 # -------------------------------------------------------------------------------- baselines
 def test_majority_class_is_counted_from_the_folders(tmp_path):
     from benchmarks.study.data import majority_class_top1

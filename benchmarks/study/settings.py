@@ -65,6 +65,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("d2mae", "D²-MAE", CONFIGS / "pretrain" / "d2mae_vit_tiny-d4_photos-64px.py", teacher=True,
            estimate_s=20),
 )}
+# The layer-CKA pairs the paper shows (recipe names): MAE against the contrastive, the supervised and
+# the distilled model.
+CKA_PAIRS = (("mae", "mocov3"), ("mae", "supervised"), ("mae", "d2mae"))
 TEACHER = Recipe("teacher", "MAE teacher (ViT-Small width, 4 blocks)", TEACHER_CONFIG, estimate_s=35)
 
 
@@ -120,7 +123,7 @@ class StudySettings:
 
     recipes: tuple[str, ...] = field(default_factory=available_recipes)
     downstream: tuple[str, ...] = tuple(DOWNSTREAM)
-    scales: tuple[str, ...] = ("all",)
+    scales: tuple[str, ...] = ("all", "10pct")
     seeds: tuple[int, ...] = (0, 1, 2)
     photos: Mapping[str, Any] = field(default_factory=lambda: dict(
         per_class=128, probe_per_class=32, val_per_class=20, size=80, seed=0))
