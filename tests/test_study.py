@@ -123,6 +123,45 @@ def test_teacher_export_feeds_the_distillation_recipes(tmp_path):
     assert torch.isfinite(terms["loss"]) and terms["loss_attn"] > 0
 
 
+@pytest.mark.parametrize("recipe", ["supervised", "mocov3"])
+def test_new_recipes_run_a_few_steps_and_export(tmp_path, recipe):
+    """The supervised and MoCo-v3 study configs build, train two updates on the photo crops and
+    export an encoder every downstream task loads: the 4-block 64 px ViT-Tiny, every weight found,
+    equal to the trained (base) encoder in the run's checkpoint."""
+    import torch
+
+    from backbones import build_backbone, load_pretrained
+    from benchmarks.study.drivers import run_recipe
+
+    entry = RECIPES[recipe]
+    if not entry.available():
+        pytest.skip(f"{recipe}: {entry.missing()}")
+    make_photo_imagenet(tmp_path / "data", tuple(PHOTOS), per_class=2, probe_per_class=1, val_per_class=1, size=72)
+    summary = run_recipe(entry.config, {"data.root": str(tmp_path / "data"), "schedule.epochs": 1,
+                                        "schedule.warmup_epochs": 0, "data.batch_size": 14, "runtime.log_every": 1,
+                                        "runtime.checkpoint_every": None}, tmp_path / "run")
+    assert summary["updates"] == 2 and summary["finished"] and math.isfinite(summary["loss_last"])
+    export = tmp_path / "run" / "backbone.pth"
+    backbone = build_backbone("vit_tiny", num_classes=0, depth=4, img_size=64)
+    result = load_pretrained(backbone, export)
+    assert result.missing == [] and result.unexpected == [] and result.resized == []
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)["model"]
+    trained = [v for k, v in state.items() if k.endswith("blocks.3.attn.qkv.weight") and "momentum" not in k]
+    assert len(trained) == 1 and torch.equal(trained[0], backbone.blocks[3].attn.qkv.weight)
+
+
+def test_a_recipe_whose_code_is_not_merged_is_listed_not_run(tmp_path):
+    from benchmarks.study.settings import Recipe
+
+    unknown = tmp_path / "unknown_model.py"
+    unknown.write_text(f"_base_ = [{str(RECIPES['mae'].config)!r}]\nmodel = dict(name='no_such_model')\n")
+    assert "model `no_such_model` is not registered" in Recipe("x", "x", unknown).missing()
+    no_base = tmp_path / "no_base.py"
+    no_base.write_text("_base_ = ['./absent_base.py']\n")
+    assert "absent_base.py" in Recipe("y", "y", no_base).missing() and not Recipe("y", "y", no_base).available()
+    assert Recipe("mae", "MAE", RECIPES["mae"].config).missing() == ""
+
+
 # ------------------------------------------------------------------------ statistics, sentences
 def test_noise_verdict():
     """Known values: Welch's standard error over seeds, the verdict of every step, and the whole
@@ -250,7 +289,7 @@ def test_a_data_scale_column_reads_what_its_runs_trained_on():
     subset is not its scale's is refused."""
     from benchmarks.study.run import scale_label
 
-    tenth = {"subset": {"fraction": 0.1, "seed": 0}, "train_images": 42, "train_images_total": 448}
+    tenth = {"subset": {"fraction": 0.1, "per_class": None, "seed": 0}, "train_images": 42, "train_images_total": 448}
     assert scale_label("10pct", [tenth, tenth], "probe").endswith(": 42 of 448 images")
     full = {"subset": None, "train_images": 448, "train_images_total": 448}
     assert scale_label("all", [full], "probe").endswith(": 448 of 448 images")
@@ -496,6 +535,15 @@ def test_smoke_tables_hold_exactly_the_evaluators_numbers(smoke):
         assert data["classification"][task]["MAE"]["all"]["top1"] == [metrics["top1"]]
     for picture in data["pictures"]:
         assert (smoke["root"] / "out" / picture).stat().st_size > 1000
+    for task in ("probe", "finetune"):  # the 10% runs trained on the class-stratified tenth (at least one a class)
+        metrics = json.loads((Path(_stage(smoke, f"{task}-mae-10pct-seed0")["folder"]) / "metrics.json").read_text())
+        assert metrics["subset"]["fraction"] == 0.1 and metrics["train_images_total"] == SMOKE.photos[
+            "probe_per_class"] * len(PHOTOS)
+        assert metrics["train_images"] == len(PHOTOS)
+        assert data["classification"][task]["MAE"]["10pct"]["top1"] == [metrics["top1"]]
+    assert f"{len(PHOTOS)} of {SMOKE.photos['probe_per_class'] * len(PHOTOS)} images" in text
+    assert "**Findings" in text and set(data["findings"]) == {"a", "b", "c", "d"}
+    assert all(row["verdict"] == "not run" for claim in data["findings"].values() for row in claim["rows"])
 
 
 def test_smoke_export_is_what_every_task_starts_from(smoke):
@@ -571,7 +619,8 @@ def test_smoke_report_holds_the_encoders_analyses(smoke):
     assert "Analyses of the encoders" in smoke["text"]
     matrix = analysis["cka"]["pairs"][0]["matrix"]  # one recipe: the export against itself
     assert abs(matrix[-1][-1] - 1.0) < 1e-6
-    assert (smoke["root"] / "out" / "study" / "analysis" / "attention_distance.png").stat().st_size > 1000
+    for figure in ("attention_distance.png", "attention_distance_panels.png", "attention_entropy_panels.png"):
+        assert (smoke["root"] / "out" / "study" / "analysis" / figure).stat().st_size > 1000
 
 
 def test_smoke_pretraining_summary_reads_the_training_log(smoke):

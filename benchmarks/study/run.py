@@ -108,8 +108,7 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     findings_md, findings_data = findings_table(findings(
         classification, {s: SCALES[s].label for s in settings.scales}, seg, per_sequence,
         analysis["cka"]["pairs"]))
-    not_run = [f"{r.label} (`{r.config.relative_to(r.config.parents[3])}` not in the tree yet)"
-               for n, r in RECIPES.items() if n not in settings.recipes and not r.available()]
+    not_run = [f"{r.label} ({r.missing()})" for n, r in RECIPES.items() if n not in settings.recipes and not r.available()]
     text = "\n\n".join([
         summary_md, findings_md, *parts, seg_md, track_md, analysis_md, sizes_table(sizes), published_table(),
         "Pictures: " + ", ".join(f"`{p}`" for p in relative) + ". Seg overlays: rows = held-out images; "
@@ -127,14 +126,17 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
 def scale_label(scale: str, records: Sequence[Mapping[str, Any]], task: str) -> str:
     """A data scale's column label with the images its runs trained on, read from their metrics
     (``train_images`` of ``train_images_total``); refused when a run's ``subset`` is not the scale's."""
-    wanted = SCALES[scale].options.get("data.subset")
+    from pretrain.datasets import parse_subset
+
+    spec = parse_subset(SCALES[scale].options.get("data.subset"))
+    wanted = spec.as_dict() if spec is not None else None
     used = set()
     for record in records:
         if "subset" not in record:
             raise RuntimeError(f"{task}, {scale}: a run's summary records no subset (metrics.json missing)")
-        if (record["subset"] or None) != (dict(wanted) if wanted else None):
+        if (record["subset"] or None) != wanted:
             raise RuntimeError(f"{task}, {scale}: a run trained on subset {record['subset']}, the scale asks for "
-                               f"{dict(wanted) if wanted else None}")
+                               f"{wanted}")
         used.add((record["train_images"], record["train_images_total"]))
     counts = "; ".join(f"{n} of {total} images" for n, total in sorted(used))
     return f"{SCALES[scale].label}{': ' + counts if counts else ''}"

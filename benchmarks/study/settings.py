@@ -51,7 +51,28 @@ class Recipe:
     family: str = "mim"
 
     def available(self) -> bool:
-        return self.config is None or self.config.is_file()
+        return not self.missing()
+
+    def missing(self) -> str:
+        """Why the recipe cannot run in this tree ('' when it can): its config is absent, or the
+        pre-training model it names is not registered (a recipe whose code is still on its way)."""
+        if self.config is None:
+            return ""
+        shown = self.config.relative_to(REPO) if self.config.is_relative_to(REPO) else self.config
+        if not self.config.is_file():
+            return f"`{shown}` not in the tree yet"
+        from mmengine.config import Config
+
+        from pretrain import list_pretrain_models
+
+        try:
+            cfg = Config.fromfile(str(self.config))
+        except FileNotFoundError as e:  # a _base_ config of code still on its way
+            return f"`{shown}` reads a config not in the tree yet ({Path(e.filename).name})"
+        name = cfg.get("model", {}).get("name") if cfg.get("task", "pretrain") == "pretrain" else None
+        if name is not None and name not in list_pretrain_models():
+            return f"its model `{name}` is not registered in pretrain/ yet"
+        return ""
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
@@ -142,9 +163,10 @@ class StudySettings:
             unknown = [n for n in chosen if n not in known]
             if unknown:
                 raise ValueError(f"unknown {what}(s) {unknown}; known: {', '.join(known)}")
-        missing = [f"{r} ({RECIPES[r].config})" for r in self.recipes if not RECIPES[r].available()]
+        missing = [f"{r} ({RECIPES[r].config}: {RECIPES[r].missing()})" for r in self.recipes
+                   if not RECIPES[r].available()]
         if missing:
-            raise FileNotFoundError(f"recipe config(s) not found: {', '.join(missing)}")
+            raise FileNotFoundError(f"recipe(s) that cannot run: {', '.join(missing)}")
         if not self.seeds:
             raise ValueError("seeds: at least one")
 

@@ -6,7 +6,9 @@
 # updates, lr raised for the short schedule, RandAugment left out (its PIL ops cost more than the
 # model at 64 px), eval on the held-out crops at the end only.
 _base_ = ["../../pretrain/supervised_vit_tiny_300e_in1k.py"]
-model = dict(num_classes=14, img_size=64, depth=4)
+# DeiT's class-token pooling (the full-scale config pools by average + fc_norm as MAE-Lite's): the study's
+# linear probe reads the class token after the final norm, which average pooling would leave untrained.
+model = dict(num_classes=14, img_size=64, depth=4, global_pool="token")
 data = dict(root="data/photos", train_split="train", val_split="val", batch_size=64, num_workers=0,
             crop_pct=1.0, aug=dict(auto_augment=None, color_jitter=0.4, scale=(0.2, 1.0)))
 optim = dict(base_lr=2e-3, base_batch=256, total_batch=None)
