@@ -494,7 +494,7 @@ def test_a_recipe_and_a_data_scale_plug_in_as_entries(tmp_path, monkeypatch):
     assert SCALES["10pct"].options["data.subset"] == {"fraction": 0.1, "seed": 0}
     monkeypatch.setitem(study_settings.RECIPES, "ghost", study_settings.Recipe("ghost", "ghost", tmp_path / "no.py"))
     assert "ghost" not in study_settings.available_recipes()
-    with pytest.raises(FileNotFoundError, match=r"ghost \(.*no\.py\)"):
+    with pytest.raises(FileNotFoundError, match=r"cannot run: ghost \(`.*no\.py` not in the tree yet\)"):
         plan_study(StudySettings(recipes=("none", "ghost")), runner)
     with pytest.raises(ValueError, match="unknown data scale"):
         plan_study(StudySettings(recipes=("none",), scales=("half",)), runner)

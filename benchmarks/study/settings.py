@@ -163,7 +163,7 @@ class StudySettings:
             unknown = [n for n in chosen if n not in known]
             if unknown:
                 raise ValueError(f"unknown {what}(s) {unknown}; known: {', '.join(known)}")
-        missing = [f"{r} ({RECIPES[r].config}: {RECIPES[r].missing()})" for r in self.recipes
+        missing = [f"{r} ({RECIPES[r].missing()})" for r in self.recipes
                    if not RECIPES[r].available()]
         if missing:
             raise FileNotFoundError(f"recipe(s) that cannot run: {', '.join(missing)}")
