@@ -108,7 +108,8 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     findings_md, findings_data = findings_table(findings(
         classification, {s: SCALES[s].label for s in settings.scales}, seg, per_sequence,
         analysis["cka"]["pairs"]))
-    not_run = [f"{r.label} ({r.missing()})" for n, r in RECIPES.items() if n not in settings.recipes and not r.available()]
+    not_run = [f"{r.label} ({r.missing()})" for n, r in RECIPES.items()
+               if n not in settings.recipes and not r.available()]
     text = "\n\n".join([
         summary_md, findings_md, *parts, seg_md, track_md, analysis_md, sizes_table(sizes), published_table(),
         "Pictures: " + ", ".join(f"`{p}`" for p in relative) + ". Seg overlays: rows = held-out images; "
@@ -119,7 +120,8 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     data = {"mode": "embedded", "settings": {k: v for k, v in vars(settings).items()}, "classification": classification,
             "seg": seg, "lasot": track, "sizes": sizes, "stages": runner.records, "wall_s": wall,
             "pictures": relative, "pretraining": {n: summaries[n] for n in summaries if n.startswith("pretrain-")},
-            "analysis": analysis, "findings": findings_data, "recipes_not_run": not_run, "sentences": sentences, "baselines": baselines}
+            "analysis": analysis, "findings": findings_data, "recipes_not_run": not_run, "sentences": sentences,
+            "baselines": baselines}
     return text, data
 
 
