@@ -77,7 +77,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("none", "none (random init)", family="none"),
-    Recipe("supervised", "supervised", CONFIGS / "pretrain" / "supervised_vit_tiny-d4_photos-64px.py", estimate_s=13,
+    Recipe("supervised", "supervised", CONFIGS / "pretrain" / "supervised_vit_tiny-d4_photos-64px.py", estimate_s=12,
            family="supervised"),
     Recipe("mocov3", "MoCo-v3", CONFIGS / "pretrain" / "mocov3_vit_tiny-d4_photos-64px.py", estimate_s=11,
            family="contrastive"),
