@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from fileio import atomic_path
 
-__all__ = ["FIGURE_PX", "file_stem", "plot_attention_metric", "plot_cka"]
+__all__ = ["FIGURE_PX", "file_stem", "plot_attention_metric", "plot_attention_panels", "plot_cka"]
 
 DPI = 100
 FIGURE_PX = {"cka": (560, 480), "attention": (720, 480)}  # (width, height) of the PNGs
@@ -93,5 +93,37 @@ def plot_attention_metric(summaries: Mapping[str, Mapping], key: str, ylabel: st
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_attention_panels(summaries: Mapping[str, Mapping], key: str, ylabel: str, path: str | os.PathLike,
+                          scale: Mapping[str, float] | None = None, title: str = "") -> Path:
+    """The paper's dot plot, one panel per model side by side (shared y axis): x = layer (block
+    1..depth), one dot per head, a line through the head means. ``scale``: a factor per model that
+    multiplies its values (a change of unit, e.g. pixels to the paper's distance units)."""
+    import numpy as np
+
+    plt = _pyplot()
+    count = len(summaries)
+    width, height = FIGURE_PX["attention"]
+    fig, axes = plt.subplots(1, count, figsize=(max(width, 200 * count) / DPI, height / DPI), dpi=DPI,
+                             sharey=True, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for m, (ax, (name, summary)) in enumerate(zip(axes[0], summaries.items())):
+        colour = colours[m % len(colours)]
+        layers = np.asarray(summary["blocks"], dtype=float) + 1
+        values = np.asarray(summary[key], dtype=float) * (scale or {}).get(name, 1.0)  # [blocks, heads]
+        ax.scatter(np.repeat(layers, values.shape[1]), values.reshape(-1), s=16, alpha=0.6, color=colour,
+                   linewidths=0)
+        ax.plot(layers, values.mean(axis=1), color="black", marker="*", markersize=8)
+        ax.set_xticks(layers)
+        ax.set_xlabel("layer")
+        ax.set_title(name, fontsize=9)
+        ax.grid(True, linestyle=":", alpha=0.6)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].set_ylim(bottom=0)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

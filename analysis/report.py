@@ -4,16 +4,19 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch.nn as nn
 
 from backbones import VisionTransformer
 
 from .images import list_images, spread
+from .plots import plot_attention_panels
 from .runs import run_attention, run_cka
 
-__all__ = ["report_section"]
+__all__ = ["PAPER_DISTANCE_FACTOR", "report_section"]
+
+PAPER_DISTANCE_FACTOR = 14.0  # MAE-Lite's attention analyzer: patch-grid distance x 14 (PROTOCOLS.md)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -26,10 +29,14 @@ def _link(path: str | os.PathLike, root: Path) -> str:
 
 def report_section(models: Mapping[str, nn.Module], images: str | os.PathLike, out_dir: str | os.PathLike,
                    max_images: int, *, batch_size: int = 32, link_root: str | os.PathLike | None = None,
-                   progress: bool = False) -> tuple[str, dict]:
+                   progress: bool = False, pairs: Sequence[tuple[str, str]] | None = None) -> tuple[str, dict]:
     """The paper's token-map CKA between every pair of models (full layer-by-layer maps, last layers in
     the table) and the attention distance / entropy of the ViTs, over up to ``max_images`` images of
     ``images``.
+
+    ``pairs``: the model pairs to compare (default: every pair). Attention is also drawn as the
+    paper's dot plot (one panel per model, x = layer, a dot per head), its distance in the paper's unit
+    (:data:`PAPER_DISTANCE_FACTOR`).
 
     Models run on their own device, in eval mode (their training flag is restored afterwards).
     Figures and JSON go to ``out_dir``; the Markdown links them relative to ``link_root``
@@ -45,7 +52,7 @@ def report_section(models: Mapping[str, nn.Module], images: str | os.PathLike, o
     for m in models.values():
         m.eval()
     try:
-        cka = run_cka(models, paths, out_dir, pool="tokens", batch_size=batch_size, progress=progress)
+        cka = run_cka(models, paths, out_dir, pairs=pairs, pool="tokens", batch_size=batch_size, progress=progress)
         vits = {n: m for n, m in models.items() if isinstance(m, VisionTransformer)}
         attention = run_attention(vits, paths, out_dir, batch_size=min(batch_size, 16),
                                   progress=progress) if vits else None
@@ -82,8 +89,19 @@ def report_section(models: Mapping[str, nn.Module], images: str | os.PathLike, o
             lines.append(f"| {name} | {_fmt(mean['distance_px'][0], 1)} | {_fmt(mean['distance_px'][-1], 1)} | "
                          f"{_fmt(mean['entropy'][0])} | {_fmt(mean['entropy'][-1])} | "
                          f"{_fmt(mean['class_token_attention'][-1], 3)} |")
-        lines += ["", f"![attention distance]({_link(attention['figures']['distance'], root)}) "
-                      f"![attention entropy]({_link(attention['figures']['entropy'], root)})"]
+        factor = {n: PAPER_DISTANCE_FACTOR / s["patch_size"] for n, s in attention["models"].items()}
+        attention["figures"]["distance_panels"] = str(plot_attention_panels(
+            attention["models"], "distance_px", "mean attention distance (patch units x 14)",
+            out_dir / "attention_distance_panels.png", scale=factor))
+        attention["figures"]["entropy_panels"] = str(plot_attention_panels(
+            attention["models"], "entropy", "attention entropy (nats)", out_dir / "attention_entropy_panels.png"))
+        lines += ["", "The paper's dot plots (x = layer, one dot per head, the star line the mean over heads; one "
+                  f"panel per model). Distance in the paper's unit: patch-grid distance x {PAPER_DISTANCE_FACTOR:g} "
+                  f"(MAE-Lite's analyzer multiplies patch units by {PAPER_DISTANCE_FACTOR:g}), i.e. the pixels of "
+                  "the table above times " + ", ".join(sorted({f"{PAPER_DISTANCE_FACTOR:g}/{s['patch_size']}"
+                                                                for s in attention["models"].values()})) + ":", "",
+                  f"![attention distance]({_link(attention['figures']['distance_panels'], root)})", "",
+                  f"![attention entropy]({_link(attention['figures']['entropy_panels'], root)})"]
     skipped = [n for n in models if not isinstance(models[n], VisionTransformer)]
     if skipped:
         lines += ["", f"Attention statistics cover plain ViTs only; left out: {', '.join(skipped)}."]

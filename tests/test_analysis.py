@@ -546,6 +546,21 @@ def test_report_section_on_three_models(workspace, tmp_path):
     assert data["cka"]["pairs"][0]["layers_a"] == ["embed", "block0", "block1"]
 
 
+def test_report_section_compares_the_chosen_pairs_and_draws_the_paper_dot_plots(workspace, tmp_path):
+    """``pairs`` picks the CKA pairs (the study's: the paper's three); the attention dot plots get one
+    panel per model and the distance unit's factor (x 14 / patch size) is stated."""
+    torch.manual_seed(0)
+    models = {name: build_backbone("vit_tiny", depth=2, img_size=64, num_classes=0) for name in ("a", "b", "c")}
+    text, data = report_section(models, workspace["imagenet"], tmp_path / "analysis", max_images=8,
+                                pairs=[("a", "c")])
+    assert [(p["a"], p["b"]) for p in data["cka"]["pairs"]] == [("a", "c")]
+    assert "| a | c |" in text and "| a | b |" not in text
+    for key in ("distance_panels", "entropy_panels"):
+        path = Path(data["attention"]["figures"][key])
+        assert path.stat().st_size > 1000 and Image.open(path).size[0] >= 600  # three 200-px panels
+    assert "patch-grid distance x 14" in text and "times 14/16" in text
+
+
 def test_fine_tuned_checkpoint_with_global_pooling_builds_a_globally_pooled_model(tmp_path, capsys):
     """Its trained fc_norm is the paper's last CKA layer; a class-token model would leave norm untrained."""
     torch.manual_seed(0)

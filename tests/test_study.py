@@ -123,6 +123,45 @@ def test_teacher_export_feeds_the_distillation_recipes(tmp_path):
     assert torch.isfinite(terms["loss"]) and terms["loss_attn"] > 0
 
 
+@pytest.mark.parametrize("recipe", ["supervised", "mocov3"])
+def test_new_recipes_run_a_few_steps_and_export(tmp_path, recipe):
+    """The supervised and MoCo-v3 study configs build, train two updates on the photo crops and
+    export an encoder every downstream task loads: the 4-block 64 px ViT-Tiny, every weight found,
+    equal to the trained (base) encoder in the run's checkpoint."""
+    import torch
+
+    from backbones import build_backbone, load_pretrained
+    from benchmarks.study.drivers import run_recipe
+
+    entry = RECIPES[recipe]
+    if not entry.available():
+        pytest.skip(f"{recipe}: {entry.missing()}")
+    make_photo_imagenet(tmp_path / "data", tuple(PHOTOS), per_class=2, probe_per_class=1, val_per_class=1, size=72)
+    summary = run_recipe(entry.config, {"data.root": str(tmp_path / "data"), "schedule.epochs": 1,
+                                        "schedule.warmup_epochs": 0, "data.batch_size": 14, "runtime.log_every": 1,
+                                        "runtime.checkpoint_every": None}, tmp_path / "run")
+    assert summary["updates"] == 2 and summary["finished"] and math.isfinite(summary["loss_last"])
+    export = tmp_path / "run" / "backbone.pth"
+    backbone = build_backbone("vit_tiny", num_classes=0, depth=4, img_size=64)
+    result = load_pretrained(backbone, export)
+    assert result.missing == [] and result.unexpected == [] and result.resized == []
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)["model"]
+    trained = [v for k, v in state.items() if k.endswith("blocks.3.attn.qkv.weight") and "momentum" not in k]
+    assert len(trained) == 1 and torch.equal(trained[0], backbone.blocks[3].attn.qkv.weight)
+
+
+def test_a_recipe_whose_code_is_not_merged_is_listed_not_run(tmp_path):
+    from benchmarks.study.settings import Recipe
+
+    unknown = tmp_path / "unknown_model.py"
+    unknown.write_text(f"_base_ = [{str(RECIPES['mae'].config)!r}]\nmodel = dict(name='no_such_model')\n")
+    assert "model `no_such_model` is not registered" in Recipe("x", "x", unknown).missing()
+    no_base = tmp_path / "no_base.py"
+    no_base.write_text("_base_ = ['./absent_base.py']\n")
+    assert "absent_base.py" in Recipe("y", "y", no_base).missing() and not Recipe("y", "y", no_base).available()
+    assert Recipe("mae", "MAE", RECIPES["mae"].config).missing() == ""
+
+
 # ------------------------------------------------------------------------ statistics, sentences
 def test_noise_verdict():
     """Known values: Welch's standard error over seeds, the verdict of every step, and the whole
@@ -177,6 +216,87 @@ def test_classification_table_holds_the_runs_metrics():
         "10%: Against the majority class (7.0): every row is above it beyond the noise: MAE (+13.0 ± 0.0), "
         "none (+14.0 ± 0.0) (noise: standard error of the seed mean)."]
     assert md.endswith("\n\n".join(sentences))
+
+
+# -------------------------------------------------------------------------------- findings
+def _top1(values):
+    return {"top1": list(values)}
+
+
+def test_findings_hold_exactly_the_computed_verdicts():
+    """Fixed results give each verdict (agrees, disagrees, within noise, no noise estimate, not run)
+    with the difference and standard error computed by hand; the published column is read from the
+    rows it is given."""
+    from benchmarks.published import Published
+    from benchmarks.study.findings import findings, findings_table
+
+    mae, moco, sup, d2 = "MAE", "MoCo-v3", "supervised", "D²-MAE"
+    classification = {
+        "probe": {mae: {"all": _top1([60, 61, 62]), "10pct": _top1([30, 31, 32])},
+                  moco: {"all": _top1([50, 51, 52]), "10pct": _top1([40, 41, 42])},
+                  sup: {"all": _top1([55, 56, 57]), "10pct": _top1([29, 31, 33])},
+                  d2: {"all": _top1([60, 61, 62]), "10pct": _top1([20, 21, 22])}},
+        "finetune": {mae: {"all": _top1([50, 51, 52]), "10pct": _top1([30, 31, 32])},
+                     moco: {"all": _top1([50.5, 51.5, 52.5]), "10pct": _top1([30])},
+                     d2: {"all": _top1([50, 51, 52]), "10pct": _top1([30.2, 31.2, 32.2])}},
+    }
+    seg = {mae: {"mIoU": 30.0}, moco: {"mIoU": 20.0}}
+    track = {mae: [10.0, 20.0, 30.0, 40.0], moco: [21.0, 29.0, 41.0, 50.0]}  # differences -11, -9, -11, -10
+    cka = [{"a": mae, "b": moco, "layers_a": list("01234"), "layers_b": list("01234"),
+            "matrix": [[0.9 if i == j == 0 else 0.8 if i == j == 1 else 0.5 if i == j == 2 else
+                        0.3 if i == j == 3 else 0.2 if i == j == 4 else 0.1 for j in range(5)] for i in range(5)]}]
+    rows = [Published("MAE-Tiny", "ImageNet-1k top-1", 70.0, "r", "src A"),
+            Published("MoCov3-Tiny", "ImageNet-1k top-1", 60.0, "r", "src B")]
+    evidence = findings(classification, {"all": "all images", "10pct": "10%"}, seg, track, cka, published_rows=rows)
+    got = {(e.claim, e.what): e for e in evidence if e.claim != "b"}
+    expect = {
+        ("a", "probe top-1, all images"): ("agrees", 10.0, math.sqrt(2 / 3)),
+        ("a", "finetune top-1, all images"): ("within noise", -0.5, math.sqrt(2 / 3)),
+        ("a", "segmentation mIoU"): ("no noise estimate", 10.0, math.nan),
+        ("a", "tracking AUC"): ("disagrees", -10.25, np.std([-11, -9, -11, -10], ddof=1) / 2),
+        ("c", "same-layer CKA, MAE vs MoCo-v3: last layers − first layers"):
+            ("agrees", 0.25 - 0.85, math.sqrt(0.005 / 2 + 0.005 / 2)),
+        ("c", "same-layer CKA, MAE vs supervised: last layers − first layers"): ("not run", None, None),
+        ("d", "probe top-1, 10%"): ("disagrees", -10.0, math.sqrt(2 / 3)),
+        ("d", "finetune top-1, 10%"): ("within noise", 0.2, math.sqrt(2 / 3)),
+    }
+    for key, (verdict, difference, se) in expect.items():
+        e = got[key]
+        assert e.verdict == verdict, key
+        if difference is None:
+            assert e.comparison is None
+        else:
+            assert e.comparison.difference == pytest.approx(difference)
+            assert (math.isnan(se) and math.isnan(e.comparison.se)) or e.comparison.se == pytest.approx(se)
+    b_rows = [e for e in evidence if e.claim == "b"]  # MAE vs MoCo-v3, then MAE vs supervised, per task
+    assert [(e.comparison.b if e.comparison else e.missing, e.verdict) for e in b_rows] == [
+        (moco, "agrees"), (moco, "no noise estimate"), (sup, "within noise"), ("supervised not run", "not run")]
+    assert [e.comparison.difference for e in b_rows[:3]] == pytest.approx([-10.0, 1.0, 0.0])  # MoCo-v3: one seed
+    md, data = findings_table(evidence)
+    assert "| (a) MIM (MAE) above contrastive (MoCo-v3) with enough data | probe top-1, all images | " \
+           "MAE − MoCo-v3 = +10.00 ± 0.82 | Welch, over seeds | **agrees** | MAE-Tiny 70.0 vs MoCov3-Tiny 60.0 " \
+           "(ImageNet-1k top-1; src A) |" in md
+    assert "(b) of 4 comparison(s): 1 agrees, 1 within noise, 1 no noise estimate, 1 not run." in md
+    assert "no checked transfer top-1, small data figure" in data["b"]["rows"][0]["published"]
+    assert data["a"]["counts"] == {"agrees": 1, "disagrees": 1, "within noise": 1, "no noise estimate": 1,
+                                   "not run": 0}
+    only_mae = findings({"probe": {mae: {"all": _top1([1, 2])}}}, {"all": "all"}, published_rows=rows)
+    assert {e.verdict for e in only_mae} == {"not run"}
+
+
+def test_a_data_scale_column_reads_what_its_runs_trained_on():
+    """The 10% column's label carries the images its runs trained on (their metrics); a run whose
+    subset is not its scale's is refused."""
+    from benchmarks.study.run import scale_label
+
+    tenth = {"subset": {"fraction": 0.1, "per_class": None, "seed": 0}, "train_images": 42, "train_images_total": 448}
+    assert scale_label("10pct", [tenth, tenth], "probe").endswith(": 42 of 448 images")
+    full = {"subset": None, "train_images": 448, "train_images_total": 448}
+    assert scale_label("all", [full], "probe").endswith(": 448 of 448 images")
+    with pytest.raises(RuntimeError, match="probe, 10pct: a run trained on subset None"):
+        scale_label("10pct", [tenth, full], "probe")
+    with pytest.raises(RuntimeError, match="no subset"):
+        scale_label("all", [{"top1": 1.0}], "probe")
 
 
 # -------------------------------------------------------------------------------- baselines
@@ -374,7 +494,7 @@ def test_a_recipe_and_a_data_scale_plug_in_as_entries(tmp_path, monkeypatch):
     assert SCALES["10pct"].options["data.subset"] == {"fraction": 0.1, "seed": 0}
     monkeypatch.setitem(study_settings.RECIPES, "ghost", study_settings.Recipe("ghost", "ghost", tmp_path / "no.py"))
     assert "ghost" not in study_settings.available_recipes()
-    with pytest.raises(FileNotFoundError, match=r"ghost \(.*no\.py\)"):
+    with pytest.raises(FileNotFoundError, match=r"cannot run: ghost \(`.*no\.py` not in the tree yet\)"):
         plan_study(StudySettings(recipes=("none", "ghost")), runner)
     with pytest.raises(ValueError, match="unknown data scale"):
         plan_study(StudySettings(recipes=("none",), scales=("half",)), runner)
@@ -415,6 +535,15 @@ def test_smoke_tables_hold_exactly_the_evaluators_numbers(smoke):
         assert data["classification"][task]["MAE"]["all"]["top1"] == [metrics["top1"]]
     for picture in data["pictures"]:
         assert (smoke["root"] / "out" / picture).stat().st_size > 1000
+    for task in ("probe", "finetune"):  # the 10% runs trained on the class-stratified tenth (at least one a class)
+        metrics = json.loads((Path(_stage(smoke, f"{task}-mae-10pct-seed0")["folder"]) / "metrics.json").read_text())
+        assert metrics["subset"]["fraction"] == 0.1 and metrics["train_images_total"] == SMOKE.photos[
+            "probe_per_class"] * len(PHOTOS)
+        assert metrics["train_images"] == len(PHOTOS)
+        assert data["classification"][task]["MAE"]["10pct"]["top1"] == [metrics["top1"]]
+    assert f"{len(PHOTOS)} of {SMOKE.photos['probe_per_class'] * len(PHOTOS)} images" in text
+    assert "**Findings" in text and set(data["findings"]) == {"a", "b", "c", "d"}
+    assert all(row["verdict"] == "not run" for claim in data["findings"].values() for row in claim["rows"])
 
 
 def test_smoke_export_is_what_every_task_starts_from(smoke):
@@ -490,7 +619,8 @@ def test_smoke_report_holds_the_encoders_analyses(smoke):
     assert "Analyses of the encoders" in smoke["text"]
     matrix = analysis["cka"]["pairs"][0]["matrix"]  # one recipe: the export against itself
     assert abs(matrix[-1][-1] - 1.0) < 1e-6
-    assert (smoke["root"] / "out" / "study" / "analysis" / "attention_distance.png").stat().st_size > 1000
+    for figure in ("attention_distance.png", "attention_distance_panels.png", "attention_entropy_panels.png"):
+        assert (smoke["root"] / "out" / "study" / "analysis" / figure).stat().st_size > 1000
 
 
 def test_smoke_pretraining_summary_reads_the_training_log(smoke):

@@ -28,7 +28,8 @@ out with a note.
 Modules: :mod:`.settings` (recipes, downstream tasks, data scales, sizes; what a run is made of),
 :mod:`.data` (data generation and the computed baselines), :mod:`.drivers` (the training and
 testing calls), :mod:`.plan` (the stages and their keys), :mod:`.scoring` (statistics and the
-sentences), :mod:`.tables` and :mod:`.plots` (the report's parts), :mod:`.run` (the section).
+sentences), :mod:`.findings` (the paper's claims against this run's numbers, each verdict computed),
+:mod:`.tables` and :mod:`.plots` (the report's parts), :mod:`.run` (the section).
 """
 from .plan import StudyPlan, plan_study
 from .run import pending_estimate, report_section, run_embedded, run_given

@@ -10,6 +10,7 @@ own entry points and returns a JSON-able summary (what the stage records).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,10 @@ def run_pretrain(config: Path, options: Mapping[str, Any], work: Path) -> dict[s
     for key in ("export", "top1", "top5", "images"):
         if key in summary:
             out[key] = summary[key]
+    metrics = work / "metrics.json"
+    if metrics.is_file():  # what the run trained on (a data scale's subset is checked against it)
+        record = json.loads(metrics.read_text(encoding="utf-8"))
+        out.update({k: record.get(k) for k in ("train_images", "train_images_total", "subset")})
     return out
 
 

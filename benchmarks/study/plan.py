@@ -99,7 +99,7 @@ def plan_study(settings: StudySettings, runner: StageRunner, threads: int = 2, c
         downstream[task_name] = {}
         for scale_name in settings.scales:
             scale = SCALES[scale_name]
-            base = {**settings.options_for(task_name), **scale.options}
+            base = {**scale.options, **settings.options_for(task_name)}  # the run's own options win
             key = config_digest(task.config, {"data.root": "<photos>", **base})
             per_recipe = downstream[task_name][scale_name] = {}
             for recipe in settings.recipes:

@@ -4,15 +4,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..stages import StageProgress, StageRunner, default_cache
 from . import data as study_data
 from .drivers import check_cli_path
+from .findings import findings, findings_table
 from .plan import StudyPlan, plan_study
 from .plots import photo_palette, plot_pretrain_losses, plot_summary, seg_overlay_grid
 from .scoring import fmt
-from .settings import BACKBONE, DOWNSTREAM, RECIPES, SCALES, TEACHER, GivenResults, StudySettings
+from .settings import BACKBONE, CKA_PAIRS, DOWNSTREAM, RECIPES, SCALES, TEACHER, GivenResults, StudySettings
 from .tables import (classification_table, lasot_table, published_table, seg_table, sizes_table, stage_table,
                      summary_table)
 
@@ -63,7 +64,7 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
         runs = {names[r]: {scale: [summaries[s.name] for s in by_scale[scale][r]] for scale in by_scale}
                 for r in settings.recipes}
         md, classification[task_name], sentences[task_name] = classification_table(
-            runs, {s: SCALES[s].label for s in by_scale},
+            runs, {s: scale_label(s, [m for r in runs.values() for m in r[s]], task.label) for s in by_scale},
             f"{task.label.capitalize()} on the {len(photo_classes)} photo classes (4-block ViT-Tiny, 64 px; trained "
             f"on crops of the photos' training regions, scored on {majority['val_images']} crops of their held-out "
             f"regions; top-1 %, mean ± standard deviation over {len(settings.seeds)} seed(s))",
@@ -102,10 +103,15 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
                                "and what it gives downstream (top-1: mean ± std over seeds)")
     relative = [str(p.relative_to(out)) for p in pictures]
     analysis_md, analysis = _analyses(plan, runner, names, photos_root / "val", study_out / "analysis", out)
-    not_run = [f"{r.label} (`{r.config.relative_to(r.config.parents[3])}` not in the tree yet)"
-               for n, r in RECIPES.items() if n not in settings.recipes and not r.available()]
+    per_sequence = {n: [track[n]["per_sequence"][s]["AUC"] for s in sorted(track[n]["per_sequence"])]
+                    for n in names.values()}
+    findings_md, findings_data = findings_table(findings(
+        classification, {s: SCALES[s].label for s in settings.scales}, seg, per_sequence,
+        analysis["cka"]["pairs"]))
+    not_run = [f"{r.label} ({r.missing()})" for n, r in RECIPES.items()
+               if n not in settings.recipes and not r.available()]
     text = "\n\n".join([
-        summary_md, *parts, seg_md, track_md, analysis_md, sizes_table(sizes), published_table(),
+        summary_md, findings_md, *parts, seg_md, track_md, analysis_md, sizes_table(sizes), published_table(),
         "Pictures: " + ", ".join(f"`{p}`" for p in relative) + ". Seg overlays: rows = held-out images; "
         "columns = image, ground truth, then " + ", ".join(names.values()) + ".",
         *([f"Recipes not run: {', '.join(not_run)}."] if not_run else []),
@@ -114,8 +120,28 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     data = {"mode": "embedded", "settings": {k: v for k, v in vars(settings).items()}, "classification": classification,
             "seg": seg, "lasot": track, "sizes": sizes, "stages": runner.records, "wall_s": wall,
             "pictures": relative, "pretraining": {n: summaries[n] for n in summaries if n.startswith("pretrain-")},
-            "analysis": analysis, "recipes_not_run": not_run, "sentences": sentences, "baselines": baselines}
+            "analysis": analysis, "findings": findings_data, "recipes_not_run": not_run, "sentences": sentences,
+            "baselines": baselines}
     return text, data
+
+
+def scale_label(scale: str, records: Sequence[Mapping[str, Any]], task: str) -> str:
+    """A data scale's column label with the images its runs trained on, read from their metrics
+    (``train_images`` of ``train_images_total``); refused when a run's ``subset`` is not the scale's."""
+    from pretrain.datasets import parse_subset
+
+    spec = parse_subset(SCALES[scale].options.get("data.subset"))
+    wanted = spec.as_dict() if spec is not None else None
+    used = set()
+    for record in records:
+        if "subset" not in record:
+            raise RuntimeError(f"{task}, {scale}: a run's summary records no subset (metrics.json missing)")
+        if (record["subset"] or None) != wanted:
+            raise RuntimeError(f"{task}, {scale}: a run trained on subset {record['subset']}, the scale asks for "
+                               f"{wanted}")
+        used.add((record["train_images"], record["train_images_total"]))
+    counts = "; ".join(f"{n} of {total} images" for n, total in sorted(used))
+    return f"{SCALES[scale].label}{': ' + counts if counts else ''}"
 
 
 def _splits(config: Path) -> tuple[str, str]:
@@ -143,9 +169,10 @@ def _analyses(plan: StudyPlan, runner: StageRunner, names: Mapping[str, str], im
                                           img_size=BACKBONE["img_size"])
         else:
             models[name] = load_backbone(runner.folder(stage) / "backbone.pth", num_classes=0)
-    text, data = report_section(models, images, out_dir, max_images=64, link_root=report_root)
-    return ("### Analyses of the encoders (layer CKA, attention distance and entropy; tools/analyze.py)\n\n"
-            + text), data
+    pairs = [(names[a], names[b]) for a, b in CKA_PAIRS if a in names and b in names]
+    text, data = report_section(models, images, out_dir, max_images=64, link_root=report_root, pairs=pairs or None)
+    return ("### Analyses of the encoders (layer CKA of the pairs the paper shows, attention distance and "
+            "entropy; tools/analyze.py)\n\n" + text), data
 
 
 def pretraining_note(summaries: Mapping[str, Any]) -> str:
