@@ -255,6 +255,33 @@ def test_resume_is_bit_identical(small_lasot, tmp_path, device):
         if p.dim() > 1)
 
 
+def test_frozen_backbone_trains_the_head_only(small_lasot, tmp_path):
+    """train.freeze_backbone: the saved backbone comes back bit-identical (weights, position
+    embeddings), in eval mode during training (drop path off), without gradients; the head learns."""
+    source = build_backbone("vit_tiny", depth=2, num_classes=0)
+    path = save_backbone(source, tmp_path / "vit.pth", arch="vit_tiny")
+    cfg = _small_cfg(small_lasot, **{"model.pretrained": str(path), "train.freeze_backbone": True,
+                                     "model.drop_path_rate": 0.5})
+    start = build_model(cfg.to_dict())
+    model = build_model(cfg.to_dict()).freeze_backbone()
+    model.train()
+    assert model.head.training and not model.backbone.training
+    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("head."))
+    assert len(param_groups(model, 1e-3, 0.1, 1e-4)[1]["params"]) == 0
+    z, x = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(z, x)["score_map"], model(z, x)["score_map"])  # no drop path
+
+    train(cfg, tmp_path / "run")
+    trained = read_checkpoint(tmp_path / "run" / "tracker_final.pth")["net"]
+    for name, value in start.state_dict().items():
+        if name.startswith("head."):
+            continue
+        assert torch.equal(trained[name], value), name
+    changed = [n for n, v in start.state_dict().items()
+               if n.startswith("head.") and n.endswith("weight") and not torch.equal(trained[n], v)]
+    assert changed
+
+
 def test_bf16_step_with_pretrained_backbone(small_lasot, tmp_path):
     """One bf16-autocast step from a saved backbone; the load report goes to the log."""
     source = build_backbone("vit_tiny", depth=2, num_classes=0)
