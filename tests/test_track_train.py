@@ -23,6 +23,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "track" / "vit_tiny_ce_tiny_synthetic.py"
+PROBE_CONFIG = REPO / "configs" / "study" / "track" / "vit_tiny-d4_probe_photos.py"
 RECIPE_CONFIG = REPO / "configs" / "track" / "vit_tiny_ce_4xb32_300ep_lasot_got10k_coco_trackingnet.py"
 
 
@@ -385,3 +386,26 @@ def test_tiny_config_learns_to_track(tmp_path):
     print(json.dumps(report))
     assert len(scores["tracker"].sequences) >= 6
     assert scores["tracker"].AUC > scores["static"].AUC + 5
+
+
+@pytest.mark.slow
+def test_study_probe_config_beats_the_static_box(tmp_path):
+    """The study's tracking probe (frozen random-init backbone, head only, photo sequences without
+    events) follows the objects better than frame 1's box, by more than two standard errors of
+    the paired per-sequence AUC difference (evaluation.baselines)."""
+    pytest.importorskip("skimage")
+    from evaluation.baselines import compare_with_static_box
+    from track.config import model_from_checkpoint
+
+    cfg = Config.fromfile(str(PROBE_CONFIG))
+    cfg.merge_from_dict({"train.num_threads": 2, "train.progress": False, "train.plot": False})
+    work = tmp_path / "probe"
+    lasot_root = fill_generated_lasot_roots(cfg.data, work)
+    summary = train(cfg, work)
+    model, _ = model_from_checkpoint(cfg, summary["final_checkpoint"])
+    _track_and_score(model, cfg, lasot_root, tmp_path / "results")
+    result = compare_with_static_box({"probe": tmp_path / "results" / "tracker"}, lasot_root, tmp_path / "static")
+    difference = result.differences["probe"]
+    print(json.dumps(result.to_dict()["trackers"]["probe"]["minus_static_box"] | {"per_sequence": None}))
+    assert len(difference.sequences) == 42
+    assert difference.beats(z=2.0)
