@@ -112,6 +112,24 @@ def test_determinism_by_seed(demo_root: Path, tmp_path: Path) -> None:
         (demo_root / "car/car-1/groundtruth.txt").read_text()
 
 
+def test_sequences_without_events(demo_root: Path, tmp_path: Path) -> None:
+    """events=False: no exit and no occlusion (every frame visible, no flag set); the same object
+    and motion otherwise, so the frames before the first event are the same as with events."""
+    make_lasot_dataset(tmp_path / "calm", ("car",), seqs_per_class=1, num_frames=FRAMES, size=(W, H),
+                       seed=0, events=False)
+    calm = LasotDataset(tmp_path / "calm")["car-1"]
+    eventful = LasotDataset(demo_root)["car-1"]
+    assert not calm.full_occlusion.any() and not calm.out_of_view.any() and calm.visible.all()
+    assert eventful.out_of_view.any() and eventful.full_occlusion.any()
+    np.testing.assert_array_equal(calm.gt_boxes[:2], eventful.gt_boxes[:2])   # events start at frame 3
+    assert (calm.frames[1].read_bytes() == eventful.frames[1].read_bytes())
+    still = ~(eventful.out_of_view | eventful.full_occlusion)
+    assert not np.array_equal(calm.gt_boxes[still], eventful.gt_boxes[still])  # the exit moved it
+    centres = calm.gt_boxes[:, :2] + calm.gt_boxes[:, 2:] / 2
+    sizes = np.sqrt(calm.gt_boxes[:, 2] * calm.gt_boxes[:, 3])
+    assert (np.linalg.norm(np.diff(centres, axis=0), axis=1) < 0.5 * sizes[1:]).all()  # no jump
+
+
 def test_make_lasot_demo_cli(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "make_lasot_demo.py"), "--out", tmp_path / "d",

@@ -23,6 +23,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "track" / "vit_tiny_ce_tiny_synthetic.py"
+PROBE_CONFIG = REPO / "configs" / "study" / "track" / "vit_tiny-d4_probe_photos.py"
 RECIPE_CONFIG = REPO / "configs" / "track" / "vit_tiny_ce_4xb32_300ep_lasot_got10k_coco_trackingnet.py"
 
 
@@ -255,6 +256,33 @@ def test_resume_is_bit_identical(small_lasot, tmp_path, device):
         if p.dim() > 1)
 
 
+def test_frozen_backbone_trains_the_head_only(small_lasot, tmp_path):
+    """train.freeze_backbone: the saved backbone comes back bit-identical (weights, position
+    embeddings), in eval mode during training (drop path off), without gradients; the head learns."""
+    source = build_backbone("vit_tiny", depth=2, num_classes=0)
+    path = save_backbone(source, tmp_path / "vit.pth", arch="vit_tiny")
+    cfg = _small_cfg(small_lasot, **{"model.pretrained": str(path), "train.freeze_backbone": True,
+                                     "model.drop_path_rate": 0.5})
+    start = build_model(cfg.to_dict())
+    model = build_model(cfg.to_dict()).freeze_backbone()
+    model.train()
+    assert model.head.training and not model.backbone.training
+    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("head."))
+    assert len(param_groups(model, 1e-3, 0.1, 1e-4)[1]["params"]) == 0
+    z, x = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model(z, x)["score_map"], model(z, x)["score_map"])  # no drop path
+
+    train(cfg, tmp_path / "run")
+    trained = read_checkpoint(tmp_path / "run" / "tracker_final.pth")["net"]
+    for name, value in start.state_dict().items():
+        if name.startswith("head."):
+            continue
+        assert torch.equal(trained[name], value), name
+    changed = [n for n, v in start.state_dict().items()
+               if n.startswith("head.") and n.endswith("weight") and not torch.equal(trained[n], v)]
+    assert changed
+
+
 def test_bf16_step_with_pretrained_backbone(small_lasot, tmp_path):
     """One bf16-autocast step from a saved backbone gives the loss of the same fp32 step (same weights,
     same pairs) up to bf16 rounding, and not bit for bit (it ran in bf16); the load report goes to the log."""
@@ -365,3 +393,26 @@ def test_tiny_config_learns_to_track(tmp_path):
     print(json.dumps(report))
     assert len(scores["tracker"].sequences) >= 6
     assert scores["tracker"].AUC > scores["static"].AUC + 5
+
+
+@pytest.mark.slow
+def test_study_probe_config_beats_the_static_box(tmp_path):
+    """The study's tracking probe (frozen random-init backbone, head only, photo sequences without
+    events) follows the objects better than frame 1's box, by more than two standard errors of
+    the paired per-sequence AUC difference (evaluation.baselines)."""
+    pytest.importorskip("skimage")
+    from evaluation.baselines import compare_with_static_box
+    from track.config import model_from_checkpoint
+
+    cfg = Config.fromfile(str(PROBE_CONFIG))
+    cfg.merge_from_dict({"train.num_threads": 2, "train.progress": False, "train.plot": False})
+    work = tmp_path / "probe"
+    lasot_root = fill_generated_lasot_roots(cfg.data, work)
+    summary = train(cfg, work)
+    model, _ = model_from_checkpoint(cfg, summary["final_checkpoint"])
+    _track_and_score(model, cfg, lasot_root, tmp_path / "results")
+    result = compare_with_static_box({"probe": tmp_path / "results" / "tracker"}, lasot_root, tmp_path / "static")
+    difference = result.differences["probe"]
+    print(json.dumps(result.to_dict()["trackers"]["probe"]["minus_static_box"] | {"per_sequence": None}))
+    assert len(difference.sequences) == 42
+    assert difference.beats(z=2.0)

@@ -203,6 +203,25 @@ class OneStreamTracker(nn.Module):
         # CE scores from ``centre_logits`` while blocks run fused attention (inference speed);
         # False: from the logits the blocks return (``block(x, return_logits=True)``)
         self.fast_ce = False
+        self.backbone_frozen = False
+
+    def freeze_backbone(self) -> "OneStreamTracker":
+        """Fix the backbone and the template / search position embeddings: no gradients, and the
+        backbone stays in eval mode when the model is put in training mode. Only the head learns:
+        a tracking probe of the backbone's representation, as a linear probe is of a classifier's
+        (and no backward pass runs through the backbone)."""
+        self.backbone.requires_grad_(False)
+        self.pos_embed_z.requires_grad_(False)
+        self.pos_embed_x.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "OneStreamTracker":
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     def _resample_pos(self, grid: int) -> torch.Tensor:
         """Patch position embedding of the backbone (no class position) resized to ``grid``.

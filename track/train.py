@@ -4,7 +4,8 @@ What is this task's own: the model (``track.config.build_model``, optionally fro
 backbone), the data (template / search pairs from the mixed training sets, every random draw
 from (seed, epoch, sample index), one loader over all epochs sharded by :class:`ShardSampler`),
 the loss step (``TrackingLoss``: GIoU + L1 + focal on the network's outputs), AdamW with a 0.1x
-learning rate on the backbone, a step decay per epoch and the candidate-elimination keep-ratio
+learning rate on the backbone (or the backbone frozen: ``train.freeze_backbone``, a tracking probe
+that trains the head only), a step decay per epoch and the candidate-elimination keep-ratio
 schedule (``ce_keep_ratio``).
 
 What the engine does: processes (torchrun; gloo / NCCL), precision (``train.precision``), the
@@ -68,7 +69,8 @@ def ce_keep_ratio(epoch: float, final_ratio: float = 0.7, start_epoch: int = 20,
 def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float,
                  weight_decay: float) -> list[dict[str, Any]]:
     """Two AdamW groups: the head (``lr``) and the backbone incl. its template/search position
-    embeddings (``lr x backbone_lr_mult``); weight decay on every trainable parameter."""
+    embeddings (``lr x backbone_lr_mult``); weight decay on every trainable parameter. Parameters
+    without gradients (a frozen backbone) are left out: the backbone group is then empty."""
     head, backbone = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -194,6 +196,8 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
 
     pretrained = None if resume_path else model_cfg.get("pretrained")
     model = build_model(cfg, pretrained=pretrained).to(info.device)
+    if train_cfg.get("freeze_backbone", False):
+        model.freeze_backbone()
     seed_rank(seed, info.rank)  # drop path: each rank its own draws
     optimizer = torch.optim.AdamW(
         param_groups(model, train_cfg["lr"], train_cfg.get("backbone_lr_mult", 0.1),

@@ -9,7 +9,7 @@ LaSOT writes absent targets) and is hidden once by an occluder painted with back
 that slides over it (``full_occlusion`` = 1 while it covers the whole object; the box is kept,
 as LaSOT does for most fully occluded frames). Boxes are the tight bounds of the object's
 visible pixels in LaSOT's 1-based convention (``x = column + 1``). Everything is determined
-by the seed.
+by the seed. ``events=False`` leaves out the exit and the occlusion (the object is always visible).
 
 ``source="photos"`` (:func:`make_lasot_dataset`) uses real photographs instead (see
 :mod:`.photos`): the object is a shape cut from its class's photo, the scene a crop of another
@@ -171,8 +171,11 @@ def synthesize_sequence(rng: np.random.Generator, num_frames: int = 60,
                         size: tuple[int, int] = (320, 240), shape: str = "ellipse",
                         pattern: str = "striped", object_photo: np.ndarray | None = None,
                         background_photo: np.ndarray | None = None,
-                        description: str | None = None) -> SyntheticSequence:
+                        description: str | None = None, events: bool = True) -> SyntheticSequence:
     """Render one sequence in memory (see the module docstring); ``size`` is (W, H).
+
+    ``events=False`` leaves out the exit and the occlusion: the object stays in view and
+    visible in every frame, moving, scaling and panning as otherwise (the same draws up to there).
 
     With ``object_photo`` / ``background_photo`` (BGR images) the object is a ``shape`` cut from
     a random crop of the first and the scene a random crop of the second, instead of the
@@ -208,7 +211,7 @@ def synthesize_sequence(rng: np.random.Generator, num_frames: int = 60,
     exit_profile = np.zeros(num_frames)
     occlusion_profile = np.zeros(num_frames)
     half = num_frames // 2
-    if half >= 2 * _EVENT_RAMP + 8:
+    if events and half >= 2 * _EVENT_RAMP + 8:
         halves = [(2, half), (half, num_frames)]
         if rng.random() < 0.5:
             halves.reverse()
@@ -293,7 +296,7 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
                        seqs_per_class: int = 2, num_frames: int = 60,
                        size: tuple[int, int] = (320, 240), seed: int = 0,
                        test_per_class: int = 1, write_training_set: bool = True,
-                       source: str = "shapes") -> list[str]:
+                       source: str = "shapes", events: bool = True) -> list[str]:
     """Write ``<root>/<class>/<class>-<id>/`` sequences (ids 1..seqs_per_class) and split files.
 
     The first ``test_per_class`` ids of each class are listed in ``<root>/testing_set.txt``,
@@ -306,6 +309,8 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
             photos of :data:`.photos.PHOTOS`; each object is a shape cut from its class's photo,
             moving over a crop of another photo. Test sequences take both from the photos'
             held-out regions, training sequences from their training regions.
+        events: False: no exit and no occlusion (see :func:`synthesize_sequence`); every frame
+            is visible.
     """
     if seqs_per_class < 1 or not classes:
         raise ValueError("need at least one class and one sequence per class")
@@ -345,7 +350,7 @@ def make_lasot_dataset(root: str | Path, classes: Sequence[str] = ("car", "dog")
                                          f"over the {background} photograph"}
             sequence = synthesize_sequence(rng, num_frames, size, shape=shape,
                                            pattern=PATTERNS[(class_seed // 7) % len(PATTERNS)],
-                                           **photos)
+                                           events=events, **photos)
             write_sequence(root / class_name / name, sequence)
             names.append(name)
             (test if seq_id <= test_per_class else train).append(name)

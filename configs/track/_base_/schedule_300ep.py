@@ -7,6 +7,8 @@ train = dict(
     batch_size=128,
     lr=4e-4,
     backbone_lr_mult=0.1,
+    freeze_backbone=False,  # True: backbone + its position embeddings fixed (eval mode, no gradients),
+                            # only the head learns (a tracking probe of the representation)
     weight_decay=1e-4,
     lr_drop_epochs=[240],
     lr_drop_factor=0.1,
