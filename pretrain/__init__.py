@@ -3,9 +3,10 @@ intermediate fine-tuning, linear probing and export for segmentation / tracking.
 
 Modules: :mod:`.mae` / :mod:`.mae_hiera` (masked autoencoders on the backbones, and the registry
 of pre-training models), :mod:`.distill` (frozen teacher + loss terms), :mod:`.data`
-(ImageNet-layout folders), :mod:`.engine` (one training loop: DDP, AMP, exact resumption),
-:mod:`.finetune` (fine-tuning / probing / top-k), :mod:`.tasks` (config -> task module),
-:mod:`.export` (encoder -> backbones format).  Command line: ``tools/pretrain.py``.
+(ImageNet-layout folders), :mod:`.datasets` (transfer sets, class-stratified subsets),
+:mod:`.engine` (one training loop: DDP, AMP, exact resumption), :mod:`.finetune` (fine-tuning /
+probing / top-k; from random initialisation, supervised pre-training), :mod:`.tasks` (config -> task
+module), :mod:`.export` (encoder -> backbones format).  Command line: ``tools/pretrain.py``.
 
     from pretrain import build_pretrain_model, list_pretrain_models
     mae = build_pretrain_model("d2mae_vit_tiny", img_size=224)

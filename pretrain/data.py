@@ -15,7 +15,7 @@ import contextlib
 import os
 import random
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from torchvision.transforms import InterpolationMode
 
 __all__ = ["ImageFolderDataset", "SkippedImage", "Batch", "collate_skipping", "mae_train_transform",
            "finetune_train_transform", "eval_transform", "SkipSampler",
-           "seeded_random_state", "IMG_EXTENSIONS"]
+           "seeded_random_state", "seeded_transform", "IMG_EXTENSIONS"]
 
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,6 +70,15 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def seeded_transform(transform: Callable | None, img: Image.Image, seed: int, epoch: int, index: int) -> Any:
+    """``transform(img)`` with every RNG it may draw from seeded by (seed, epoch, index) only, so
+    a sample's augmentation is the same whatever the worker, rank layout or resume point."""
+    if transform is None:
+        return img
+    with seeded_random_state(_sample_seed(seed, epoch, index)):
+        return transform(img)
+
+
 class ImageFolderDataset(Dataset):
     """Images under ``root/<split>/<class>/`` with integer labels (sorted class order).
 
@@ -98,6 +107,7 @@ class ImageFolderDataset(Dataset):
         if not classes:
             raise ValueError(f"{folder}: no class folders (expected {folder}/<class>/<image>.JPEG)")
         self.root, self.split, self.folder = Path(root), split, folder
+        self.location = str(folder)
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.samples: list[tuple[str, int]] = []
@@ -119,6 +129,11 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def labels(self) -> list[int]:
+        """Every sample's class index, in sample order."""
+        return [label for _, label in self.samples]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | SkippedImage:
         path, label = self.samples[index]
         try:
@@ -126,10 +141,7 @@ class ImageFolderDataset(Dataset):
                 img = im.convert("RGB")  # forces the full decode: truncated files fail here
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             return SkippedImage(path, f"{type(e).__name__}: {e}")
-        if self.transform is not None:
-            with seeded_random_state(_sample_seed(self.seed, self.epoch, index)):
-                img = self.transform(img)
-        return img, label
+        return seeded_transform(self.transform, img, self.seed, self.epoch, index), label
 
 
 def collate_skipping(samples: Sequence[tuple[torch.Tensor, int] | SkippedImage]) -> Batch:
@@ -175,17 +187,20 @@ def mae_train_transform(img_size: int = 224, scale: tuple[float, float] = (0.08,
 
 
 def finetune_train_transform(img_size: int = 224, auto_augment: str | None = "rand-m10-mstd0.5",
-                             color_jitter: float | None = 0.3, re_prob: float = 0.0,
+                             color_jitter: float | None = 0.3, re_prob: float = 0.0, re_mode: str = "pixel",
                              interpolation: str = "bicubic", scale: tuple[float, float] | None = None,
                              hflip: float = 0.5) -> Callable:
     """Fine-tuning augmentation through timm's ``create_transform``.
 
-    As in the reference (and timm), the colour jitter is not applied while RandAugment is on.
+    As in the reference (and timm), the colour jitter is not applied while RandAugment is on;
+    ``auto_augment=None, color_jitter=None`` leaves RandomResizedCrop + flip (MAE-Lite's transfer
+    recipe).  Random erasing fills with per-pixel noise (``re_mode="pixel"``) as DeiT and MAE-Lite do
+    (timm's own default is a constant).
     """
     from timm.data import create_transform
 
     return create_transform(img_size, is_training=True, auto_augment=auto_augment, color_jitter=color_jitter,
-                            re_prob=re_prob, interpolation=interpolation, scale=scale, hflip=hflip,
+                            re_prob=re_prob, re_mode=re_mode, interpolation=interpolation, scale=scale, hflip=hflip,
                             mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 

@@ -2,10 +2,11 @@
 
 What is this task's own: the model (``pretrain.tasks.build_task``: MAE, D-MAE, D²-MAE, a
 classifier or a linear probe, each returning its named loss terms), the data (ImageNet-layout
-folders, ``DistributedSampler`` shards, unreadable images skipped and counted), the optimizer
-(timm's AdamW with no weight decay on 1-D parameters, layer-wise lr decay for fine-tuning;
-lr = base_lr x total batch / 256) and the schedule (per-update warm-up then cosine, timm's
-``CosineLRScheduler``), gradient accumulation up to ``optim.total_batch``.
+folders or a transfer set, optionally a class-stratified subset: :mod:`pretrain.datasets`;
+``DistributedSampler`` shards, unreadable images skipped and counted), the optimizer (timm's AdamW
+with no weight decay on 1-D parameters, layer-wise lr decay for fine-tuning; lr = base_lr x total
+batch / ``optim.base_batch``, 256 unless a recipe states its lr at 512) and the schedule (per-update
+warm-up then cosine, timm's ``CosineLRScheduler``), gradient accumulation up to ``optim.total_batch``.
 
 What the engine does: processes (torchrun; gloo / NCCL), precision (``runtime.precision``), the
 loop, device-side loss sums checked for non-finite values at log intervals and before each
@@ -31,11 +32,12 @@ from engine import (DistInfo, Engine, LoopSettings, WorldSizeChangeError, all_ga
                     weights_digest)
 from fileio import atomic_write_json
 
-from .data import Batch, ImageFolderDataset, SkipSampler, collate_skipping
+from .data import Batch, SkipSampler, collate_skipping
+from .datasets import build_datasets
 from .finetune import evaluate, layer_decay_param_groups
 from .tasks import build_task, build_transforms
 
-__all__ = ["CHECKPOINT_NAME", "Trainer", "run", "read_log"]
+__all__ = ["CHECKPOINT_NAME", "Trainer", "run", "read_log", "with_best"]
 
 CHECKPOINT_NAME = "last.pth"
 WORLD_SIZE_OVERRIDE = "runtime.allow_world_size_change=True (tools/pretrain.py --allow-world-size-change)"
@@ -48,6 +50,15 @@ def _cfg(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
+
+
+def with_best(record: Mapping[str, Any], scores: Mapping[str, Any], epoch: int) -> dict[str, Any]:
+    """``record`` updated with an evaluation after ``epoch`` (1-based): the latest scores, and
+    ``best_top1`` / ``best_top5`` / ``best_epoch`` of the highest top-1 so far (the earliest on a tie)."""
+    out = {**record, **scores, "epoch": epoch}
+    if "best_top1" not in record or scores["top1"] > record["best_top1"]:
+        out.update(best_top1=scores["top1"], best_top5=scores["top5"], best_epoch=epoch)
+    return out
 
 
 class Trainer:
@@ -89,7 +100,8 @@ class Trainer:
         self.epochs = int(_cfg(cfg, "schedule.epochs", 1))
         self.total_updates = self.epochs * self.updates_per_epoch
         self.effective_batch = self.batch_size * self.info.world_size * self.accum
-        self.lr = float(_cfg(cfg, "optim.base_lr", 1.5e-4)) * self.effective_batch / 256
+        base_batch = float(_cfg(cfg, "optim.base_batch", 256))
+        self.lr = float(_cfg(cfg, "optim.base_lr", 1.5e-4)) * self.effective_batch / base_batch
         self.optimizer = self._build_optimizer()
         warmup = int(round(float(_cfg(cfg, "schedule.warmup_epochs", 0)) * self.updates_per_epoch))
         warmup = min(warmup, self.total_updates - 1)
@@ -110,26 +122,19 @@ class Trainer:
                              task_state=self._checkpoint_entries)
 
     def _build_data(self) -> None:
-        data_root = _cfg(self.cfg, "data.root")
-        if not data_root:
-            raise ValueError("data.root is not set (config key data.root or --data)")
         train_tf, eval_tf = build_transforms(self.cfg)
-        split = _cfg(self.cfg, "data.train_split", "train")
-        self.train_set = ImageFolderDataset(data_root, split, train_tf, seed=self.seed)
-        self.val_set = None
+        data = build_datasets(_cfg(self.cfg, "data", {}), train_tf, eval_tf, seed=self.seed,
+                              with_val=self.task_name in ("finetune", "linprobe"))
+        self.train_set, self.val_set, self.data_info = data.train, data.val, data.info
         if self.task_name in ("finetune", "linprobe"):
             num_classes = int(self.cfg["model"]["num_classes"])
             if len(self.train_set.classes) != num_classes:
-                raise ValueError(f"model.num_classes={num_classes} but {self.train_set.folder} has "
-                                 f"{len(self.train_set.classes)} class folders")
-            val_split = _cfg(self.cfg, "data.val_split", "val")
-            if val_split:
-                self.val_set = ImageFolderDataset(data_root, val_split, eval_tf, seed=self.seed,
-                                                  classes=self.train_set.classes)
+                raise ValueError(f"model.num_classes={num_classes} but {self.train_set.location} has "
+                                 f"{len(self.train_set.classes)} classes")
         self.batch_size = int(_cfg(self.cfg, "data.batch_size", 64))
         self.steps_per_epoch = len(self.train_set) // self.info.world_size // self.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"{self.train_set.folder} has {len(self.train_set)} images: not enough for one batch "
+            raise ValueError(f"{self.train_set.location} has {len(self.train_set)} images: not enough for one batch "
                              f"of {self.batch_size} per rank on {self.info.world_size} rank(s)")
 
     def _accumulation(self) -> int:
@@ -263,7 +268,14 @@ class Trainer:
         return {"task": self.task_name, "recipe": self.cfg.get("recipe"), "epochs": self.epochs,
                 "world_size": self.info.world_size, "effective_batch": self.effective_batch, "lr": self.lr,
                 "accum_iter": self.accum, "updates_per_epoch": self.updates_per_epoch,
-                "precision": self.precision.name, **self.task_info}
+                "precision": self.precision.name, "data": self.data_info, **self.task_info}
+
+    def metrics_record(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``metrics.json`` holds: the last evaluation (top-1 / top-5 / loss at ``epoch``), the
+        best one (MAE-Lite's transfer figures are the best of their evaluations), and what was
+        trained on: data set, root, images used of how many, ``subset`` (fraction / per_class, seed)."""
+        return {**metrics, **self.data_info, "task": self.task_name, "recipe": self.cfg.get("recipe"),
+                "pretrained": self.task_info.get("pretrained"), "epochs": self.epochs}
 
     # -- training ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -277,8 +289,9 @@ class Trainer:
 
         def evaluate_after(epoch: int) -> None:
             if self.val_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == self.epochs):
-                metrics.update(evaluate(self.task.model, self.val_loader(), self.info.device, self.precision.dtype))
-                log.write({"event": "eval", "epoch": epoch, "update": self.engine.position.update, **metrics})
+                scores = evaluate(self.task.model, self.val_loader(), self.info.device, self.precision.dtype)
+                metrics.update(with_best(metrics, scores, epoch + 1))
+                log.write({"event": "eval", "epoch": epoch, "update": self.engine.position.update, **scores})
 
         finished = self.engine.fit(self._batches, self.loss_step,
                                    before_update=lambda update: self.scheduler.step_update(update),
@@ -291,7 +304,7 @@ class Trainer:
         log.write(summary)
         if self.info.is_main:
             if metrics:
-                atomic_write_json(self.work_dir / "metrics.json", metrics, default=str)
+                atomic_write_json(self.work_dir / "metrics.json", self.metrics_record(metrics), default=str)
             plot_log(log.path, self.work_dir / "loss.png")
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
@@ -300,7 +313,8 @@ class Trainer:
 
 def run(cfg: Mapping[str, Any], resume: bool | str = False) -> dict[str, Any]:
     """Train as ``cfg`` says; with ``resume`` continue from ``work_dir/last.pth`` (or the given
-    path) when it exists.  Pre-training ends by exporting the backbone to ``work_dir/backbone.pth``.
+    path) when it exists.  Pre-training, and fine-tuning with ``export_backbone=True`` (supervised
+    pre-training), end by exporting the backbone to ``work_dir/backbone.pth``.
     Under torchrun the caller leaves the process group afterwards (:func:`engine.close_distributed`)."""
     trainer = Trainer(cfg)
     try:
@@ -309,7 +323,8 @@ def run(cfg: Mapping[str, Any], resume: bool | str = False) -> dict[str, Any]:
             if not found and resume is not True:
                 raise FileNotFoundError(f"checkpoint to resume not found: {resume}")
         summary = trainer.fit()
-        if trainer.task_name == "pretrain" and summary["finished"] and trainer.info.is_main:
+        exports = trainer.task_name == "pretrain" or (trainer.task_name == "finetune" and cfg.get("export_backbone"))
+        if exports and summary["finished"] and trainer.info.is_main:
             from .export import export_backbone
 
             out = export_backbone(trainer.checkpoint_path, trainer.work_dir / "backbone.pth")
