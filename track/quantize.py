@@ -39,11 +39,18 @@ __all__ = ["KEEP_FLOAT", "CalibrationSet", "calibration_set", "check_int8_packag
            "quantized_step", "weights_digest"]
 
 RECIPE = 1   # bump when the quantization recipe below changes (invalidates every cached model)
-# Layers kept in floating point, as name patterns of the exported graph (regular expressions):
-# the box heads' last convolutions (their outputs are the score map and the box offsets/sizes
-# themselves, where an 8-bit step is a visible box error).
+# Groups of layers that may stay in floating point, as regular expressions over the node names of the
+# exported graph (NNCF's ignored scope; names as OpenVINO reads the ONNX export):
+# * heads_last: the last convolution of each head branch (its outputs are the score map, the box
+#   offsets and sizes themselves); heads: every head convolution;
+# * ce_scores: the candidate-elimination scores (the template centre's attention to the search
+#   tokens, which decides the tokens kept) and the gathers / scatter of kept tokens;
+# * attn_scores: every block's query-key product (the softmax's input).
 KEEP_FLOAT: dict[str, tuple[str, ...]] = {
-    "heads_last": (r".*/head/(score|offset|size)\.\d+/Conv.*",),
+    "heads_last": (r".*/(score|offset|size)\.\d+/Conv/WithoutBiases$",),
+    "heads": (r".*/(score|offset|size)[./].*Conv/WithoutBiases$", r"/Conv_\d+/WithoutBiases$"),
+    "ce_scores": (r"/MatMul(_\d+)?$", r"/Gather_\d+$", r"/ScatterElements(_\d+)?$"),
+    "attn_scores": (r".*/attn/MatMul$",),
 }
 DEFAULT_KEEP = ("heads_last",)
 _KEY_FIELDS = ("weights", "export", "calibration", "ignored_scope", "openvino", "nncf", "recipe")
@@ -180,7 +187,7 @@ def _ignored_scope(keep: Sequence[str]) -> Any:
     if unknown:
         raise ValueError(f"int8 keep-float groups {unknown}: expected names from {list(KEEP_FLOAT)}")
     patterns = [pattern for name in keep for pattern in KEEP_FLOAT[name]]
-    return nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None
+    return nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else nncf.IgnoredScope()
 
 
 def quantize(graph: bytes, samples: Sequence[Mapping[str, np.ndarray]], keep: Sequence[str] = DEFAULT_KEEP) -> Any:
