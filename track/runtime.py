@@ -238,15 +238,20 @@ class OpenVinoStep:
 
     ``precision``: "fp32" (f32 inference precision, the same maps as PyTorch fp32 up to rounding),
     "bf16" (OpenVINO's bf16 inference precision, native on AMX / AVX512-BF16 CPUs) or "int8" (a model
-    quantized by NNCF, :mod:`track.quantize`: its int8 layers run in int8, the layers it keeps in
-    floating point in f32).
+    quantized by NNCF, :mod:`track.quantize`: its int8 layers run in int8, the rest (layer norms,
+    softmax, the attention-weighted sum, the layers kept in floating point) in ``int8_float``:
+    "bf16" or "fp32"; None: bf16 where the CPU runs it natively (measured 1.1-1.5x faster than f32
+    there), else f32).
     """
 
-    def __init__(self, graph: Any, input_names: Sequence[str], precision: str = "fp32") -> None:
+    def __init__(self, graph: Any, input_names: Sequence[str], precision: str = "fp32",
+                 int8_float: str | None = None) -> None:
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"backend='openvino' runs fp32, bf16 or int8, got dtype={precision!r}")
         core = _openvino_core()
         model = core.read_model(graph) if isinstance(graph, bytes) else graph
+        if precision == "int8":
+            precision = int8_float or ("bf16" if cpu_bf16_native() else "fp32")
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "INFERENCE_NUM_THREADS": _threads(), "PERFORMANCE_HINT": "LATENCY",
                   "NUM_STREAMS": 1}
