@@ -581,14 +581,15 @@ def demo_sequences(count: int = 4, frames: int = 40, size: tuple[int, int] = (32
     return sequences
 
 
-def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test", **kwargs: Any) -> dict[str, Any]:
+def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test", demo_count: int = 4,
+                    **kwargs: Any) -> dict[str, Any]:
     """``bf16_agreement`` over the ``split`` sequences of a LaSOT-layout root (frames decoded from
     disk, first ground-truth box as the initial box), or over :func:`demo_sequences` when
-    ``lasot_root`` is ``"demo"``; ``kwargs`` go to ``bf16_agreement``."""
+    ``lasot_root`` is ``"demo"`` (``demo_count`` of them); ``kwargs`` go to ``bf16_agreement``."""
     from track.datasets.lasot import list_sequences, load_sequence, sequence_class
 
     if lasot_root == "demo":
-        sequences = demo_sequences()
+        sequences = demo_sequences(demo_count)
         return {"sequences": len(sequences), "source": "embedded demo sequences",
                 **bf16_agreement(model, sequences, **kwargs)}
     root = Path(lasot_root)
@@ -761,6 +762,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="also measure low-precision vs fp32 box agreement on the embedded demo sequences and "
                              "on these LaSOT-layout roots' test splits, in each precision of --dtype other than fp32 "
                              "(default: fp16 on CUDA, else bf16)")
+    parser.add_argument("--demo-sequences", type=int, default=4,
+                        help="how many embedded demo sequences (40 frames each) the agreement runs over")
     parser.add_argument("--agreement-backend", default="torch", choices=["torch", "openvino"],
                         help="runtime of the low-precision boxes (int8: always openvino)")
     parser.add_argument("--int8-scopes", action="store_true",
@@ -824,7 +827,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for low, root in [(low, root) for low in lows for root in ["demo", *args.agreement]]:
             backend = QUANTIZED.get(low, args.agreement_backend)
             extra = {"calibration": args.calibration} if low in QUANTIZED else {}
-            agreement.append(lasot_agreement(model, root, dtype=low, backend=backend, device=str(where),
+            agreement.append(lasot_agreement(model, root, demo_count=args.demo_sequences, dtype=low, backend=backend,
+                                             device=str(where),
                                              compile=compile_modes[0] if compile_modes and low not in QUANTIZED
                                              else False, **extra, **tracker_kwargs(cfg)))
             print(json.dumps({"agreement": agreement[-1]}), flush=True)
