@@ -82,6 +82,13 @@ def test_int8_is_an_openvino_cpu_precision(monkeypatch):
     assert resolve_runtime("cpu", "int8", "auto") == ("cpu", "int8", "openvino")
     with pytest.raises(SystemExit, match="--dtype 'int8' is post-training quantization"):
         resolve_runtime("cpu", "int8", "torch")
+    monkeypatch.setattr(engine.precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    with pytest.warns(RuntimeWarning, match="dtype='int8' on a CPU without VNNI or AMX-INT8"):
+        assert resolve_dtype("int8", cpu, "openvino") == "int8"
+    monkeypatch.setattr(engine.precision, "cpu_flags", lambda: frozenset({"avx2", "avx_vnni"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_dtype("int8", cpu, "openvino") == "int8"
     real = runtime.importlib.util.find_spec
     monkeypatch.setattr(quantize_module.importlib.util, "find_spec",
                         lambda name, *args: None if name == "nncf" else real(name, *args))
