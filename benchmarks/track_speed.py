@@ -1,5 +1,5 @@
 """Tracker speed on every device, runtime, precision and batch, against OSTrack's own network timed in
-the same run; LaSOT end to end (decode included); bf16-vs-fp32 box agreement.
+the same run; LaSOT end to end (decode included); bf16 / int8 vs fp32 box agreement.
 
 Rows:
 
@@ -16,6 +16,13 @@ Rows:
   ``--batch-sequences``, as frames/s and hours for the LaSOT test set (685,360 frames), with
   where the time goes.
 
+* ``int8``: OpenVINO's int8 (``track.quantize``: NNCF post-training quantization, the heads kept
+  float) is one more CPU row where openvino and nncf are installed; the matmul peak of int8 is
+  ``torch._int_mm`` (oneDNN, AMX-INT8 / VNNI where the CPU has them). ``--agreement`` measures each
+  low precision against fp32 on the embedded demo sequences and on the LaSOT roots given (mean
+  per-frame IoU, success AUC of both; usable: mean IoU >= 0.95 and AUCs within 0.5 points);
+  ``--int8-scopes`` measures which layer groups cost accuracy when quantized.
+
 Runs that alternate are timed in blocks (each runner ``BLOCK`` calls in turn), so that every row
 sees the same load from other processes. bf16 rows are measured only where the device runs bf16
 natively (a CPU with AMX or AVX512-BF16, a GPU with bf16 units): elsewhere they would time an emulation.
@@ -23,6 +30,8 @@ natively (a CPU with AMX or AVX512-BF16, a GPU with bf16 units): elsewhere they 
     python -m benchmarks.track_speed --threads 2 --json speed.json --markdown speed.md --plot speed.png
     python -m benchmarks.track_speed --device cuda --batch 1 8 32 128 --end-to-end --e2e-batch 64
     python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --agreement LASOT_ROOT
+    python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --dtype int8 --agreement [LASOT_ROOT]
+    python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --int8-scopes
 
 On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` and read the
 ``cpu_ms`` fields beside the wall-clock ones.
