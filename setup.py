@@ -30,10 +30,12 @@ setup(
         # installs it without dependencies, so mmcv's and mmseg's runtime needs are listed here.
         "seg": ["mmcv>=2.0.0rc4,<2.2.0", "mmsegmentation==1.2.2",
                 "addict", "yapf", "pyyaml", "packaging", "prettytable", "scipy", "ftfy", "regex"],
-        # onnx / onnxruntime / openvino: the tracker's optional CPU runtimes (tested);
+        # onnx / onnxruntime / openvino: the tracker's optional CPU runtimes (tested); nncf: OpenVINO's
+        # post-training quantization, the tracker's int8 (track/quantize.py);
         # scikit-image: the sample photographs of the main job's embedded data;
         # easydict, loguru, tabulate: what the peers' own code (benchmarks, parity tests) imports.
-        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "openvino>=2024.0", "scikit-image>=0.22",
+        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "openvino>=2024.0", "nncf>=2.14",
+                "scikit-image>=0.22",
                 "easydict", "loguru", "tabulate"],
     },
 )

@@ -1,5 +1,5 @@
 """Tracker speed on every device, runtime, precision and batch, against OSTrack's own network timed in
-the same run; LaSOT end to end (decode included); bf16-vs-fp32 box agreement.
+the same run; LaSOT end to end (decode included); bf16 / int8 vs fp32 box agreement.
 
 Rows:
 
@@ -16,6 +16,13 @@ Rows:
   ``--batch-sequences``, as frames/s and hours for the LaSOT test set (685,360 frames), with
   where the time goes.
 
+* ``int8``: OpenVINO's int8 (``track.quantize``: NNCF post-training quantization, the heads kept
+  float) is one more CPU row where openvino and nncf are installed; the matmul peak of int8 is
+  ``torch._int_mm`` (oneDNN, AMX-INT8 / VNNI where the CPU has them). ``--agreement`` measures each
+  low precision against fp32 on the embedded demo sequences and on the LaSOT roots given (mean
+  per-frame IoU, success AUC of both; usable: mean IoU >= 0.95 and AUCs within 0.5 points);
+  ``--int8-scopes`` measures which layer groups cost accuracy when quantized.
+
 Runs that alternate are timed in blocks (each runner ``BLOCK`` calls in turn), so that every row
 sees the same load from other processes. bf16 rows are measured only where the device runs bf16
 natively (a CPU with AMX or AVX512-BF16, a GPU with bf16 units): elsewhere they would time an emulation.
@@ -23,6 +30,8 @@ natively (a CPU with AMX or AVX512-BF16, a GPU with bf16 units): elsewhere they 
     python -m benchmarks.track_speed --threads 2 --json speed.json --markdown speed.md --plot speed.png
     python -m benchmarks.track_speed --device cuda --batch 1 8 32 128 --end-to-end --e2e-batch 64
     python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --agreement LASOT_ROOT
+    python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --dtype int8 --agreement [LASOT_ROOT]
+    python -m benchmarks.track_speed --config CONFIG --checkpoint CKPT --int8-scopes
 
 On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` and read the
 ``cpu_ms`` fields beside the wall-clock ones.
@@ -48,6 +57,7 @@ import torch
 from evaluation.boxes import box_iou
 from track.model import OneStreamTracker, build_tracker
 from engine import PRECISIONS, autocast, bf16_unsupported_reason, resolve_device, torch_dtype
+from engine.precision import DTYPES, QUANTIZED, cpu_int8_native
 from track.runtime import ieee_fp32
 from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
@@ -103,14 +113,19 @@ def matmul_peak(device: torch.device, dtype: str, size: int | None = None, repea
     """
     size = size or (8192 if device.type == "cuda" else 1536)
     generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, device=device, generator=generator).to(torch_dtype(dtype))
-    b = torch.randn(size, size, device=device, generator=generator).to(torch_dtype(dtype))
+    if dtype == "int8":  # int8 x int8 -> int32 (oneDNN: AMX-INT8 / VNNI where the CPU has them)
+        a, b = (torch.randint(-128, 128, (size, size), device=device, generator=generator, dtype=torch.int8)
+                for _ in range(2))
+        product = torch._int_mm
+    else:
+        a, b = (torch.randn(size, size, device=device, generator=generator).to(torch_dtype(dtype)) for _ in range(2))
+        product = torch.mm
     with ieee_fp32(device.type == "cuda"):  # fp32 means fp32 (no TF32), as the tracker's fp32 path runs
         best, best_cpu = float("inf"), float("inf")
         for index in range(repeats + 1):
             synchronize(device)
             start, start_cpu = time.perf_counter(), time.process_time()
-            torch.mm(a, b)
+            product(a, b)
             synchronize(device)
             if index:  # the first product warms up
                 best = min(best, time.perf_counter() - start)
@@ -178,9 +193,20 @@ def default_runs(where: torch.device) -> tuple[list[tuple[str, str]], list[str]]
     else:
         runs, bf16 = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")], \
             [("torch", "bf16"), ("openvino", "bf16")]
+    import importlib.util
+
+    skipped = []
+    if where.type == "cpu":
+        if all(importlib.util.find_spec(p) is not None for p in ("openvino", "nncf")):
+            runs.append(("openvino", "int8"))
+            if not cpu_int8_native():
+                skipped.append("int8 runs without VNNI / AMX-INT8 on this CPU (no 8-bit dot products): "
+                               "its rows time the fallback")
+        else:
+            skipped.append("openvino int8 rows: needs openvino and nncf (pip install openvino nncf)")
     if bf16_emulated is None:
-        return runs + bf16, []
-    return runs, [f"bf16 rows: {bf16_emulated}"]
+        return runs + bf16, skipped
+    return runs, [f"bf16 rows: {bf16_emulated}", *skipped]
 
 
 def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tuple[str, str]] | None = None,
@@ -325,8 +351,10 @@ def _full_step_calls(model: OneStreamTracker, where: torch.device, variants: lis
 
 def _add_ratios(rows: list[dict]) -> None:
     """``vs_ostrack``: frames/s over OSTrack's batch-1 network of the same precision (fp32 when that
-    precision was not timed for OSTrack); ``ostrack_reference`` names the row used."""
+    precision was not timed for OSTrack); ``ostrack_reference`` names the row used. ``vs_ostrack_best``:
+    over OSTrack's fastest batch-1 row (its best precision on this device, the issue's targets)."""
     reference = {r["dtype"]: r for r in rows if r["path"] == "ostrack" and r["batch"] == 1}
+    best = max(reference.values(), key=lambda r: r["network_fps"], default=None)
     for row in rows:
         if row["path"] != "ours" or not reference:
             continue
@@ -334,6 +362,8 @@ def _add_ratios(rows: list[dict]) -> None:
         fps = row.get("full_fps") or row.get("network_fps")
         row["vs_ostrack"] = fps / ref["network_fps"]
         row["ostrack_reference"] = ref["name"]
+        row["vs_ostrack_best"] = fps / best["network_fps"]
+        row["ostrack_best"] = best["name"]
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -432,6 +462,9 @@ def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "
 
 # ---------------------------------------------------------------------------- agreement
 
+USABLE_MEAN_IOU, USABLE_AUC_POINTS = 0.95, 0.5   # a low precision is usable above / within these
+
+
 def agreement_from_boxes(fp32: np.ndarray, same_input: np.ndarray, free_running: np.ndarray,
                          truth: np.ndarray | None = None, iou_threshold: float = 0.9) -> dict[str, Any]:
     """Agreement of low-precision boxes with fp32 boxes, all (N, 4) x, y, w, h over the same frames.
@@ -439,8 +472,10 @@ def agreement_from_boxes(fp32: np.ndarray, same_input: np.ndarray, free_running:
     ``per_frame``: fraction of frames where the low-precision box from the fp32 tracker's search
     region (``same_input``) overlaps the fp32 box with IoU > ``iou_threshold``; ``free_running``:
     the same for an independent low-precision tracker. With ``truth``, ``per_frame_on_target`` is
-    ``per_frame`` over the frames where the fp32 box is on target (IoU with the truth > 0.5).
-    Empty input gives NaN fractions.
+    ``per_frame`` over the frames where the fp32 box is on target (IoU with the truth > 0.5), and
+    ``auc_fp32`` / ``auc_free_running``: the success AUC (percent, LaSOT's 21 thresholds) of the fp32
+    and the free-running boxes against the truth; ``usable``: mean per-frame IoU >= 0.95 and the AUCs
+    within 0.5 points. Empty input gives NaN fractions.
     """
     fp32, same_input, free_running = (np.asarray(b, np.float64).reshape(-1, 4) for b in (fp32, same_input, free_running))
     if not len(fp32) == len(same_input) == len(free_running):
@@ -455,6 +490,16 @@ def agreement_from_boxes(fp32: np.ndarray, same_input: np.ndarray, free_running:
     if truth is not None:
         hit = box_iou(fp32, np.asarray(truth, np.float64).reshape(-1, 4)) > 0.5
         result.update(frames_on_target=int(hit.sum()), per_frame_on_target=fraction(same[hit] > iou_threshold))
+        if len(fp32):
+            from evaluation.lasot import success_auc, success_curve
+
+            truth = np.asarray(truth, np.float64).reshape(-1, 4)
+            auc = {name: success_auc(success_curve(box_iou(boxes, truth)))
+                   for name, boxes in (("fp32", fp32), ("free_running", free_running))}
+            result.update(auc_fp32=auc["fp32"], auc_free_running=auc["free_running"],
+                          auc_diff_points=auc["free_running"] - auc["fp32"])
+            result["usable"] = bool(result["mean_iou_per_frame"] >= USABLE_MEAN_IOU
+                                    and abs(result["auc_diff_points"]) <= USABLE_AUC_POINTS)
     return result
 
 
@@ -487,11 +532,75 @@ def bf16_agreement(model: OneStreamTracker, sequences: Sequence[tuple], iou_thre
                                    boxes["truth"] if with_truth else None, iou_threshold)}
 
 
-def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test", **kwargs: Any) -> dict[str, Any]:
+def int8_scope_study(model: OneStreamTracker, sequences: Sequence[tuple], keeps: Sequence[Sequence[str]],
+                     calibration: str | None = None, window: bool = True,
+                     ce_keep_ratio: float | None = None) -> list[dict[str, Any]]:
+    """Which layers cost accuracy in int8: the exported step quantized once per ``keeps`` entry (groups
+    of ``track.quantize.KEEP_FLOAT`` left in floating point), each compared with OpenVINO fp32 on
+    the same search crops (cut around the previous ground-truth box of every frame of ``sequences``):
+    mean and worst box IoU, mean absolute peak error, and the share of int8 ops left."""
+    from track.onnx_export import export_module_bytes
+    from track.processing import crop_and_resize
+    from track.quantize import calibration_set, quantize
+    from track.runtime import OpenVinoStep
+
+    reference = InferenceNetwork(model, "fp32", backend="openvino", window=window, ce_keep_ratio=ce_keep_ratio)
+    size_z, size_x = model.template_size, model.search_size
+    with torch.no_grad():
+        graph = export_module_bytes(reference.step, reference._example(), ["template_tokens", "search"], ["packed"],
+                                    dynamic_batch=True)
+    pairs = calibration_set(calibration, size_z, size_x)
+    samples = [{"template_tokens": reference.template_tokens(t).numpy(), "search": x[None]}
+               for t, x in zip(pairs.templates, pairs.searches)]
+    inputs = []
+    for frames, first, truth in sequences:
+        tokens = reference.template_tokens(crop_and_resize(frames[0], first, 2.0, size_z).image).numpy()
+        shown = [i for i in range(1, len(frames)) if truth[i - 1][2] > 0 and truth[i - 1][3] > 0]
+        crops = np.stack([crop_and_resize(frames[i], truth[i - 1], 4.0, size_x).image for i in shown])
+        inputs.append((np.repeat(tokens, len(crops), 0), crops))
+    expected = [reference.runtime(t, c)[0] for t, c in inputs]
+    rows = []
+    for keep in keeps:
+        quantized = quantize(graph, samples, keep)
+        fake = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
+        step = OpenVinoStep(quantized, ["template_tokens", "search"], "int8")
+        got = [step(t, c)[0] for t, c in inputs]
+        cxcywh = lambda b: np.concatenate([b[:, :2] - b[:, 2:4] / 2, b[:, 2:4]], axis=1)  # noqa: E731
+        iou = np.concatenate([box_iou(cxcywh(e[:, :4]), cxcywh(g[:, :4])) for e, g in zip(expected, got)])
+        peak = np.concatenate([np.abs(e[:, 4] - g[:, 4]) for e, g in zip(expected, got)])
+        rows.append({"keep_float": list(keep), "fake_quantize_ops": fake, "crops": len(iou),
+                     "mean_iou": float(iou.mean()), "min_iou": float(iou.min()),
+                     "iou_below_0.9": float((iou < 0.9).mean()), "peak_abs_error": float(peak.mean())})
+    return rows
+
+
+def demo_sequences(count: int = 4, frames: int = 40, size: tuple[int, int] = (320, 240)) -> list[tuple]:
+    """The embedded demo sequences (``benchmarks.demo_data.lasot``, seeds 0..count-1, none of those
+    :mod:`track.quantize` calibrates on) as (RGB frames, first box, ground-truth boxes)."""
+    import cv2
+
+    from benchmarks.demo_data.lasot import PATTERNS, SHAPES, synthesize_sequence
+
+    sequences = []
+    for seed in range(count):
+        demo = synthesize_sequence(np.random.default_rng(seed), frames, size, SHAPES[seed % len(SHAPES)],
+                                   PATTERNS[(seed + 1) % len(PATTERNS)])
+        boxes = demo.gt_boxes.astype(np.float64)
+        sequences.append(([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in demo.frames], boxes[0], boxes))
+    return sequences
+
+
+def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test", demo_count: int = 4,
+                    **kwargs: Any) -> dict[str, Any]:
     """``bf16_agreement`` over the ``split`` sequences of a LaSOT-layout root (frames decoded from
-    disk, first ground-truth box as the initial box); ``kwargs`` go to ``bf16_agreement``."""
+    disk, first ground-truth box as the initial box), or over :func:`demo_sequences` when
+    ``lasot_root`` is ``"demo"`` (``demo_count`` of them); ``kwargs`` go to ``bf16_agreement``."""
     from track.datasets.lasot import list_sequences, load_sequence, sequence_class
 
+    if lasot_root == "demo":
+        sequences = demo_sequences(demo_count)
+        return {"sequences": len(sequences), "source": "embedded demo sequences",
+                **bf16_agreement(model, sequences, **kwargs)}
     root = Path(lasot_root)
     sequences = []
     for name in list_sequences(root, split):
@@ -513,8 +622,8 @@ def speed_table(speed: dict[str, Any]) -> str:
     lines = [f"Device {speed['device']}, {speed['threads']} threads; matmul peak measured in this run: {peaks}; "
              f"FLOPs per frame: {flops}.", "",
              "| path | runtime | precision | batch | frames/s | ms per call | of matmul peak | "
-             "of peak, CPU time | x OSTrack b1 |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "of peak, CPU time | x OSTrack b1 | x OSTrack b1 best |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in speed["rows"]:
         runtime = r["backend"] + (f", compiled ({r['compile']})" if r.get("compile") else "")
         if r.get("cuda_graph") is not None:
@@ -525,7 +634,8 @@ def speed_table(speed: dict[str, Any]) -> str:
         fraction = None if r.get("peak_fraction") is None else 100 * r["peak_fraction"]
         cpu_fraction = None if r.get("peak_fraction_cpu_time") is None else 100 * r["peak_fraction_cpu_time"]
         lines.append(f"| {what} | {runtime} | {r['dtype']} | {r['batch']} | {fps:,.1f} | {r['ms_per_call']:.2f} | "
-                     f"{_fmt(fraction, '.1f')}% | {_fmt(cpu_fraction, '.1f')}% | {_fmt(r.get('vs_ostrack'), '.2f')} |")
+                     f"{_fmt(fraction, '.1f')}% | {_fmt(cpu_fraction, '.1f')}% | {_fmt(r.get('vs_ostrack'), '.2f')} | "
+                     f"{_fmt(r.get('vs_ostrack_best'), '.2f')} |")
     for reason in speed.get("skipped", []):
         lines.append(f"\nNot measured: {reason}.")
     if not any(r["path"] == "ostrack" for r in speed["rows"]):
@@ -557,6 +667,12 @@ def agreement_line(agreement: dict[str, Any]) -> str:
     if "per_frame_on_target" in agreement:
         text += (f", {100 * agreement['per_frame_on_target']:.1f}% of the {agreement['frames_on_target']} frames "
                  "on target")
+    text += f"; mean per-frame IoU {agreement['mean_iou_per_frame']:.3f}"
+    if "auc_fp32" in agreement:
+        text += (f"; success AUC fp32 {agreement['auc_fp32']:.1f}, {agreement['dtype']} free-running "
+                 f"{agreement['auc_free_running']:.1f} ({agreement['auc_diff_points']:+.1f} points): "
+                 f"{'usable' if agreement['usable'] else 'NOT usable'} (needs mean IoU >= {USABLE_MEAN_IOU} and "
+                 f"|AUC diff| <= {USABLE_AUC_POINTS})")
     return text + "."
 
 
@@ -632,7 +748,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """The command line; returns what ``--json`` writes (``speed``, ``end_to_end``, ``agreement``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default: cpu)")
-    parser.add_argument("--dtype", nargs="+", default=None, choices=list(PRECISIONS),
+    parser.add_argument("--dtype", nargs="+", default=None, choices=list(DTYPES),
                         help="precisions to time (default: those the device runs natively)")
     parser.add_argument("--backend", nargs="+", default=None, choices=["torch", "onnxruntime", "openvino"],
                         help="runtimes to time (default: all installed ones for the device)")
@@ -651,10 +767,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--e2e-frames", type=int, default=40)
     parser.add_argument("--e2e-data", type=Path, default=None, help="where to write / reuse the generated sequences")
     parser.add_argument("--decode-threads", type=int, default=None)
-    parser.add_argument("--agreement", default=None, metavar="LASOT_ROOT",
-                        help="also measure low-precision vs fp32 box agreement on this LaSOT-layout root's test "
-                             "split, in the precision of --dtype other than fp32 (default: fp16 on CUDA, else bf16)")
-    parser.add_argument("--agreement-backend", default="torch", choices=["torch", "openvino"])
+    parser.add_argument("--agreement", nargs="*", default=None, metavar="LASOT_ROOT",
+                        help="also measure low-precision vs fp32 box agreement on the embedded demo sequences and "
+                             "on these LaSOT-layout roots' test splits, in each precision of --dtype other than fp32 "
+                             "(default: fp16 on CUDA, else bf16)")
+    parser.add_argument("--demo-sequences", type=int, default=4,
+                        help="how many embedded demo sequences (40 frames each) the agreement runs over")
+    parser.add_argument("--agreement-backend", default="torch", choices=["torch", "openvino"],
+                        help="runtime of the low-precision boxes (int8: always openvino)")
+    parser.add_argument("--int8-scopes", action="store_true",
+                        help="measure which layer groups cost accuracy in int8 (track.quantize.KEEP_FLOAT) and exit")
+    parser.add_argument("--calibration", default=None, metavar="LASOT_ROOT",
+                        help="int8: calibrate on this LaSOT-layout folder (default: the embedded demo sequences)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--markdown", default=None, help="write the tables here")
     parser.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
@@ -669,6 +793,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = load_config(args.config)
     model, source = model_from_checkpoint(cfg, args.checkpoint)
     print(f"weights: {source}")
+    if args.int8_scopes:
+        from track.quantize import KEEP_FLOAT
+
+        keeps = [(), *[(g,) for g in KEEP_FLOAT], ("heads_last", "ce_scores"), tuple(KEEP_FLOAT)]
+        kwargs = {k: v for k, v in tracker_kwargs(cfg).items() if k in ("window", "ce_keep_ratio")}
+        rows = int8_scope_study(model, demo_sequences(), keeps, args.calibration, **kwargs)
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        if args.json:
+            from fileio import atomic_write_json
+
+            atomic_write_json(args.json, {"int8_scopes": rows})
+        return {"int8_scopes": rows}
     runs = None
     if args.dtype or args.backend:
         backends = args.backend or (["torch"] if where.type == "cuda" else ["torch", "onnxruntime", "openvino"])
@@ -676,7 +813,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 ["fp32"] + (["bf16"] if bf16_unsupported_reason(where) is None else []))
         runs = [(b, d) for b in backends for d in dtypes
                 if not (b == "onnxruntime" and d != "fp32") and not (b != "torch" and where.type == "cuda")
-                and not (d == "fp16" and where.type != "cuda") and not (b == "openvino" and d == "fp16")]
+                and not (d == "fp16" and where.type != "cuda") and not (b == "openvino" and d == "fp16")
+                and not (d in QUANTIZED and b != QUANTIZED[d])]
     compile_modes = [] if args.compile is None else (args.compile or ["default"])
     speed = speed_rows(model, str(where), runs=runs, batches=args.batch, frames=args.frames,
                        full_step=not args.no_full_step, compile=compile_modes)
@@ -692,14 +830,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for row in e2e:
             print(json.dumps(row), flush=True)
     agreement = None
-    if args.agreement:
-        low = next((d for d in args.dtype or [] if d != "fp32"), "fp16" if where.type == "cuda" else "bf16")
-        agreement = lasot_agreement(model, args.agreement, dtype=low, backend=args.agreement_backend,
-                                    device=str(where), compile=compile_modes[0] if compile_modes else False,
-                                    **tracker_kwargs(cfg))
-        print(json.dumps({"agreement": agreement}), flush=True)
+    if args.agreement is not None:
+        lows = [d for d in args.dtype or [] if d != "fp32"] or ["fp16" if where.type == "cuda" else "bf16"]
+        agreement = []
+        for low, root in [(low, root) for low in lows for root in ["demo", *args.agreement]]:
+            backend = QUANTIZED.get(low, args.agreement_backend)
+            extra = {"calibration": args.calibration} if low in QUANTIZED else {}
+            agreement.append(lasot_agreement(model, root, demo_count=args.demo_sequences, dtype=low, backend=backend,
+                                             device=str(where),
+                                             compile=compile_modes[0] if compile_modes and low not in QUANTIZED
+                                             else False, **extra, **tracker_kwargs(cfg)))
+            print(json.dumps({"agreement": agreement[-1]}), flush=True)
     text = "\n\n".join([speed_table(speed)] + ([e2e_table(e2e)] if e2e else [])
-                         + ([agreement_line(agreement)] if agreement else []))
+                         + [agreement_line(a) for a in agreement or []])
     print(text)
     result = {"speed": speed, "end_to_end": e2e, **({"agreement": agreement} if agreement else {})}
     if args.json:

@@ -53,7 +53,24 @@ def test_default_runs_gate_bf16_on_native_support_on_every_device(monkeypatch):
     runs, skipped = track_speed.default_runs(torch.device("cuda"))
     assert runs == [("torch", "fp32"), ("torch", "fp16")] and skipped == ["bf16 rows: no native bf16 here"]
     runs, skipped = track_speed.default_runs(torch.device("cpu"))
-    assert all(d == "fp32" for _, d in runs) and skipped == ["bf16 rows: no native bf16 here"]
+    assert all(d == "fp32" for b, d in runs if (b, d) != ("openvino", "int8"))
+    assert skipped[0] == "bf16 rows: no native bf16 here"
+
+
+def test_default_runs_add_openvino_int8_on_a_cpu_where_nncf_is(monkeypatch):
+    """int8 is one CPU row, OpenVINO's, when openvino and nncf are installed; else the reason is kept."""
+    import importlib.util
+
+    monkeypatch.setattr(track_speed, "bf16_unsupported_reason", lambda where: None)
+    real = importlib.util.find_spec
+    present = all(real(p) is not None for p in ("openvino", "nncf"))
+    runs, skipped = track_speed.default_runs(torch.device("cpu"))
+    assert [r for r in runs if r[1] == "int8"] == ([("openvino", "int8")] if present else [])
+    assert all(d != "int8" for _, d in track_speed.default_runs(torch.device("cuda"))[0])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    runs, skipped = track_speed.default_runs(torch.device("cpu"))
+    assert all(d != "int8" for _, d in runs)
+    assert any("int8 rows: needs openvino and nncf" in reason for reason in skipped)
 
 
 def test_full_step_rows_take_turns_with_the_network_rows_they_are_compared_with(monkeypatch):

@@ -610,9 +610,10 @@ def test_agreement_on_a_lasot_layout(tmp_path):
         np.savetxt(folder / "groundtruth.txt", truth, delimiter=",", fmt="%.6f")
         sequences.append((frames, truth[0], np.loadtxt(folder / "groundtruth.txt", delimiter=",")))
     main(["--config", str(config), "--checkpoint", str(tmp_path / "tracker.pth"), "--dtype", "bf16", "--backend",
-          "torch", "--batch", "1", "--frames", "2", "--threads", "1", "--no-full-step", "--agreement", str(root),
+          "torch", "--batch", "1", "--frames", "2", "--threads", "1", "--no-full-step", "--agreement", str(root), "--demo-sequences", "1",
           "--json", str(tmp_path / "speed.json")])
-    agreement = json.loads((tmp_path / "speed.json").read_text())["agreement"]
+    demo, agreement = json.loads((tmp_path / "speed.json").read_text())["agreement"]
+    assert demo["source"] == "embedded demo sequences" and demo["dtype"] == "bf16"   # always measured first
     expected = bf16_agreement(model, sequences, dtype="bf16", **tracker_kwargs(cfg))
     assert agreement["sequences"] == 2 and agreement["frames"] == 2 * 5 and agreement["frames_on_target"] == 2 * 3
     assert agreement == {"sequences": 2, **expected}

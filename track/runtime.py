@@ -8,8 +8,11 @@ Options are checked here, before any work, with errors that name the option:
   run fp16 and bf16 at the same rate, and fp16 keeps 3 more mantissa bits, so it stays closer to
   fp32); on a CPU bf16 only where it runs natively (AMX or AVX512-BF16), else fp32. What a device
   runs natively is :mod:`engine.precision`'s call.
+  ``"int8"``: the OpenVINO backend only, the step quantized by NNCF (:mod:`track.quantize`); ``auto``
+  never picks it (quantizing needs calibration sequences and minutes, and whether int8 keeps the
+  boxes is a property of the checkpoint, measured by ``benchmarks.track_speed --agreement``).
 * ``backend``: ``"torch"`` (any device), ``"onnxruntime"`` (CPU, fp32) or ``"openvino"`` (CPU, f32 or
-  bf16 inference precision). The two CPU runtimes are imported only when asked for.
+  bf16 inference precision, or int8). The two CPU runtimes are imported only when asked for.
 
 ``StaticStep`` runs a function over static input buffers and, on CUDA, captures it once as a CUDA
 graph that every later call replays (one launch instead of hundreds of small kernels).
@@ -21,12 +24,14 @@ import contextlib
 import functools
 import importlib.util
 import os
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from engine import PRECISIONS, cpu_bf16_native, resolve_device, resolve_precision
+from engine.precision import DTYPES, QUANTIZED, check_quantized, cpu_int8_native
 
 __all__ = ["BACKENDS", "OnnxRuntimeStep", "OpenVinoStep", "StaticStep", "add_runtime_arguments",
            "ieee_fp32", "resolve_backend", "resolve_dtype", "resolve_runtime"]
@@ -55,7 +60,8 @@ def resolve_dtype(dtype: str, device: torch.device, backend: str = "torch",
     """The precision to run: ``"auto"`` resolved, any other name checked by ``engine.resolve_precision``
     (which knows what each device runs natively) and against the runtime.
 
-    Raises ValueError for an unknown precision, fp16 off CUDA and anything but fp32 with onnxruntime;
+    Raises ValueError for an unknown precision, fp16 off CUDA, anything but fp32 with onnxruntime and
+    int8 anywhere but the OpenVINO backend on a CPU with openvino and nncf installed;
     warns when bf16 is asked for where the device only emulates it (a CPU without AMX / AVX512-BF16,
     a GPU before compute capability 8.0: ``cuda_capability``, read from the device when None).
     """
@@ -63,8 +69,17 @@ def resolve_dtype(dtype: str, device: torch.device, backend: str = "torch",
         if device.type == "cuda":
             return "fp16"
         return "bf16" if backend in ("torch", "openvino") and cpu_bf16_native() else "fp32"
+    if dtype in QUANTIZED:
+        check_quantized(dtype, backend, device)
+        from .quantize import check_int8_packages
+
+        check_int8_packages()
+        if not cpu_int8_native():
+            warnings.warn("dtype='int8' on a CPU without VNNI or AMX-INT8 (no 8-bit dot products): the int8 step "
+                          "is emulated and likely slower than fp32", RuntimeWarning, stacklevel=2)
+        return dtype
     if dtype not in PRECISIONS:
-        raise ValueError(f"dtype={dtype!r}: expected 'auto' or one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"dtype={dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
     if backend == "onnxruntime" and dtype != "fp32":
         raise ValueError(f"backend='onnxruntime' runs fp32 only, got dtype={dtype!r}")
     return resolve_precision(dtype, device, option="dtype", cuda_capability=cuda_capability).name
@@ -75,9 +90,10 @@ def resolve_dtype(dtype: str, device: torch.device, backend: str = "torch",
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """The tools' ``--device``, ``--dtype``, ``--backend``, ``--compile`` and ``--no-cuda-graph``."""
     parser.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
                         help="auto: fp16 on CUDA, bf16 on CPUs with AMX / AVX512-BF16, else fp32; "
-                             "fp16 is CUDA only")
+                             "fp16 is CUDA only; int8: --backend openvino, quantized by NNCF on the embedded "
+                             "demo sequences (cached under $LITEVIT_CACHE/track_int8)")
     parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
                         help="network runtime; auto: openvino on a CPU when installed (the fastest there), "
                              "else torch; onnxruntime: CPU fp32")
@@ -222,18 +238,25 @@ def _openvino_core() -> Any:
 
 
 class OpenVinoStep:
-    """An ONNX graph (bytes) compiled by OpenVINO for the CPU.
+    """An ONNX graph (bytes) or an OpenVINO model compiled by OpenVINO for the CPU.
 
-    ``precision``: "fp32" (f32 inference precision, the same maps as PyTorch fp32 up to rounding)
-    or "bf16" (OpenVINO's bf16 inference precision, native on AMX / AVX512-BF16 CPUs).
+    ``precision``: "fp32" (f32 inference precision, the same maps as PyTorch fp32 up to rounding),
+    "bf16" (OpenVINO's bf16 inference precision, native on AMX / AVX512-BF16 CPUs) or "int8" (a model
+    quantized by NNCF, :mod:`track.quantize`: its int8 layers run in int8, the rest (layer norms,
+    softmax, the attention-weighted sum, the layers kept in floating point) in ``int8_float``:
+    "bf16" or "fp32"; None: bf16 where the CPU runs it natively (measured 1.1-1.5x faster than f32
+    there), else f32).
     """
 
-    def __init__(self, graph: bytes, input_names: Sequence[str], precision: str = "fp32") -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"backend='openvino' runs fp32 or bf16, got dtype={precision!r}")
+    def __init__(self, graph: Any, input_names: Sequence[str], precision: str = "fp32",
+                 int8_float: str | None = None) -> None:
+        if precision not in ("fp32", "bf16", "int8"):
+            raise ValueError(f"backend='openvino' runs fp32, bf16 or int8, got dtype={precision!r}")
         core = _openvino_core()
-        model = core.read_model(graph)
-        config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16",
+        model = core.read_model(graph) if isinstance(graph, bytes) else graph
+        if precision == "int8":
+            precision = int8_float or ("bf16" if cpu_bf16_native() else "fp32")
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "INFERENCE_NUM_THREADS": _threads(), "PERFORMANCE_HINT": "LATENCY",
                   "NUM_STREAMS": 1}
         self.compiled = core.compile_model(model, "CPU", config)

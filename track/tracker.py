@@ -35,6 +35,7 @@ import copy
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
@@ -48,6 +49,7 @@ from engine import PRECISIONS, autocast, resolve_device
 
 from .model import OneStreamTracker
 from .processing import CropBox, _as_rgb, clip_box, crop_and_resize, hann_window_2d, map_crop_box_to_image
+from .quantize import weights_digest
 from .runtime import OnnxRuntimeStep, OpenVinoStep, StaticStep, ieee_fp32, resolve_backend, resolve_dtype
 
 __all__ = ["COMPILE_MODES", "BatchedTracker", "InferenceNetwork", "LocateStep", "Tracker", "check_box", "check_image"]
@@ -120,11 +122,15 @@ class InferenceNetwork(nn.Module):
         ce_keep_ratio: the CE keep ratio (default: the model's).
         window: multiply the score map by the Hann window (the protocol; off only for ablations).
         cuda_graph: on CUDA, capture the step as a CUDA graph (False: launch it eagerly).
+        calibration: dtype "int8": the LaSOT-layout folder whose sequences calibrate the quantization
+            (None: the embedded demo sequences); ``int8_cache``: where quantized models are cached
+            (None: ``$LITEVIT_CACHE/track_int8``). See :mod:`track.quantize`.
     """
 
     def __init__(self, model: OneStreamTracker, dtype: str = "fp32", compile: bool | str = False,
                  backend: str = "torch", ce_keep_ratio: float | None = None, device: str | torch.device = "cpu",
-                 window: bool = True, cuda_graph: bool = True) -> None:
+                 window: bool = True, cuda_graph: bool = True, calibration: str | Path | None = None,
+                 int8_cache: str | Path | None = None, factors: tuple[float, float] = (2.0, 4.0)) -> None:
         super().__init__()
         if compile is True:
             compile = "default"
@@ -136,6 +142,7 @@ class InferenceNetwork(nn.Module):
         if compile and (self.backend != "torch" or self.device.type != "cpu"):
             raise ValueError(f"compile={compile!r} is for backend='torch' on a CPU (got backend={self.backend!r}, "
                              f"device={str(self.device)!r}); on CUDA the step runs as a CUDA graph")
+        self.weights = weights_digest(model) if self.dtype == "int8" else None
         net = copy.deepcopy(model).float().eval().requires_grad_(False)
         net.fast_ce = True
         proj = net.backbone.patch_embed.proj
@@ -165,7 +172,9 @@ class InferenceNetwork(nn.Module):
         self._steps: dict[int, Callable] = {}
         self._host: torch.Tensor | None = None       # search crops, pinned on CUDA
         self._host_out: torch.Tensor | None = None   # step outputs, pinned on CUDA
-        self.runtime = self._export_runtime(self.step, ["packed"]) if self.backend != "torch" else None
+        self.int8_source: str | None = None
+        self.runtime = (self._export_runtime(self.step, ["packed"], (calibration, int8_cache, factors, window))
+                        if self.backend != "torch" else None)
 
     @property
     def window(self) -> torch.Tensor | None:
@@ -178,8 +187,9 @@ class InferenceNetwork(nn.Module):
         search = torch.zeros(batch, self.search_size, self.search_size, 3, dtype=torch.uint8)
         return tokens, search
 
-    def _export_runtime(self, module: nn.Module, output_names: list[str]) -> Any:
-        """``module`` (on the CPU, fp32) exported to ONNX with a dynamic batch, for the CPU runtime."""
+    def _export_runtime(self, module: nn.Module, output_names: list[str], int8: tuple) -> Any:
+        """``module`` (on the CPU, fp32) exported to ONNX with a dynamic batch, for the CPU runtime
+        (for int8: quantized, or read from the cache, by :func:`track.quantize.quantized_step`)."""
         from .onnx_export import export_module_bytes
 
         with torch.no_grad():
@@ -187,7 +197,24 @@ class InferenceNetwork(nn.Module):
                                         dynamic_batch=True)
         if self.backend == "onnxruntime":
             return OnnxRuntimeStep(graph, ["template_tokens", "search"])
+        if self.dtype == "int8":
+            graph = self._quantized(graph, *int8)
         return OpenVinoStep(graph, ["template_tokens", "search"], self.dtype)
+
+    def _quantized(self, graph: bytes, calibration: str | Path | None, cache: str | Path | None,
+                   factors: tuple[float, float], window: bool) -> Any:
+        from .quantize import calibration_set, quantized_step
+
+        pairs = calibration_set(calibration, self.template_size, self.search_size, *factors)
+
+        def samples() -> list[dict[str, np.ndarray]]:
+            return [{"template_tokens": self.template_tokens(t).cpu().numpy(), "search": s[None]}
+                    for t, s in zip(pairs.templates, pairs.searches)]
+
+        export = {"template_size": self.template_size, "search_size": self.search_size, "window": window,
+                  "ce_keep_ratio": self.ce_keep_ratio, "factors": list(factors)}
+        model, self.int8_source = quantized_step(graph, self.weights, export, pairs, samples, cache_dir=cache)
+        return model
 
     @property
     def fixed_shapes(self) -> bool:
@@ -323,7 +350,8 @@ class BatchedTracker:
                  search_factor: float = 4.0, template_size: int | None = None, search_size: int | None = None,
                  dtype: str = "fp32", lost_threshold: float = 0.2, ce_keep_ratio: float | None = None,
                  window: bool = True, compile: bool | str = False, backend: str = "torch",
-                 device: str | torch.device = "auto", cuda_graph: bool = True, crop_threads: int = 0) -> None:
+                 device: str | torch.device = "auto", cuda_graph: bool = True, crop_threads: int = 0,
+                 calibration: str | Path | None = None, int8_cache: str | Path | None = None) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
         template_size = model.template_size if template_size is None else template_size
@@ -331,7 +359,8 @@ class BatchedTracker:
         if (template_size, search_size) != (model.template_size, model.search_size):
             raise ValueError(f"crop sizes {template_size}/{search_size} differ from the model's "
                              f"{model.template_size}/{model.search_size}")
-        self.network = InferenceNetwork(model, dtype, compile, backend, ce_keep_ratio, device, window, cuda_graph)
+        self.network = InferenceNetwork(model, dtype, compile, backend, ce_keep_ratio, device, window, cuda_graph,
+                                        calibration, int8_cache, (float(template_factor), float(search_factor)))
         self.network.max_batch = slots
         self.slots = slots
         self.template_factor, self.search_factor = float(template_factor), float(search_factor)
@@ -456,8 +485,9 @@ class Tracker:
         compile: CPU only: run the per-frame step through ``torch.compile`` with frozen weights
             (needs a C++ compiler): True / "default" (the first tracked frame then takes about
             15 s) or "max-autotune" (about 1 min; the fastest bf16 mode).
-        backend: "torch", "onnxruntime" (CPU, fp32) or "openvino" (CPU, fp32 / bf16).
+        backend: "torch", "onnxruntime" (CPU, fp32) or "openvino" (CPU, fp32 / bf16 / int8).
         device: "auto" (default: the GPU when torch sees one), "cpu", "cuda" or "cuda:<i>".
+        calibration, int8_cache: dtype "int8" only, see ``InferenceNetwork``.
         cuda_graph: on CUDA, replay the step as a captured CUDA graph (default) or launch it eagerly.
     """
 
@@ -465,11 +495,13 @@ class Tracker:
                  template_size: int | None = None, search_size: int | None = None, dtype: str = "fp32",
                  lost_threshold: float = 0.2, ce_keep_ratio: float | None = None, window: bool = True,
                  compile: bool | str = False, backend: str = "torch", device: str | torch.device = "auto",
-                 cuda_graph: bool = True) -> None:
+                 cuda_graph: bool = True, calibration: str | Path | None = None,
+                 int8_cache: str | Path | None = None) -> None:
         self.tracks = BatchedTracker(model, 1, template_factor=template_factor, search_factor=search_factor,
                                      template_size=template_size, search_size=search_size, dtype=dtype,
                                      lost_threshold=lost_threshold, ce_keep_ratio=ce_keep_ratio, window=window,
-                                     compile=compile, backend=backend, device=device, cuda_graph=cuda_graph)
+                                     compile=compile, backend=backend, device=device, cuda_graph=cuda_graph,
+                                     calibration=calibration, int8_cache=int8_cache)
         self.network = self.tracks.network
         self.dtype, self.device = self.tracks.dtype, self.tracks.device
         self.lost_threshold = self.tracks.lost_threshold

@@ -1,0 +1,272 @@
+"""The int8 precision of the tracker's OpenVINO backend (``track.quantize``): options, quantized maps
+against fp32, batched against one at a time, the cache key, calibration input errors, agreement figures.
+
+Quantization runs on the tiny synthetic tracker config (4 blocks, 64 / 128 px crops): seconds each.
+Skips where openvino or nncf is not installed.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+import engine.precision  # noqa: E402
+from engine.precision import DTYPES, resolve_precision  # noqa: E402
+from track import quantize as quantize_module  # noqa: E402
+from track import runtime  # noqa: E402
+from track.quantize import calibration_set, quantize, quantized_step, weights_digest  # noqa: E402
+from track.runtime import OpenVinoStep, resolve_dtype, resolve_runtime  # noqa: E402
+from track.tracker import InferenceNetwork  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs/track/vit_tiny_ce_tiny_synthetic.py"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from track.config import load_config, model_from_checkpoint
+
+    torch.manual_seed(0)
+    return model_from_checkpoint(load_config(CONFIG), None)[0].eval()
+
+
+@pytest.fixture(scope="module")
+def int8_network(model, tmp_path_factory):
+    return InferenceNetwork(model, "int8", backend="openvino", int8_cache=tmp_path_factory.mktemp("int8"))
+
+
+def _crops(model, count: int = 6, seed: int = 7):
+    """Template tokens input and search crops cut from a demo sequence no calibration pair comes from."""
+    from track.processing import crop_and_resize
+
+    frames, first, truth = _demo(seed, count + 1)
+    template = crop_and_resize(frames[0], first, 2.0, model.template_size).image
+    crops = np.stack([crop_and_resize(frames[i], truth[i - 1], 4.0, model.search_size).image
+                      for i in range(1, count + 1)])
+    return template, crops
+
+
+def _demo(seed: int, frames: int):
+    import cv2
+
+    from benchmarks.demo_data.lasot import synthesize_sequence
+
+    demo = synthesize_sequence(np.random.default_rng(seed), frames, (320, 240))
+    truth = demo.gt_boxes.astype(np.float64)
+    return [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in demo.frames], truth[0], truth
+
+
+# ---------------------------------------------------------------------------- options
+
+def test_int8_is_an_openvino_cpu_precision(monkeypatch):
+    cpu = torch.device("cpu")
+    assert "int8" in DTYPES
+    assert resolve_dtype("int8", cpu, "openvino") == "int8"
+    for backend in ("torch", "onnxruntime"):
+        with pytest.raises(ValueError, match=rf"dtype='int8' is post-training quantization by the openvino backend.*"
+                                             rf"got backend='{backend}'"):
+            resolve_dtype("int8", cpu, backend)
+    with pytest.raises(ValueError, match="dtype='int8'.*got backend='openvino' on cuda:0"):
+        resolve_dtype("int8", torch.device("cuda", 0), "openvino")
+    with pytest.raises(ValueError, match="precision='int8' is post-training quantization.*not a torch precision"):
+        resolve_precision("int8", cpu)
+    assert resolve_dtype("auto", cpu, "openvino") in ("fp32", "bf16")          # auto never quantizes
+    assert resolve_runtime("cpu", "int8", "auto") == ("cpu", "int8", "openvino")
+    with pytest.raises(SystemExit, match="--dtype 'int8' is post-training quantization"):
+        resolve_runtime("cpu", "int8", "torch")
+    monkeypatch.setattr(engine.precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    with pytest.warns(RuntimeWarning, match="dtype='int8' on a CPU without VNNI or AMX-INT8"):
+        assert resolve_dtype("int8", cpu, "openvino") == "int8"
+    monkeypatch.setattr(engine.precision, "cpu_flags", lambda: frozenset({"avx2", "avx_vnni"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_dtype("int8", cpu, "openvino") == "int8"
+    real = runtime.importlib.util.find_spec
+    monkeypatch.setattr(quantize_module.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "nncf" else real(name, *args))
+    with pytest.raises(SystemExit, match=r"--dtype 'int8' needs nncf \(pip install nncf\)"):
+        resolve_runtime("cpu", "int8", "openvino")
+
+
+def test_tools_accept_int8():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    runtime.add_runtime_arguments(parser)
+    assert parser.parse_args(["--dtype", "int8"]).dtype == "int8"
+
+
+def test_cpu_int8_flags():
+    assert engine.precision.cpu_int8_native(frozenset({"avx512f", "avx512_vnni"}))
+    assert engine.precision.cpu_int8_native(frozenset({"amx_int8"}))
+    assert not engine.precision.cpu_int8_native(frozenset({"avx2", "fma"}))
+
+
+# ---------------------------------------------------------------------------- the quantized step
+
+class _Maps(torch.nn.Module):
+    """The step up to the three head maps (score, offset, size), concatenated on channels."""
+
+    def __init__(self, network: InferenceNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
+        from track.tracker import _pixels
+
+        maps = self.network.net.forward_tokens(template_tokens, _pixels(search), 1.0, details=False)
+        return torch.cat([maps["score_map"], maps["offset_map"], maps["size_map"]], dim=1)
+
+
+def test_quantized_maps_follow_fp32(model):
+    """The int8 maps (score, offset, size) of a random tiny tracker without candidate elimination (whose
+    token choice flips on near ties and would move whole regions) follow fp32 on crops of a sequence the
+    calibration never saw: each map within 30% of its fp32 range everywhere, 8% on average, correlation
+    above 0.95 (measured: at most 21%, 3 to 6% on average, 0.97); and they are not the fp32 maps (the graph holds
+    FakeQuantize ops and the maps differ), so the test sees int8."""
+    from track.onnx_export import export_module_bytes
+
+    network = InferenceNetwork(model, "fp32", backend="openvino", ce_keep_ratio=1.0)
+    with torch.no_grad():
+        graph = export_module_bytes(_Maps(network), network._example(), ["template_tokens", "search"], ["maps"],
+                                    dynamic_batch=True)
+    pairs = calibration_set(None, model.template_size, model.search_size, sequences=2, pairs_per_sequence=6)
+    samples = [{"template_tokens": network.template_tokens(t).numpy(), "search": s[None]}
+               for t, s in zip(pairs.templates, pairs.searches)]
+    quantized = quantize(graph, samples)
+    assert sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops()) > 10
+    template, crops = _crops(model)
+    tokens = np.repeat(network.template_tokens(template).numpy(), len(crops), 0)
+    fp32 = OpenVinoStep(graph, ["template_tokens", "search"], "fp32")(tokens, crops)[0]
+    int8 = OpenVinoStep(quantized, ["template_tokens", "search"], "int8")(tokens, crops)[0]
+    error = np.abs(int8 - fp32)
+    for channel, name in enumerate(("score", "offset x", "offset y", "size w", "size h")):
+        spread = np.ptp(fp32[:, channel])
+        worst, mean = error[:, channel].max() / spread, error[:, channel].mean() / spread
+        correlation = np.corrcoef(fp32[:, channel].ravel(), int8[:, channel].ravel())[0, 1]
+        assert worst < 0.3 and mean < 0.08 and correlation > 0.95, (name, worst, mean, correlation)
+    assert error.mean() > 1e-5
+
+
+def test_batched_int8_equals_one_at_a_time(model, int8_network):
+    template, crops = _crops(model, 5, seed=11)
+    tokens = int8_network.template_tokens(template)
+    boxes, peaks = int8_network.locate(tokens, crops)
+    for index, crop in enumerate(crops):
+        box, peak = int8_network.locate(tokens, crop)
+        np.testing.assert_allclose(box[0], boxes[index], atol=1e-5)
+        np.testing.assert_allclose(peak[0], peaks[index], atol=1e-5)
+    tracker_boxes = InferenceNetwork(model, "fp32", backend="openvino").locate(tokens, crops)[0]
+    assert not np.array_equal(tracker_boxes, boxes)                              # int8, not fp32
+
+
+# ---------------------------------------------------------------------------- the cache
+
+def test_cache_key_follows_checkpoint_and_calibration(model, tmp_path):
+    """The same checkpoint and calibration reads the cache; another calibration set, or a slot written
+    for another checkpoint, is quantized again with a warning that names what changed."""
+    from benchmarks.demo_data.lasot import make_lasot_dataset
+
+    import copy
+
+    moved = copy.deepcopy(model)                                                 # one weight moved a little
+    with torch.no_grad():
+        moved.head.score[-1].bias.add_(1e-6)
+    assert weights_digest(moved) != weights_digest(model)
+    assert weights_digest(copy.deepcopy(model)) == weights_digest(model)
+
+    root = tmp_path / "lasot"
+    make_lasot_dataset(root, ("car",), seqs_per_class=1, num_frames=4, size=(160, 120), write_training_set=False)
+    a = calibration_set(root, model.template_size, model.search_size)
+    b = calibration_set(root, model.template_size, model.search_size)
+    assert a.digest == b.digest and len(a) == 3
+    frame = next((root / "car").glob("*/img/00000002.jpg"))
+    frame.write_bytes(frame.read_bytes() + b"\0")                               # same pixels, other file
+    c = calibration_set(root, model.template_size, model.search_size)
+    assert c.digest != a.digest
+    assert calibration_set(None, model.template_size, model.search_size).digest != a.digest
+
+    from track.onnx_export import export_module_bytes
+
+    class Small(torch.nn.Module):                 # any graph will do: the key, not the network, is tested
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 4)
+
+        def forward(self, template_tokens: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
+            return self.linear(search.float().mean(dim=(1, 2))) + template_tokens.mean(dim=(1, 2))[:, None]
+
+    with torch.no_grad():
+        graph = export_module_bytes(Small(), (torch.zeros(1, 4, 8), torch.zeros(1, 16, 16, 3, dtype=torch.uint8)),
+                                    ["template_tokens", "search"], ["packed"], dynamic_batch=True)
+    calls = []
+
+    def samples(pairs):
+        def make():
+            calls.append(pairs.digest)
+            return [{"template_tokens": np.full((1, 4, 8), i, np.float32), "search": s[None, :16, :16]}
+                    for i, s in enumerate(pairs.searches)]
+        return make
+
+    digest, cache = weights_digest(model), tmp_path / "cache"
+    _, source = quantized_step(graph, digest, {"x": 1}, a, samples(a), cache_dir=cache)
+    assert "quantized" in source and calls == [a.digest]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, source = quantized_step(graph, digest, {"x": 1}, b, samples(b), cache_dir=cache)
+    assert "from the cache" in source and len(calls) == 1
+    with pytest.warns(RuntimeWarning, match="quantized for another the calibration set: quantizing again"):
+        _, source = quantized_step(graph, digest, {"x": 1}, c, samples(c), cache_dir=cache)
+    assert "re-quantized" in source and calls[-1] == c.digest
+    slot = next(cache.iterdir())
+    key = json.loads((slot / "key.json").read_text())
+    key["weights"] = weights_digest(moved)                                       # a slot of another checkpoint
+    (slot / "key.json").write_text(json.dumps(key))
+    with pytest.warns(RuntimeWarning, match="another the checkpoint"):
+        quantized_step(graph, digest, {"x": 1}, c, samples(c), cache_dir=cache)
+    assert len(calls) == 3 and not list(cache.glob(".*"))                        # no temporary left behind
+
+
+def test_calibration_folder_errors(tmp_path, model):
+    sizes = (model.template_size, model.search_size)
+    with pytest.raises(FileNotFoundError, match=f"calibration folder not found: {tmp_path / 'missing'}"):
+        calibration_set(tmp_path / "missing", *sizes)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no LaSOT-layout sequence"):
+        calibration_set(tmp_path / "empty", *sizes)
+    flat = tmp_path / "flat"
+    (flat / "img").mkdir(parents=True)                                           # one sequence, no class folder
+    (flat / "groundtruth.txt").write_text("1,1,10,10\n")
+    with pytest.raises(ValueError, match=f"calibration folder {flat} holds no LaSOT-layout sequence"):
+        calibration_set(flat, *sizes)
+
+
+# ---------------------------------------------------------------------------- agreement figures
+
+def test_agreement_auc_and_usable_from_known_boxes():
+    from benchmarks.track_speed import agreement_from_boxes
+
+    fp32 = np.array([[0, 0, 10, 10]] * 4, dtype=float)
+    free = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [5, 0, 10, 10], [5, 0, 10, 10]], dtype=float)
+    truth = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [30, 30, 10, 10], [0, 0, 10, 10]], dtype=float)
+    result = agreement_from_boxes(fp32, fp32, free, truth)
+    # fp32 vs truth: IoU 1, 1, 0, 1 -> above 20 of the 21 thresholds (not 1.0) on 3 frames
+    assert result["auc_fp32"] == pytest.approx(100 * 3 * 20 / (4 * 21))
+    # free vs truth: 1, 1/3, 0, 1/3 -> 20 + 7 (thresholds 0 .. 0.30) + 0 + 7
+    assert result["auc_free_running"] == pytest.approx(100 * 34 / 84)
+    assert result["auc_diff_points"] == pytest.approx(100 * (34 - 60) / 84)
+    assert result["mean_iou_per_frame"] == 1.0 and result["usable"] is False    # AUC off by 31 points
+    near = fp32 + [0.2, 0, 0, 0]                                                 # IoU 9.8 / 10.2 = 0.961
+    result = agreement_from_boxes(fp32, near, fp32, truth)
+    assert result["mean_iou_per_frame"] == pytest.approx(9.8 / 10.2) and result["auc_diff_points"] == 0
+    assert result["usable"] is True
+    result = agreement_from_boxes(fp32, fp32 + [0.5, 0, 0, 0], fp32, truth)    # IoU 9.5 / 10.5 = 0.905
+    assert result["usable"] is False

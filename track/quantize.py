@@ -1,0 +1,252 @@
+"""INT8 tracker step for the OpenVINO backend: NNCF post-training quantization, calibrated and cached.
+
+The step the CPU runtimes run (template tokens and uint8 search crops in, box and peak out, dynamic
+batch) is exported to ONNX, read by OpenVINO and quantized by NNCF (``nncf.quantize``, transformer
+preset: symmetric weights, asymmetric activations, fast bias correction) on template/search pairs
+cut from a few sequences:
+
+* :func:`calibration_set`: pairs from a LaSOT-layout folder (the template from the first visible
+  frame, each search region around the target's previous ground-truth box, as the tracker would
+  cut it), or from the embedded demo sequences when no folder is given. The set is identified by
+  its file list and the SHA-256 of every file it read (or of every generated frame).
+* :data:`KEEP_FLOAT`: groups of layers that may stay in floating point (NNCF's ignored scope);
+  :data:`DEFAULT_KEEP` (the box heads) chosen by measurement (``benchmarks.track_speed --int8-scopes``).
+* :func:`quantized_step`: the quantized OpenVINO model, read from the cache when its key matches
+  (checkpoint digest, export settings, calibration digest, ignored scope, openvino and nncf versions)
+  and re-quantized otherwise, with a warning naming what changed; never a model from another key.
+  The cache lives under ``$LITEVIT_CACHE/track_int8/<checkpoint digest>/`` and is written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from fileio import atomic_dir
+
+from .processing import crop_and_resize
+
+__all__ = ["KEEP_FLOAT", "CalibrationSet", "calibration_set", "check_int8_packages", "default_cache_dir",
+           "quantized_step", "weights_digest"]
+
+RECIPE = 1   # bump when the quantization recipe below changes (invalidates every cached model)
+# Groups of layers that may stay in floating point, as regular expressions over the node names of the
+# exported graph (NNCF's ignored scope; names as OpenVINO reads the ONNX export):
+# * heads_last: the last convolution of each head branch (its outputs are the score map, the box
+#   offsets and sizes themselves); heads: every head convolution;
+# * ce_scores: the candidate-elimination scores (the template centre's attention to the search
+#   tokens, which decides the tokens kept) and the gathers / scatter of kept tokens;
+# * attn_scores: every block's query-key product (the softmax's input).
+KEEP_FLOAT: dict[str, tuple[str, ...]] = {
+    "heads_last": (r".*/(score|offset|size)\.\d+/Conv/WithoutBiases$",),
+    "heads": (r".*/(score|offset|size)[./].*Conv/WithoutBiases$", r"/Conv_\d+/WithoutBiases$"),
+    "ce_scores": (r"/MatMul(_\d+)?$", r"/Gather_\d+$", r"/ScatterElements(_\d+)?$"),
+    "attn_scores": (r".*/attn/MatMul$",),
+}
+# Measured (``--int8-scopes`` on a briefly trained ViT-Tiny tracker, 137 crops of the demo sequences,
+# same-input box IoU against OpenVINO fp32): nothing kept float 0.827 mean IoU (62% of crops below 0.9),
+# heads_last 0.938 (15%), every head convolution 0.990 (0.7%, peak error 10x smaller); ce_scores and
+# attn_scores change nothing measurable (0.827). So the heads stay float (bf16 where native).
+DEFAULT_KEEP = ("heads",)
+_KEY_FIELDS = ("weights", "export", "calibration", "ignored_scope", "openvino", "nncf", "recipe")
+
+
+def check_int8_packages() -> None:
+    """Raise ValueError naming what is missing when int8 cannot run (OpenVINO or NNCF not installed)."""
+    missing = [name for name in ("openvino", "nncf") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"dtype='int8' needs {' and '.join(missing)} (pip install {' '.join(missing)}): "
+                         "the step is quantized by NNCF and run by OpenVINO")
+
+
+def default_cache_dir() -> Path:
+    """``$LITEVIT_CACHE/track_int8`` (default ``~/.cache/litevit/track_int8``)."""
+    return Path(os.environ.get("LITEVIT_CACHE", Path.home() / ".cache" / "litevit")) / "track_int8"
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and values): the checkpoint's identity."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class CalibrationSet:
+    """Template/search crop pairs (uint8 RGB) and what they were cut from.
+
+    ``files``: (name, SHA-256 of the content) of every file read (or generated frame), the set's identity."""
+
+    templates: list[np.ndarray] = field(repr=False)
+    searches: list[np.ndarray] = field(repr=False)
+    source: str
+    files: list[tuple[str, str]] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.searches)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps([self.source, self.files]).encode()).hexdigest()
+
+
+def _pairs_from_sequence(frames: Callable[[int], np.ndarray], boxes: np.ndarray, visible: np.ndarray, pairs: int,
+                         sizes: tuple[int, int], factors: tuple[float, float]) -> tuple[list, list, list[int]]:
+    """One template (first visible frame) and up to ``pairs`` search crops around the previous frame's
+    box, on frames spread evenly over the visible ones; returns (templates, searches, frames read)."""
+    shown = np.flatnonzero(visible)
+    if len(shown) < 2:
+        return [], [], []
+    first = int(shown[0])
+    later = shown[shown > first]
+    picks = sorted({int(later[i]) for i in np.linspace(0, len(later) - 1, min(pairs, len(later))).round().astype(int)})
+    template = crop_and_resize(frames(first), boxes[first], factors[0], sizes[0]).image
+    searches = []
+    for index in picks:
+        previous = index - 1 if visible[index - 1] else index
+        searches.append(crop_and_resize(frames(index), boxes[previous], factors[1], sizes[1]).image)
+    return [template] * len(searches), searches, [first, *picks]
+
+
+def calibration_set(root: str | Path | None, template_size: int, search_size: int, template_factor: float = 2.0,
+                    search_factor: float = 4.0, sequences: int = 4, pairs_per_sequence: int = 8) -> CalibrationSet:
+    """Calibration pairs from ``sequences`` sequences of a LaSOT-layout folder (spread over its sorted
+    sequence list), or from as many embedded demo sequences when ``root`` is None.
+
+    Raises FileNotFoundError / ValueError naming the folder when it is missing, holds no
+    ``<class>/<class>-<id>/groundtruth.txt`` sequence, or no sequence with two visible frames."""
+    sizes, factors = (template_size, search_size), (template_factor, search_factor)
+    templates: list[np.ndarray] = []
+    searches: list[np.ndarray] = []
+    files: list[tuple[str, str]] = []
+    if root is None:
+        import cv2
+
+        from benchmarks.demo_data.lasot import PATTERNS, SHAPES, synthesize_sequence
+
+        for seed in range(sequences):
+            demo = synthesize_sequence(np.random.default_rng(1000 + seed), 24, (320, 240), SHAPES[seed % len(SHAPES)],
+                                       PATTERNS[seed % len(PATTERNS)])
+            rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in demo.frames]
+            boxes = demo.gt_boxes.astype(np.float64)
+            visible = ~demo.out_of_view & ~demo.full_occlusion & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+            t, s, used = _pairs_from_sequence(rgb.__getitem__, boxes, visible, pairs_per_sequence, sizes, factors)
+            templates += t
+            searches += s
+            files += [(f"demo-{seed}/{i:08d}", hashlib.sha256(rgb[i].tobytes()).hexdigest()) for i in used]
+        return CalibrationSet(templates, searches, "embedded demo sequences", files)
+    from .datasets.lasot import list_sequences, load_sequence, sequence_class
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"calibration folder not found: {root}")
+    names = list_sequences(root)
+    if not names:
+        raise ValueError(f"calibration folder {root} holds no LaSOT-layout sequence: expected "
+                         "<class>/<class>-<id>/groundtruth.txt with img/00000001.jpg ... beside it")
+    chosen = [names[int(i)] for i in np.unique(np.linspace(0, len(names) - 1, min(sequences, len(names))).round())]
+    for name in chosen:
+        sequence = load_sequence(root / sequence_class(name) / name)
+        t, s, used = _pairs_from_sequence(sequence.image, sequence.gt_boxes, sequence.visible, pairs_per_sequence,
+                                          sizes, factors)
+        templates += t
+        searches += s
+        folder = sequence.path.relative_to(root)
+        files.append((str(folder / "groundtruth.txt"), _sha256_file(sequence.path / "groundtruth.txt")))
+        files += [(str(folder / "img" / sequence.frames[i].name), _sha256_file(sequence.frames[i])) for i in used]
+    if not searches:
+        raise ValueError(f"calibration folder {root}: none of {', '.join(chosen)} has two frames with the target "
+                         "visible, so no template/search pair can be cut")
+    return CalibrationSet(templates, searches, str(root.resolve()), files)
+
+
+def _versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in ("openvino", "nncf")}
+
+
+def _ignored_scope(keep: Sequence[str]) -> Any:
+    import nncf
+
+    unknown = [name for name in keep if name not in KEEP_FLOAT]
+    if unknown:
+        raise ValueError(f"int8 keep-float groups {unknown}: expected names from {list(KEEP_FLOAT)}")
+    patterns = [pattern for name in keep for pattern in KEEP_FLOAT[name]]
+    return nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else nncf.IgnoredScope()
+
+
+def quantize(graph: bytes, samples: Sequence[Mapping[str, np.ndarray]], keep: Sequence[str] = DEFAULT_KEEP) -> Any:
+    """The ONNX step ``graph`` read by OpenVINO and quantized by NNCF on ``samples`` (input dicts)."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(graph)
+    return nncf.quantize(model, nncf.Dataset(list(samples)), model_type=nncf.ModelType.TRANSFORMER,
+                         subset_size=len(samples), ignored_scope=_ignored_scope(keep))
+
+
+def _stale_reason(found: Mapping[str, Any], key: Mapping[str, Any]) -> str | None:
+    changed = [name for name in _KEY_FIELDS if found.get(name) != key[name]]
+    if not changed:
+        return None
+    what = {"weights": "the checkpoint", "export": "the export settings", "calibration": "the calibration set",
+            "ignored_scope": "the layers kept in floating point", "openvino": "the openvino version",
+            "nncf": "the nncf version", "recipe": "the quantization recipe"}
+    return ", ".join(f"{what[name]} ({found.get(name)!r} -> {key[name]!r})" if name in ("openvino", "nncf") else what[name]
+                     for name in changed)
+
+
+def quantized_step(graph: bytes, weights: str, export: Mapping[str, Any], calibration: CalibrationSet,
+                   samples: Callable[[], Sequence[Mapping[str, np.ndarray]]], keep: Sequence[str] = DEFAULT_KEEP,
+                   cache_dir: str | Path | None = None) -> tuple[Any, str]:
+    """The int8 OpenVINO model of ``graph``; returns (model, where it came from: cache or quantized and why).
+
+    ``weights``: :func:`weights_digest` of the checkpoint; ``export``: the settings that shape the graph;
+    ``samples``: builds the calibration inputs (called only when quantizing). The cache slot is
+    ``cache_dir/<weights[:16]>``; its ``key.json`` must equal this key in full, else the model is
+    quantized again (a RuntimeWarning names what changed) and the slot replaced atomically."""
+    import openvino as ov
+
+    check_int8_packages()
+    key = {"weights": weights, "export": dict(export), "calibration": calibration.digest,
+           "calibration_files": len(calibration.files), "ignored_scope": list(keep), **_versions(), "recipe": RECIPE}
+    key = json.loads(json.dumps(key))
+    slot = Path(cache_dir or default_cache_dir()) / weights[:16]
+    found = None
+    if (slot / "key.json").is_file():
+        try:
+            found = json.loads((slot / "key.json").read_text())
+        except (OSError, ValueError) as error:
+            warnings.warn(f"int8 cache {slot / 'key.json'} unreadable ({error}): quantizing again", RuntimeWarning,
+                          stacklevel=2)
+    if found is not None:
+        reason = _stale_reason(found, key)
+        if reason is None and (slot / "model.xml").is_file() and (slot / "model.bin").is_file():
+            return ov.Core().read_model(slot / "model.xml"), f"int8 model from the cache {slot}"
+        warnings.warn(f"int8 cache {slot} was quantized for another {reason or 'model (files missing)'}: "
+                      "quantizing again", RuntimeWarning, stacklevel=2)
+    model = quantize(graph, samples(), keep)
+    with atomic_dir(slot) as temp:
+        ov.save_model(model, temp / "model.xml", compress_to_fp16=False)
+        (temp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
+    why = "re-quantized" if found is not None else "quantized"
+    return model, f"int8 model {why} on {len(calibration)} pairs from {calibration.source}, cached in {slot}"
