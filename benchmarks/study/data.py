@@ -58,11 +58,12 @@ def static_box_results(lasot_root: Path, out: Path) -> Path:
     """Frame 1's ground-truth box repeated on every frame of every test sequence, written as a
     tracker's result folder: the floor a tracker has to beat."""
     from evaluation.annotations import read_boxes, sequence_class
+    from evaluation.baselines import static_box_boxes
     from track.datasets.lasot import list_sequences
 
     for name in list_sequences(lasot_root, "test"):
         gt = read_boxes(lasot_root / sequence_class(name) / name / "groundtruth.txt")
-        rows = np.repeat(gt[:1], len(gt), axis=0)
+        rows = static_box_boxes(gt)
         atomic_write_text(out / f"{name}.txt", "".join(",".join(f"{v:.4f}" for v in r) + "\n" for r in rows))
     return out
 

@@ -84,7 +84,7 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     track_md, track, sentences["lasot"], plots = lasot_table(
         {names[r]: Path(summaries[f"track-test-{r}"]["results"]) for r in settings.recipes}, lasot_root,
         "Tracking photo sequences (LaSOT layout and protocol, objects and scenes from the photos' held-out "
-        f"regions; tracker with 64/128 px crops; fps = frames / second while tracking them, {threads} threads, "
+        f"regions; tracking probe: the pre-trained backbone frozen, the centre head trained, 64/128 px crops; fps = frames / second while tracking them, {threads} threads, "
         "timed alongside whatever else ran on the machine: the track section times speed under control)",
         fps={names[r]: summaries[f"track-test-{r}"]["fps"] for r in settings.recipes},
         baseline=(STATIC_BOX, static), plots=study_out / "lasot_plots")

@@ -25,7 +25,7 @@ TEACHER_CONFIG = CONFIGS / "pretrain" / "mae_vit_small-d4_teacher_photos-64px.py
 PROBE_CONFIG = CONFIGS / "linprobe_vit_tiny-d4_photos-64px.py"
 FINETUNE_CONFIG = CONFIGS / "finetune_vit_tiny-d4_photos-64px.py"
 SEG_CONFIG = CONFIGS / "seg" / "upernet_vit-tiny-d4_photos-64x64.py"
-TRACK_CONFIG = CONFIGS / "track" / "vit_tiny-d4_ce_photos.py"
+TRACK_CONFIG = CONFIGS / "track" / "vit_tiny-d4_probe_photos.py"  # the tracking probe: frozen backbone
 BACKBONE = dict(arch="vit_tiny", depth=4, img_size=64)  # what every recipe trains and every task starts from
 
 
@@ -152,7 +152,7 @@ class StudySettings:
         num_train=96, num_val=24, size=(128, 96), seed=0))
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     estimates: Mapping[str, float] = field(default_factory=lambda: dict(
-        photos=2, ade20k=1, lasot=2, seg=22, track_train=22, track_test=10, sizes=8))
+        photos=2, ade20k=1, lasot=2, seg=22, track_train=50, track_test=6, sizes=8))
     speed: float = 1.0
     title: str = "embedded study"
 
