@@ -254,7 +254,8 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
         variants += [("torch", d, False, False) for d in precisions if ("torch", d) in available]
     rows, calls, meta = [], {}, {}
     for backend, dtype, compiled, graph in variants:
-        network = InferenceNetwork(model, dtype, compiled, backend, device=where, cuda_graph=graph)
+        network = InferenceNetwork(model, dtype, compiled, backend, device=where, cuda_graph=graph,
+                                   **_calibration(dtype))
         network.max_batch = max(batches)
         tokens = network.template_tokens(template)
         for batch in batches:
@@ -329,7 +330,8 @@ def _full_step_calls(model: OneStreamTracker, where: torch.device, variants: lis
     images, boxes = demo_frames(frames + WARMUP + 1, FRAME_SIZE)
     calls, meta = {}, {}
     for backend, dtype, compiled, graph in variants:
-        tracker = Tracker(model, dtype=dtype, compile=compiled, backend=backend, device=where, cuda_graph=graph)
+        tracker = Tracker(model, dtype=dtype, compile=compiled, backend=backend, device=where, cuda_graph=graph,
+                          **_calibration(dtype))
         tracker.initialize(images[0], boxes[0])
         position = [1]
 
@@ -574,6 +576,27 @@ def int8_scope_study(model: OneStreamTracker, sequences: Sequence[tuple], keeps:
     return rows
 
 
+def demo_calibration(root: Path | None = None) -> Path:
+    """A LaSOT-layout folder of generated sequences (other seeds than :func:`demo_sequences`) for int8
+    calibration when none is given; written once under ``root`` (default: ``$LITEVIT_CACHE/int8_calibration_demo``,
+    so the quantized model's cache key stays the same from run to run)."""
+    from benchmarks.demo_data.lasot import make_lasot_dataset
+
+    cache = Path(os.environ.get("LITEVIT_CACHE") or Path.home() / ".cache" / "litevit")
+    root = Path(root or cache / "int8_calibration_demo")
+    if not (root / "testing_set.txt").is_file():
+        make_lasot_dataset(root, ("car", "dog"), seqs_per_class=2, num_frames=24, size=(320, 240), seed=1000,
+                           test_per_class=2, write_training_set=False)
+    return root
+
+
+def _calibration(dtype: str) -> dict[str, Any]:
+    """The calibration argument a quantized precision needs (the user's folder, else the demo one)."""
+    if dtype not in QUANTIZED:
+        return {}
+    return {"calibration": os.environ.get("LITEVIT_INT8_CALIBRATION") or demo_calibration()}
+
+
 def demo_sequences(count: int = 4, frames: int = 40, size: tuple[int, int] = (320, 240)) -> list[tuple]:
     """The embedded demo sequences (``benchmarks.demo_data.lasot``, seeds 0..count-1, none of those
     :mod:`track.quantize` calibrates on) as (RGB frames, first box, ground-truth boxes)."""
@@ -778,7 +801,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--int8-scopes", action="store_true",
                         help="measure which layer groups cost accuracy in int8 (track.quantize.KEEP_FLOAT) and exit")
     parser.add_argument("--calibration", default=None, metavar="LASOT_ROOT",
-                        help="int8: calibrate on this LaSOT-layout folder (default: the embedded demo sequences)")
+                        help="int8: calibrate on this LaSOT-layout folder (default: generated demo sequences)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--markdown", default=None, help="write the tables here")
     parser.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
@@ -798,7 +821,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         keeps = [(), *[(g,) for g in KEEP_FLOAT], ("heads_last", "ce_scores"), tuple(KEEP_FLOAT)]
         kwargs = {k: v for k, v in tracker_kwargs(cfg).items() if k in ("window", "ce_keep_ratio")}
-        rows = int8_scope_study(model, demo_sequences(), keeps, args.calibration, **kwargs)
+        rows = int8_scope_study(model, demo_sequences(), keeps, args.calibration or demo_calibration(), **kwargs)
         for row in rows:
             print(json.dumps(row), flush=True)
         if args.json:
@@ -835,7 +858,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         agreement = []
         for low, root in [(low, root) for low in lows for root in ["demo", *args.agreement]]:
             backend = QUANTIZED.get(low, args.agreement_backend)
-            extra = {"calibration": args.calibration} if low in QUANTIZED else {}
+            extra = {"calibration": args.calibration or demo_calibration()} if low in QUANTIZED else {}
             agreement.append(lasot_agreement(model, root, demo_count=args.demo_sequences, dtype=low, backend=backend,
                                              device=str(where),
                                              compile=compile_modes[0] if compile_modes and low not in QUANTIZED

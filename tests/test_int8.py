@@ -21,6 +21,7 @@ import engine.precision  # noqa: E402
 from engine.precision import DTYPES, resolve_precision  # noqa: E402
 from track import quantize as quantize_module  # noqa: E402
 from track import runtime  # noqa: E402
+from benchmarks.track_speed import demo_calibration  # noqa: E402
 from track.quantize import calibration_set, quantize, quantized_step, weights_digest  # noqa: E402
 from track.runtime import OpenVinoStep, resolve_dtype, resolve_runtime  # noqa: E402
 from track.tracker import InferenceNetwork  # noqa: E402
@@ -40,7 +41,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def int8_network(model, tmp_path_factory):
-    return InferenceNetwork(model, "int8", backend="openvino", int8_cache=tmp_path_factory.mktemp("int8"))
+    return InferenceNetwork(model, "int8", backend="openvino", int8_cache=tmp_path_factory.mktemp("int8"),
+                            calibration=demo_calibration(tmp_path_factory.mktemp("calibration")))
 
 
 def _crops(model, count: int = 6, seed: int = 7):
@@ -126,7 +128,7 @@ class _Maps(torch.nn.Module):
         return torch.cat([maps["score_map"], maps["offset_map"], maps["size_map"]], dim=1)
 
 
-def test_quantized_maps_follow_fp32(model):
+def test_quantized_maps_follow_fp32(model, tmp_path):
     """The int8 maps (score, offset, size) of a random tiny tracker without candidate elimination (whose
     token choice flips on near ties and would move whole regions) follow fp32 on crops of a sequence the
     calibration never saw: each map within 30% of its fp32 range everywhere, 8% on average, correlation
@@ -138,7 +140,8 @@ def test_quantized_maps_follow_fp32(model):
     with torch.no_grad():
         graph = export_module_bytes(_Maps(network), network._example(), ["template_tokens", "search"], ["maps"],
                                     dynamic_batch=True)
-    pairs = calibration_set(None, model.template_size, model.search_size, sequences=2, pairs_per_sequence=6)
+    pairs = calibration_set(demo_calibration(tmp_path / "calibration"), model.template_size, model.search_size,
+                            sequences=2, pairs_per_sequence=6)
     samples = [{"template_tokens": network.template_tokens(t).numpy(), "search": s[None]}
                for t, s in zip(pairs.templates, pairs.searches)]
     quantized = quantize(graph, samples)
@@ -170,7 +173,7 @@ def test_batched_int8_equals_one_at_a_time(model, int8_network):
 
 # ---------------------------------------------------------------------------- the cache
 
-def test_cache_key_follows_checkpoint_and_calibration(model, tmp_path):
+def test_cache_key_follows_checkpoint_and_calibration(model, tmp_path, monkeypatch):
     """The same checkpoint and calibration reads the cache; another calibration set, or a slot written
     for another checkpoint, is quantized again with a warning that names what changed."""
     from benchmarks.demo_data.lasot import make_lasot_dataset
@@ -192,7 +195,11 @@ def test_cache_key_follows_checkpoint_and_calibration(model, tmp_path):
     frame.write_bytes(frame.read_bytes() + b"\0")                               # same pixels, other file
     c = calibration_set(root, model.template_size, model.search_size)
     assert c.digest != a.digest
-    assert calibration_set(None, model.template_size, model.search_size).digest != a.digest
+    assert calibration_set(demo_calibration(tmp_path / "demo"), model.template_size, model.search_size).digest \
+        != a.digest
+    monkeypatch.delenv("LITEVIT_INT8_CALIBRATION", raising=False)
+    with pytest.raises(ValueError, match="int8 quantization needs calibration sequences"):
+        calibration_set(None, model.template_size, model.search_size)
 
     from track.onnx_export import export_module_bytes
 

@@ -7,7 +7,7 @@ cut from a few sequences:
 
 * :func:`calibration_set`: pairs from a LaSOT-layout folder (the template from the first visible
   frame, each search region around the target's previous ground-truth box, as the tracker would
-  cut it), or from the embedded demo sequences when no folder is given. The set is identified by
+  cut it; ``LITEVIT_INT8_CALIBRATION`` when no folder is given, else an error). The set is identified by
   its file list and the SHA-256 of every file it read (or of every generated frame).
 * :data:`KEEP_FLOAT`: groups of layers that may stay in floating point (NNCF's ignored scope);
   :data:`DEFAULT_KEEP` (the box heads) chosen by measurement (``benchmarks.track_speed --int8-scopes``).
@@ -131,7 +131,7 @@ def _pairs_from_sequence(frames: Callable[[int], np.ndarray], boxes: np.ndarray,
 def calibration_set(root: str | Path | None, template_size: int, search_size: int, template_factor: float = 2.0,
                     search_factor: float = 4.0, sequences: int = 4, pairs_per_sequence: int = 8) -> CalibrationSet:
     """Calibration pairs from ``sequences`` sequences of a LaSOT-layout folder (spread over its sorted
-    sequence list), or from as many embedded demo sequences when ``root`` is None.
+    sequence list); ``root`` None reads the folder from ``LITEVIT_INT8_CALIBRATION``.
 
     Raises FileNotFoundError / ValueError naming the folder when it is missing, holds no
     ``<class>/<class>-<id>/groundtruth.txt`` sequence, or no sequence with two visible frames."""
@@ -140,21 +140,11 @@ def calibration_set(root: str | Path | None, template_size: int, search_size: in
     searches: list[np.ndarray] = []
     files: list[tuple[str, str]] = []
     if root is None:
-        import cv2
-
-        from benchmarks.demo_data.lasot import PATTERNS, SHAPES, synthesize_sequence
-
-        for seed in range(sequences):
-            demo = synthesize_sequence(np.random.default_rng(1000 + seed), 24, (320, 240), SHAPES[seed % len(SHAPES)],
-                                       PATTERNS[seed % len(PATTERNS)])
-            rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in demo.frames]
-            boxes = demo.gt_boxes.astype(np.float64)
-            visible = ~demo.out_of_view & ~demo.full_occlusion & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-            t, s, used = _pairs_from_sequence(rgb.__getitem__, boxes, visible, pairs_per_sequence, sizes, factors)
-            templates += t
-            searches += s
-            files += [(f"demo-{seed}/{i:08d}", hashlib.sha256(rgb[i].tobytes()).hexdigest()) for i in used]
-        return CalibrationSet(templates, searches, "embedded demo sequences", files)
+        root = os.environ.get("LITEVIT_INT8_CALIBRATION") or None
+    if root is None:
+        raise ValueError("int8 quantization needs calibration sequences: calibration=<LaSOT-layout folder> or the "
+                         "LITEVIT_INT8_CALIBRATION environment variable (python tools/make_lasot_demo.py --out DIR "
+                         "writes a small generated one)")
     from .datasets.lasot import list_sequences, load_sequence, sequence_class
 
     root = Path(root)

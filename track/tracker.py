@@ -123,7 +123,7 @@ class InferenceNetwork(nn.Module):
         window: multiply the score map by the Hann window (the protocol; off only for ablations).
         cuda_graph: on CUDA, capture the step as a CUDA graph (False: launch it eagerly).
         calibration: dtype "int8": the LaSOT-layout folder whose sequences calibrate the quantization
-            (None: the embedded demo sequences); ``int8_cache``: where quantized models are cached
+            (None: the folder in ``LITEVIT_INT8_CALIBRATION``); ``int8_cache``: where quantized models are cached
             (None: ``$LITEVIT_CACHE/track_int8``). See :mod:`track.quantize`.
     """
 
