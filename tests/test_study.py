@@ -134,8 +134,7 @@ def test_new_recipes_run_a_few_steps_and_export(tmp_path, recipe):
     from benchmarks.study.drivers import run_recipe
 
     entry = RECIPES[recipe]
-    if not entry.available():
-        pytest.skip(f"{recipe}: {entry.missing()}")
+    assert entry.available(), f"{recipe}: {entry.missing()}"
     make_photo_imagenet(tmp_path / "data", tuple(PHOTOS), per_class=2, probe_per_class=1, val_per_class=1, size=72)
     summary = run_recipe(entry.config, {"data.root": str(tmp_path / "data"), "schedule.epochs": 1,
                                         "schedule.warmup_epochs": 0, "data.batch_size": 14, "runtime.log_every": 1,

@@ -10,21 +10,12 @@
 # Published (benchmarks/published.py): DeiT-Tiny (3 heads) 72.2; MAE-Lite's ViT-Tiny from scratch 74.5 with
 # these augmentations under MAE fine-tuning's optimizer (lr 1e-3 x batch / 256, layer decay 0.85), and 75.8 with
 # their "impr." recipe (= finetune_vit_tiny_300e_in1k.py with model.pretrained=None): the "DeiT-Tiny" of their tables.
-_base_ = ["./_base_/default_runtime.py"]
+_base_ = ["./_base_/default_runtime.py", "./_base_/datasets/imagenet_finetune.py"]
 task = "finetune"
 recipe = "supervised"
 export_backbone = True
 model = dict(arch="vit_tiny", num_classes=1000, global_pool="avg", drop_path_rate=0.1, img_size=224, pretrained=None)
-data = dict(
-    root="data/imagenet",
-    train_split="train",
-    val_split="val",
-    batch_size=128,        # per GPU (x 8 GPUs = 1024)
-    num_workers=10,
-    crop_pct=0.875,
-    aug=dict(auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, re_prob=0.25, re_mode="pixel",
-             interpolation="bicubic"),
-)
+data = dict(aug=dict(auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, re_prob=0.25, re_mode="pixel"))
 mixup = dict(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
 optim = dict(opt="adamw", base_lr=5e-4, base_batch=512, weight_decay=0.05, betas=(0.9, 0.999), total_batch=1024)
 schedule = dict(epochs=300, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5)
