@@ -17,6 +17,7 @@ from track.losses import (TrackingLoss, box_losses, focal_loss, gaussian_heatmap
 from track.model import load_tracker_checkpoint
 from benchmarks.demo_data.lasot import fill_generated_lasot_roots, make_lasot_dataset
 from track.config import build_model
+from track.sampler import TrackingPairDataset
 from track.train import ShardSampler, ce_keep_ratio, param_groups, read_log, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -281,6 +282,52 @@ def test_frozen_backbone_trains_the_head_only(small_lasot, tmp_path):
     changed = [n for n, v in start.state_dict().items()
                if n.startswith("head.") and n.endswith("weight") and not torch.equal(trained[n], v)]
     assert changed
+
+
+def test_cached_features_train_as_the_images_do(small_lasot, tmp_path, monkeypatch):
+    """train.cache_features: the head trained on the frozen backbone's stored features ends with the
+    weights of the head trained on the images themselves, when both see the same pairs every epoch;
+    stopped after one step and resumed, it ends with the same weights again."""
+    source = build_backbone("vit_tiny", depth=2, num_classes=0)
+    path = save_backbone(source, tmp_path / "vit.pth", arch="vit_tiny")
+    frozen = {"model.pretrained": str(path), "train.freeze_backbone": True, "train.ce.final_ratio": 1.0}
+    cached = _small_cfg(small_lasot, **frozen, **{"train.cache_features": True})
+    train(cached, tmp_path / "cached")
+    train(_small_cfg(small_lasot, **frozen, **{"train.cache_features": True, "train.max_steps": 1}),
+          tmp_path / "resumed")
+    train(cached, tmp_path / "resumed", resume=True)
+
+    original = TrackingPairDataset.__getitem__
+    monkeypatch.setattr(TrackingPairDataset, "__getitem__", lambda self, key: original(self, (0, key[1])))
+    train(_small_cfg(small_lasot, **frozen), tmp_path / "images")
+    reference = read_checkpoint(tmp_path / "images" / "tracker_final.pth")["net"]
+    losses = {run: [r["total"] for r in read_log(tmp_path / run / "log.jsonl") if r["event"] == "train"]
+              for run in ("cached", "images")}
+    assert len(losses["images"]) == 4
+    # the stored maps are contiguous, the backbone's a transposed view: the head's convolutions
+    # round differently in the last bits, which four AdamW steps (lr 1e-3) carry to ~1e-4
+    np.testing.assert_allclose(losses["cached"], losses["images"], rtol=1e-5)
+    start = build_model(cached.to_dict()).state_dict()
+    for run in ("cached", "resumed"):
+        weights = read_checkpoint(tmp_path / run / "tracker_final.pth")["net"]
+        assert weights.keys() == reference.keys()
+        for name, value in reference.items():
+            torch.testing.assert_close(weights[name], value, rtol=0, atol=5e-4, msg=f"{run}: {name}")
+    resumed = read_checkpoint(tmp_path / "resumed" / "tracker_final.pth")["net"]
+    cached_weights = read_checkpoint(tmp_path / "cached" / "tracker_final.pth")["net"]
+    _assert_same_state(resumed, cached_weights)
+    assert any(not torch.equal(reference[n], v) for n, v in start.items() if n.startswith("head."))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"train.freeze_backbone": False}, "train.freeze_backbone"),
+    ({"train.freeze_backbone": True}, "train.ce.final_ratio"),   # the small config's CE drops tokens
+])
+def test_cached_features_refuse_a_changing_backbone(small_lasot, tmp_path, extra, message):
+    cfg = _small_cfg(small_lasot, **{"train.cache_features": True, **extra})
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "latest.pth").exists()
 
 
 def test_bf16_step_with_pretrained_backbone(small_lasot, tmp_path):

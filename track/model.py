@@ -285,9 +285,21 @@ class OneStreamTracker(nn.Module):
         return torch.cat([tokens[:, :num_template], search], dim=1), keep_index.gather(1, top), score
 
     # -- forward
-    def forward(self, template: torch.Tensor, search: torch.Tensor,
-                ce_keep_ratio: float | None = None) -> dict[str, Any]:
-        """template [B, 3, 128, 128], search [B, 3, 256, 256] -> dict (see ``forward_tokens``)."""
+    def forward(self, template: torch.Tensor | None = None, search: torch.Tensor | None = None,
+                ce_keep_ratio: float | None = None, *,
+                search_features: torch.Tensor | None = None) -> dict[str, Any]:
+        """template [B, 3, 128, 128], search [B, 3, 256, 256] -> dict (see ``forward_tokens``).
+
+        Or ``search_features`` alone: the search feature map [B, C, H, W] the backbone gave for
+        these inputs (``forward_features``), through the head only (``forward_head``): how a head is
+        trained on the cached features of a frozen backbone, through the same (DDP) forward call.
+        """
+        if search_features is not None:
+            if template is not None or search is not None:
+                raise ValueError("give either template and search images or search_features, not both")
+            return self.forward_head(search_features)
+        if template is None or search is None:
+            raise ValueError("the tracker needs template and search images (or search_features)")
         return self.forward_tokens(self.embed_template(template), search, ce_keep_ratio)
 
     def forward_tokens(self, template_tokens: torch.Tensor, search: torch.Tensor,
@@ -302,16 +314,27 @@ class OneStreamTracker(nn.Module):
         ``details=False`` returns the three maps only.
         """
         feat, keep_index, keep_indices, ce_scores = self.forward_features(template_tokens, search, ce_keep_ratio)
+        out = self.forward_head(feat, keep_index, details)
+        if details:
+            out.update(keep_indices=keep_indices, ce_scores=ce_scores)
+        return out
+
+    def forward_head(self, feat: torch.Tensor, keep_index: torch.Tensor | None = None,
+                     details: bool = True) -> dict[str, Any]:
+        """The centre head on a search feature map [B, C, H, W]: the maps and, with ``details``,
+        the decoded boxes and which positions CE removed (``keep_index`` None: none)."""
         score_map, offset_map, size_map = self.head(feat)
         if not details:
             return {"score_map": score_map, "offset_map": offset_map, "size_map": size_map}
         boxes, peak = decode_boxes(score_map, offset_map, size_map)
-        B, num_search = keep_index.shape[0], feat.shape[2] * feat.shape[3]
+        B, num_search = feat.shape[0], feat.shape[2] * feat.shape[3]
+        if keep_index is None:
+            keep_index = torch.arange(num_search, device=feat.device).expand(B, num_search)
         removed = torch.ones(B, num_search, dtype=torch.bool, device=feat.device).scatter(
             1, keep_index, torch.zeros_like(keep_index, dtype=torch.bool))
         return {"score_map": score_map, "offset_map": offset_map, "size_map": size_map,
                 "pred_boxes": boxes, "pred_scores": peak, "keep_index": keep_index,
-                "removed_mask": removed, "keep_indices": keep_indices, "ce_scores": ce_scores}
+                "removed_mask": removed, "keep_indices": [], "ce_scores": []}
 
     def forward_features(self, template_tokens: torch.Tensor, search: torch.Tensor,
                          ce_keep_ratio: float | None = None

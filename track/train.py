@@ -6,7 +6,9 @@ from (seed, epoch, sample index), one loader over all epochs sharded by :class:`
 the loss step (``TrackingLoss``: GIoU + L1 + focal on the network's outputs), AdamW with a 0.1x
 learning rate on the backbone (or the backbone frozen: ``train.freeze_backbone``, a tracking probe
 that trains the head only), a step decay per epoch and the candidate-elimination keep-ratio
-schedule (``ce_keep_ratio``).
+schedule (``ce_keep_ratio``). With the backbone frozen, ``train.cache_features`` runs it once per
+training pair (:func:`cache_search_features`) and trains the head on the stored feature maps, the
+same ``data.samples_per_epoch`` pairs every epoch.
 
 What the engine does: processes (torchrun; gloo / NCCL), precision (``train.precision``), the
 loop with gradient clipping, device-side loss sums checked at log intervals and before each
@@ -26,19 +28,20 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from engine import (LOG_NAME, Engine, LoopSettings, barrier, init_distributed, plain, plot_log, read_log,
-                    resolve_precision, seed_everything, seed_rank)
+from engine import (LOG_NAME, Engine, LoopSettings, Precision, barrier, init_distributed, plain, plot_log,
+                    read_log, resolve_precision, seed_everything, seed_rank)
 from fileio import atomic_write_json
+from fileio.progress import progress
 from track.config import build_model
 from track.datasets.training import build_train_dataset
 from track.losses import TrackingLoss
 from track.model import save_tracker_checkpoint
 from track.sampler import TrackingPairDataset
 
-__all__ = ["BACKBONE_PARAMS", "FINAL", "LATEST", "LOG_FILE", "ShardSampler", "build_pair_dataset", "ce_keep_ratio",
-           "param_groups", "read_log", "train"]
+__all__ = ["BACKBONE_PARAMS", "FINAL", "LATEST", "LOG_FILE", "CachedSearchFeatures", "ShardSampler",
+           "build_pair_dataset", "cache_search_features", "ce_keep_ratio", "param_groups", "read_log", "train"]
 
 logger = logging.getLogger("track.train")
 
@@ -106,6 +109,48 @@ class ShardSampler(Sampler):
     def __len__(self) -> int:
         epochs = max(0, self.epochs - self.start_epoch)
         return max(0, (epochs * self.steps - min(self.start_batch, self.steps)) * self.batch_size)
+
+
+class CachedSearchFeatures(Dataset):
+    """Training pairs as the frozen backbone saw them: ``(epoch, index)`` -> pair ``index``'s search
+    feature map (``search_features``), its box and heat map; the same for every epoch."""
+
+    def __init__(self, indices: list[int], features: torch.Tensor, boxes: torch.Tensor,
+                 heatmaps: torch.Tensor) -> None:
+        self.rows = {index: row for row, index in enumerate(indices)}
+        self.features, self.boxes, self.heatmaps = features, boxes, heatmaps
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        row = self.rows[int(key[1])]
+        return {"search_features": self.features[row], "search_box": self.boxes[row],
+                "heatmap": self.heatmaps[row]}
+
+
+@torch.no_grad()
+def cache_search_features(model: nn.Module, dataset: TrackingPairDataset, indices: list[int], batch_size: int,
+                          precision: Precision, device: torch.device, num_workers: int = 0,
+                          show_progress: bool = True) -> CachedSearchFeatures:
+    """Run the (frozen) backbone once over the pairs ``indices`` of epoch 0 and keep its search
+    feature maps (on ``device``), boxes and heat maps: a head trained on them sees what it would
+    see from the images, without a backbone forward per step."""
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=[(0, i) for i in indices],
+                        num_workers=num_workers, generator=torch.Generator())
+    features, boxes, heatmaps = [], [], []
+    bar = progress(total=len(indices), desc="backbone features", unit="pair", enabled=show_progress)
+    for batch in loader:
+        with precision.autocast():
+            feat = model.forward_features(model.embed_template(batch["template"].to(device)),
+                                          batch["search"].to(device), 1.0)[0]
+        features.append(feat)
+        boxes.append(batch["search_box"])
+        heatmaps.append(batch["heatmap"])
+        bar.update(len(feat))
+    bar.close()
+    return CachedSearchFeatures(indices, torch.cat(features), torch.cat(boxes).to(device),
+                                torch.cat(heatmaps).to(device))
 
 
 def _cfg_dict(cfg: Any) -> dict[str, Any]:
@@ -193,6 +238,15 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
         raise ValueError(f"data.samples_per_epoch={dataset.samples_per_epoch} is smaller than one batch of "
                          f"{batch_total}")
     epochs = int(train_cfg["epochs"])
+    ce_cfg = train_cfg.get("ce", {})
+    cache_features = bool(train_cfg.get("cache_features", False))
+    if cache_features:
+        if not train_cfg.get("freeze_backbone", False):
+            raise ValueError("train.cache_features needs train.freeze_backbone=True: a backbone that learns "
+                             "gives new features every step")
+        if min(ce_keep_ratio(e, **ce_cfg) for e in range(epochs)) < 1.0:
+            raise ValueError("train.cache_features needs every search token kept (train.ce.final_ratio=1.0): "
+                             "candidate elimination's keep ratio changes the features over the schedule")
 
     pretrained = None if resume_path else model_cfg.get("pretrained")
     model = build_model(cfg, pretrained=pretrained).to(info.device)
@@ -206,7 +260,6 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
         optimizer, milestones=list(train_cfg.get("lr_drop_epochs", [])),
         gamma=train_cfg.get("lr_drop_factor", 0.1))
     criterion = TrackingLoss(**cfg.get("loss", {}))
-    ce_cfg = train_cfg.get("ce", {})
     meta = {"config": plain(cfg), "arch": model_cfg.get("backbone"), "world_size": info.world_size}
     settings = LoopSettings(
         epochs=epochs, steps_per_epoch=steps_per_epoch, clip_grad=train_cfg.get("grad_clip", 0.1),
@@ -229,18 +282,29 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
 
     start = engine.position
     local_batch = batch_total // info.world_size
-    loader = DataLoader(dataset, batch_size=local_batch, drop_last=True,
+    num_workers = int(data_cfg.get("num_workers", 0))
+    source: Dataset = dataset
+    if cache_features:  # this rank's pairs of an epoch (what ShardSampler yields), each run once
+        mine = [j * info.world_size + info.rank for j in range(steps_per_epoch * local_batch)]
+        source = cache_search_features(model, dataset, mine, local_batch, precision, info.device, num_workers,
+                                       show_progress=bool(train_cfg.get("progress", True)) and info.is_main)
+        num_workers = 0
+    loader = DataLoader(source, batch_size=local_batch, drop_last=True,
                         sampler=ShardSampler(start.epoch, epochs, steps_per_epoch, local_batch, info.rank,
                                              info.world_size, start.epoch_step),
-                        num_workers=int(data_cfg.get("num_workers", 0)), pin_memory=info.device.type == "cuda",
+                        num_workers=num_workers, pin_memory=info.device.type == "cuda" and not cache_features,
                         generator=torch.Generator())  # keeps the global RNG untouched by the loader
     batches = iter(loader)
 
     def loss_step(net: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        template, search, boxes, heatmap = (batch[k].to(info.device, non_blocking=True)
-                                            for k in ("template", "search", "search_box", "heatmap"))
+        boxes, heatmap = (batch[k].to(info.device, non_blocking=True) for k in ("search_box", "heatmap"))
         with precision.autocast():
-            outputs = net(template, search, ce_keep_ratio=ce_keep_ratio(engine.position.epoch, **ce_cfg))
+            if cache_features:
+                outputs = net(search_features=batch["search_features"])
+            else:
+                outputs = net(batch["template"].to(info.device, non_blocking=True),
+                              batch["search"].to(info.device, non_blocking=True),
+                              ce_keep_ratio=ce_keep_ratio(engine.position.epoch, **ce_cfg))
         return criterion(outputs, boxes, heatmap)
 
     save_epochs = int(train_cfg.get("save_epoch_interval", 0) or 0)
