@@ -249,7 +249,8 @@ def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", st
 
 
 def run(models: tuple[str, ...] = MODELS, dtypes: tuple[str, ...] = DTYPES, batch: int = 64, steps: int = 5,
-        warmup: int = 2, device: str = "cpu", breakdown: bool = False, with_peers: bool = True) -> dict[str, Any]:
+        warmup: int = 2, device: str = "cpu", breakdown: bool = False, with_peers: bool = True,
+        breakdown_steps: int = 2) -> dict[str, Any]:
     """Every (model, precision) row; a row that cannot run says why (``skipped``).
 
     MoCo-v3 rows take ``batch // 4`` image pairs (each encoder sees ``batch // 2`` images), and at most
@@ -268,7 +269,8 @@ def run(models: tuple[str, ...] = MODELS, dtypes: tuple[str, ...] = DTYPES, batc
                 row = compare_throughput(model_name, max(2, batch // 4), dtype, min(steps, 2), min(warmup, 1), device,
                                          breakdown, peers, breakdown_steps=1)
             else:
-                row = compare_throughput(model_name, batch, dtype, steps, warmup, device, breakdown, peers)
+                row = compare_throughput(model_name, batch, dtype, steps, warmup, device, breakdown, peers,
+                                         breakdown_steps=breakdown_steps)
             peer = f", MAE-Lite {row['maelite']['img_per_s']:.1f} img/s ({row['ratio']:.2f}x)" if "maelite" in row \
                 else ""
             print(f"{model_name} {dtype}: ours {row['ours']['img_per_s']:.1f} img/s{peer}", flush=True)
@@ -366,11 +368,11 @@ def write_outputs(data: dict[str, Any], out: Path) -> str:
 
 def report_section(out_dir: Path, threads: int, quick: bool) -> tuple[str, dict]:
     """The main report's pre-training section: every model, fp32 and bf16, against MAE-Lite's code,
-    with the step breakdown; writes ``out_dir/pretrain_speed.{json,md,png}``."""
+    with the step breakdown (``quick``: 3 timed steps after 1 warm-up, 1 profiled; else 5, 2, 2); writes ``out_dir/pretrain_speed.{json,md,png}``."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        data = run(steps=3 if quick else 5, warmup=1 if quick else 2, breakdown=True)
+        data = run(steps=3 if quick else 5, warmup=1 if quick else 2, breakdown=True, breakdown_steps=1 if quick else 2)
     finally:
         torch.set_num_threads(previous)
     return write_outputs(data, Path(out_dir) / "pretrain_speed"), data

@@ -113,6 +113,7 @@ class Context:
     cache: Path = field(default_factory=default_cache)
     terminal: Any = None            # stream for progress bars while sections write their logs
     progress: bool = True
+    study_jobs: int | None = None   # the study's stages at once (None: benchmarks.study.run.study_jobs)
 
 
 def section_study(ctx: Context) -> tuple[str, Any]:
@@ -120,7 +121,7 @@ def section_study(ctx: Context) -> tuple[str, Any]:
 
     settings = SMOKE if ctx.study_scale == "smoke" else StudySettings()
     return report_section(ctx.out, ctx.threads, ctx.quick, ctx.given, settings, ctx.cache, ctx.progress,
-                          ctx.terminal)
+                          ctx.terminal, ctx.study_jobs)
 
 
 def section_models(ctx: Context) -> tuple[str, Any]:
@@ -244,6 +245,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the speed sections' full timing repeats (several minutes more; for published figures)")
     parser.add_argument("--study-scale", choices=("full", "smoke"), default="full",
                         help="smoke: one recipe, a few steps (checks the study's pipeline in about a minute)")
+    parser.add_argument("--study-jobs", type=int, default=None,
+                        help="the study's stages run at once, in worker processes sharing --threads (default: "
+                             "one single-threaded stage per thread, at most 4; 1: one at a time in this process)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     given = parser.add_argument_group("data given (the study then tabulates these instead of its embedded run)")
     given.add_argument("--lasot-results", nargs="+", default=None, metavar="[NAME=]DIR",
@@ -291,8 +295,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     terminal = sys.stderr
     if args.quick and args.full_repeats:
         raise SystemExit("error: --quick and --full-repeats contradict each other")
+    if args.study_jobs is not None and args.study_jobs < 1:
+        raise SystemExit(f"error: --study-jobs must be >= 1, got {args.study_jobs}")
     ctx = Context(args.out, args.threads, not args.full_repeats, cpu, given, args.study_scale, terminal=terminal,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, study_jobs=args.study_jobs)
     report: dict[str, Any] = {"machine": {"threads": args.threads, "cpu_count": os.cpu_count(),
                                           "torch": torch.__version__, "cpu": cpu.to_dict()},
                               "timings": {}}

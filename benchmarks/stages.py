@@ -16,10 +16,15 @@ planned stages, advanced by their estimated seconds, so its ETA is the estimate 
 fast this machine has been so far (in a log file instead of a terminal: a line every few
 seconds, :func:`fileio.progress.progress`). Each stage's wall time and CPU time (this process and its
 children) are recorded.
+
+:meth:`StageRunner.run_all` runs a list of stages in the order their inputs allow (``Stage.after``),
+one at a time in this process or several at once in worker processes (``jobs``): small stages use
+two cores better as two single-threaded processes than as one process with two threads.
 """
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -27,6 +32,7 @@ import hashlib
 import inspect
 import json
 import logging
+import multiprocessing
 import os
 import resource
 import sys
@@ -217,6 +223,7 @@ class Stage:
         key: content key; the stage's folder is ``<cache>/<name>-<key>``.
         estimate_s: expected seconds on a quiet 2-core CPU (AVX2), for the ETA.
         action: does the work in the given folder, returns a JSON-able summary.
+        after: names of the stages whose outputs it reads (they run first).
     """
 
     name: str
@@ -224,6 +231,7 @@ class Stage:
     key: str
     estimate_s: float
     action: Callable[[Path], dict[str, Any]] = field(repr=False)
+    after: tuple[str, ...] = ()
 
 
 class StageError(RuntimeError):
@@ -234,8 +242,9 @@ class StageProgress:
     """One bar over planned stages, counted in estimated seconds (a line every few seconds when the
     stream is not a terminal).
 
-    A ticker thread moves the bar through a running stage's estimate (up to 95 % of it), so the
-    ETA stays live during long stages; when the stage ends the bar jumps to its full estimate.
+    A ticker thread moves the bar through each running stage's estimate (up to 95 % of it), so the
+    ETA stays live during long stages; when a stage ends the bar moves on by its full estimate.
+    Several stages may run at once (:meth:`start` / :meth:`finish`); the description names them.
     """
 
     def __init__(self, total_s: float, enabled: bool = True, stream: TextIO | None = None,
@@ -245,36 +254,61 @@ class StageProgress:
                              bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
         self._lock = threading.Lock()
         self._done = 0.0
+        self._running: dict[int, tuple[str, float, float]] = {}   # token -> (label, estimate, start)
+        self._tokens = 0
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
-    def _set(self, value: float) -> None:
+    def _advance(self) -> None:  # with the lock held
+        now = time.perf_counter()
+        value = self._done + sum(min(now - start, 0.95 * estimate) for _, estimate, start in self._running.values())
+        target = min(round(value), self._bar.total)
+        if target > self._bar.n:
+            self._bar.update(target - self._bar.n)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                self._advance()
+                self._bar.refresh()  # the elapsed time moves on past the estimate too
+
+    def _describe(self) -> None:  # with the lock held
+        if self._running:
+            self._bar.set_description_str(" | ".join(f"{label} (~{estimate:.0f} s)"
+                                                     for label, estimate, _ in self._running.values()))
+
+    def start(self, label: str, estimate_s: float) -> int:
+        """A stage starts; returns the token :meth:`finish` takes."""
         with self._lock:
-            target = min(round(value), self._bar.total)
-            if target > self._bar.n:
-                self._bar.update(target - self._bar.n)
+            token, self._tokens = self._tokens, self._tokens + 1
+            self._running[token] = (label, float(estimate_s), time.perf_counter())
+            self._describe()
+            if self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, daemon=True)
+                self._ticker.start()
+        return token
+
+    def finish(self, token: int) -> None:
+        """The stage of ``token`` ended: the bar counts its whole estimate."""
+        with self._lock:
+            _, estimate, _ = self._running.pop(token)
+            self._done += estimate
+            self._advance()
+            self._describe()
 
     @contextlib.contextmanager
     def stage(self, label: str, estimate_s: float) -> Iterator[None]:
-        self._bar.set_description_str(f"{label} (~{estimate_s:.0f} s)")
-        stop = threading.Event()
-        start = time.perf_counter()
-
-        def tick() -> None:
-            while not stop.wait(1.0):
-                self._set(self._done + min(time.perf_counter() - start, 0.95 * estimate_s))
-                with self._lock:
-                    self._bar.refresh()  # the elapsed time moves on past the estimate too
-
-        ticker = threading.Thread(target=tick, daemon=True)
-        ticker.start()
+        token = self.start(label, estimate_s)
         try:
             yield
         finally:
-            stop.set()
-            ticker.join()
-            self._done += estimate_s
-            self._set(self._done)
+            self.finish(token)
 
     def close(self, message: str = "") -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         if message:
             self._bar.set_description_str(message)
         self._bar.close()
@@ -370,3 +404,100 @@ class StageRunner:
         atomic_write_json(marker, record)
         self.records.append({**record, "cached": False})
         return summary
+
+    def run_all(self, stages: Sequence[Stage], jobs: int = 1, rebuild: Callable[[], Sequence[Stage]] | None = None,
+                threads: int = 1) -> dict[str, dict[str, Any]]:
+        """Every stage's summary (by name), each stage run after the stages it reads (``after``),
+        in list order where the inputs allow.
+
+        With ``jobs`` > 1 and ``rebuild``, up to ``jobs`` unfinished stages run at once, each in a
+        worker process with ``threads`` torch threads. A stage's action is a closure, which does not
+        travel between processes: each worker calls ``rebuild`` (a picklable callable, e.g. a
+        ``functools.partial`` of a module-level function) once for the same stages and runs them
+        by name, after checking that it finds the same content key. Finished stages are read
+        here without starting a worker. The first failure stops the scheduling and is raised once
+        the stages still running have ended.
+        """
+        names = [s.name for s in stages]
+        unknown = sorted({a for s in stages for a in s.after} - set(names))
+        if unknown:
+            raise ValueError(f"stages read stages that are not planned: {unknown}")
+        if jobs <= 1 or rebuild is None:
+            return {s.name: self.run(s) for s in _in_input_order(stages)}
+        summaries = {s.name: self.run(s) for s in stages if self.is_done(s)}
+        waiting = [s for s in stages if s.name not in summaries]
+        if not waiting:
+            return summaries
+        context = multiprocessing.get_context("spawn")  # no fork of a process that ran OpenMP / torch threads
+        running: dict[concurrent.futures.Future, tuple[Stage, int | None]] = {}
+        failure: BaseException | None = None
+        with concurrent.futures.ProcessPoolExecutor(
+                min(jobs, len(waiting)), mp_context=context, initializer=_worker_init,
+                initargs=(rebuild, self.cache, self.logs, threads)) as pool:
+            while waiting or running:
+                if failure is None:
+                    for stage in [s for s in waiting if all(a in summaries for a in s.after)]:
+                        if len(running) >= jobs:
+                            break
+                        waiting.remove(stage)
+                        token = self.progress.start(stage.label, stage.estimate_s) if self.progress else None
+                        running[pool.submit(_worker_run, stage.name, stage.key)] = (stage, token)
+                elif not running:
+                    break
+                if not running:
+                    raise RuntimeError(f"stages wait for inputs that never come: {[s.name for s in waiting]}")
+                finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    stage, token = running.pop(future)
+                    if token is not None:
+                        self.progress.finish(token)
+                    try:
+                        record = future.result()
+                    except BaseException as error:  # noqa: BLE001 - re-raised below, after the running stages
+                        failure = failure or error
+                        continue
+                    self.records.append(record)
+                    summaries[stage.name] = record["summary"]
+        if failure is not None:
+            raise failure
+        return {name: summaries[name] for name in names}
+
+
+def _in_input_order(stages: Sequence[Stage]) -> list[Stage]:
+    """``stages`` in list order, each moved after the stages it reads when it comes before them."""
+    placed: list[Stage] = []
+    done: set[str] = set()
+    todo = list(stages)
+    while todo:
+        ready = next((s for s in todo if all(a in done for a in s.after)), None)
+        if ready is None:
+            raise ValueError(f"stages that read each other in a circle: {[s.name for s in todo]}")
+        todo.remove(ready)
+        placed.append(ready)
+        done.add(ready.name)
+    return placed
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(rebuild: Callable[[], Sequence[Stage]], cache: Path, logs: Path, threads: int) -> None:
+    """A worker process of :meth:`StageRunner.run_all`: its stages, a runner, its torch threads;
+    what it prints outside a stage goes to ``<logs>/workers.log``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    Path(logs).mkdir(parents=True, exist_ok=True)
+    sys.stdout = sys.stderr = open(Path(logs) / "workers.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+    _WORKER["stages"] = {s.name: s for s in rebuild()}
+    _WORKER["runner"] = StageRunner(cache, logs)
+
+
+def _worker_run(name: str, key: str) -> dict[str, Any]:
+    stage = _WORKER["stages"].get(name)
+    if stage is None or stage.key != key:
+        raise StageError(f"stage {name}: the worker process planned {'no such stage' if stage is None else stage.key}"
+                         f", the main process {key} (did the code or a config change while the study ran?)")
+    runner: StageRunner = _WORKER["runner"]
+    runner.run(stage)
+    return runner.records[-1]

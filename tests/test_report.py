@@ -4,6 +4,8 @@ given results with exactly the evaluators' numbers."""
 from __future__ import annotations
 
 import json
+import os
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -13,7 +15,7 @@ import pytest
 from benchmarks.demo_data.ade20k import make_ade20k_dataset
 from benchmarks.demo_data.lasot import make_lasot_dataset
 from benchmarks.report import CpuSupport, _named_paths, cpu_flags, detect_cpu, main, select_sections
-from benchmarks.stages import Stage, StageError, StageRunner, config_digest
+from benchmarks.stages import Stage, StageError, StageProgress, StageRunner, config_digest
 from evaluation.lasot import evaluate_tracker
 from evaluation.miou import ade20k_class_names, evaluate_folders, read_label_map
 
@@ -95,6 +97,50 @@ def test_failed_stage_is_rerun_in_the_same_folder(tmp_path):
     assert "ValueError: interrupted" in (tmp_path / "logs" / "flaky.log").read_text()
     runner.run(stage)
     assert attempts == [False, True]  # the second attempt found the first one's work
+
+
+def _demo_stages(cache: Path, fail: str = "", key: str = "k") -> list[Stage]:
+    """Three stages: c reads what a and b wrote (listed first, so the runner must reorder)."""
+    def stage(name: str, value: int, reads: tuple[str, ...] = ()) -> Stage:
+        def action(work: Path) -> dict:
+            total = value + sum(int((cache / f"{r}-{key}" / "out.txt").read_text()) for r in reads)
+            if name == fail:
+                raise ValueError(f"{name} broke")
+            (work / "out.txt").write_text(str(total))
+            return {"total": total, "pid": os.getpid()}
+        return Stage(name, f"stage {name}", key, 1.0, action, after=reads)
+    return [stage("c", 10, ("a", "b")), stage("a", 1), stage("b", 2)]
+
+
+def test_stages_run_at_once_in_workers_after_their_inputs(tmp_path):
+    cache = tmp_path / "cache"
+    runner = StageRunner(cache, tmp_path / "logs", StageProgress(3, enabled=False))
+    summaries = runner.run_all(_demo_stages(cache), jobs=2, rebuild=partial(_demo_stages, cache))
+    assert [summaries[n]["total"] for n in ("c", "a", "b")] == [13, 1, 2]
+    assert all(s["pid"] != os.getpid() for s in summaries.values())     # in worker processes
+    assert sorted(r["stage"] for r in runner.records) == ["a", "b", "c"]
+    assert (tmp_path / "logs" / "c.log").is_file()
+    again = StageRunner(cache, tmp_path / "logs")
+    assert again.run_all(_demo_stages(cache), jobs=2, rebuild=partial(_demo_stages, cache)) == summaries
+    assert all(r["cached"] for r in again.records)
+    one_by_one = tmp_path / "sequential"
+    in_process = StageRunner(one_by_one, tmp_path / "logs")
+    summaries = in_process.run_all(_demo_stages(one_by_one), jobs=1)
+    assert [summaries[n]["total"] for n in ("c", "a", "b")] == [13, 1, 2]
+    assert [r["stage"] for r in in_process.records] == ["a", "b", "c"] and summaries["c"]["pid"] == os.getpid()
+
+
+def test_a_failing_worker_stage_stops_the_study_and_keeps_the_rest(tmp_path):
+    cache = tmp_path / "cache"
+    runner = StageRunner(cache, tmp_path / "logs")
+    with pytest.raises(StageError, match=r"(?s)stage c .*c broke"):
+        runner.run_all(_demo_stages(cache, fail="c"), jobs=2, rebuild=partial(_demo_stages, cache, "c"))
+    assert (cache / "a-k" / "stage.json").is_file() and (cache / "b-k" / "stage.json").is_file()
+    assert not (cache / "c-k" / "stage.json").exists()
+    with pytest.raises(StageError, match="the worker process planned other"):  # the code changed meanwhile
+        runner.run_all(_demo_stages(cache), jobs=2, rebuild=partial(_demo_stages, cache, key="other"))
+    with pytest.raises(ValueError, match=r"not planned: \['a', 'b'\]"):
+        runner.run_all(_demo_stages(cache)[:1], jobs=2)
 
 
 def test_config_digest_follows_content_not_environment(monkeypatch):

@@ -33,6 +33,17 @@ class StudyPlan:
     sizes: Stage
 
 
+def names(*stages: Stage | None) -> tuple[str, ...]:
+    """The names of the given stages (None: a recipe without a stage, random init)."""
+    return tuple(s.name for s in stages if s is not None)
+
+
+def study_stages(settings: StudySettings, cache: Path, threads: int) -> list[Stage]:
+    """The study's stages planned on the cache folder ``cache`` (what a worker process of
+    :meth:`benchmarks.stages.StageRunner.run_all` rebuilds)."""
+    return plan_study(settings, StageRunner(cache, cache), threads).stages
+
+
 def plan_study(settings: StudySettings, runner: StageRunner, threads: int = 2, code_root: Path = REPO) -> StudyPlan:
     """Build every stage with its content key. ``code_root`` is where the code digests read the
     project's source (the repository; a copy in tests)."""
@@ -61,15 +72,15 @@ def plan_study(settings: StudySettings, runner: StageRunner, threads: int = 2, c
     pretrain_options = {"data.root": "<photos>", **settings.options_for("pretrain")}
     run_options = {**pretrain_options, "data.root": str(photos_root)}
 
-    def recipe_stage(recipe: Recipe, label: str, inputs: list[str], options: dict[str, Any]) -> Stage:
+    def recipe_stage(recipe: Recipe, label: str, inputs: list[Stage], options: dict[str, Any]) -> Stage:
         return Stage(f"pretrain-{recipe.name}", label,
-                     digest(config_digest(recipe.config, pretrain_options), train_code, *inputs),
+                     digest(config_digest(recipe.config, pretrain_options), train_code, *[s.key for s in inputs]),
                      settings.speed * recipe.estimate_s,
-                     lambda work: drivers.run_recipe(recipe.config, options, work))
+                     lambda work: drivers.run_recipe(recipe.config, options, work), after=names(*inputs))
 
     teacher = None
     if any(RECIPES[r].teacher for r in settings.recipes):
-        teacher = recipe_stage(TEACHER, f"pre-training of the {TEACHER.label}", [photos.key], run_options)
+        teacher = recipe_stage(TEACHER, f"pre-training of the {TEACHER.label}", [photos], run_options)
         stages.append(teacher)
     backbones: dict[str, Stage | None] = {}
     for name in settings.recipes:
@@ -77,10 +88,10 @@ def plan_study(settings: StudySettings, runner: StageRunner, threads: int = 2, c
         if recipe.config is None:
             backbones[name] = None
             continue
-        options, inputs = dict(run_options), [photos.key]
+        options, inputs = dict(run_options), [photos]
         if recipe.teacher:
             options["distill.teacher_ckpt"] = str(runner.folder(teacher) / "backbone.pth")
-            inputs.append(teacher.key)
+            inputs.append(teacher)
         backbones[name] = recipe_stage(recipe, f"{recipe.label} pre-training of the 4-block ViT-Tiny", inputs,
                                        options)
         stages.append(backbones[name])
@@ -112,7 +123,8 @@ def plan_study(settings: StudySettings, runner: StageRunner, threads: int = 2, c
                                   f"{task.label} of {RECIPES[recipe].label} ({scale.label}), seed {seed}",
                                   digest(key, seed, key_of(recipe), photos.key, train_code),
                                   settings.speed * task.estimate_s * scale.cost,
-                                  lambda work, c=task.config, o=options: drivers.run_pretrain(c, o, work))
+                                  lambda work, c=task.config, o=options: drivers.run_pretrain(c, o, work),
+                                  after=names(photos, backbones[recipe]))
                     per_recipe[recipe].append(stage)
                     stages.append(stage)
 
@@ -127,18 +139,18 @@ def plan_study(settings: StudySettings, runner: StageRunner, threads: int = 2, c
             f"seg-{recipe}", f"UperNet (mmseg runner) from {label}", digest(seg_key, key_of(recipe), ade20k.key),
             settings.estimate("seg"),
             lambda work, r=recipe: drivers.run_seg_train(settings.options_for("seg"), export_of(r), ade_root, work,
-                                                         threads))
+                                                         threads), after=names(ade20k, backbones[recipe]))
         trains[recipe] = Stage(
             f"track-train-{recipe}", f"tracker training from {label}", digest(track_key, key_of(recipe), lasot.key),
             settings.estimate("track_train"),
             lambda work, r=recipe: drivers.run_track_train(settings.options_for("track"), export_of(r), lasot_root,
-                                                           work, threads))
+                                                           work, threads), after=names(lasot, backbones[recipe]))
         tests[recipe] = Stage(
             f"track-test-{recipe}", f"tracking the test sequences from {label}",
             digest(trains[recipe].key, lasot.key, config_digest(TRACK_CONFIG), test_code),
             settings.estimate("track_test"),
             lambda work, r=recipe: drivers.run_track_test(runner.folder(trains[r]) / "tracker_final.pth", lasot_root,
-                                                          work, threads))
+                                                          work, threads), after=names(lasot, trains[recipe]))
     stages += list(segs.values())
     for recipe in settings.recipes:
         stages += [trains[recipe], tests[recipe]]

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -10,7 +12,7 @@ from ..stages import StageProgress, StageRunner, default_cache
 from . import data as study_data
 from .drivers import check_cli_path
 from .findings import findings, findings_table
-from .plan import StudyPlan, plan_study
+from .plan import StudyPlan, plan_study, study_stages
 from .plots import photo_palette, plot_pretrain_losses, plot_summary, seg_overlay_grid
 from .scoring import fmt
 from .settings import BACKBONE, CKA_PAIRS, DOWNSTREAM, RECIPES, SCALES, TEACHER, GivenResults, StudySettings
@@ -29,12 +31,26 @@ def pending_estimate(settings: StudySettings, cache: Path | None = None) -> floa
     return runner.pending_estimate(plan_study(settings, runner).stages)
 
 
+def study_jobs(threads: int, jobs: int | None = None) -> tuple[int, int]:
+    """(stages at once, torch threads each) for ``threads`` threads in all: by default one
+    single-threaded stage per thread, at most 4 and no more than the CPUs (the study's stages are
+    small: two 1-thread processes use two cores better than one 2-thread process)."""
+    if jobs is None:
+        jobs = max(1, min(threads, 4, os.cpu_count() or 1))
+    if jobs < 1:
+        raise ValueError(f"study jobs must be >= 1, got {jobs}")
+    return jobs, max(1, threads // jobs)
+
+
 def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: int = 2,
-                 cache: Path | None = None, progress: bool = True, terminal: Any = None) -> tuple[str, dict]:
+                 cache: Path | None = None, progress: bool = True, terminal: Any = None,
+                 jobs: int | None = None) -> tuple[str, dict]:
     """Run (or reuse from the cache) every stage of the embedded study and build its tables.
 
     ``cache`` is the benchmark cache root (default ``$LITEVIT_CACHE/benchmark``); the stages live
-    in its ``study/`` folder. ``terminal``: stream of the stage progress bar.
+    in its ``study/`` folder. ``terminal``: stream of the stage progress bar. ``jobs``: stages run
+    at once in worker processes, sharing ``threads`` (default :func:`study_jobs`; 1: one at a time
+    in this process).
     """
     from benchmarks.demo_data.photos import PHOTOS
 
@@ -43,12 +59,14 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     out = Path(out)
     study_out = out / "study"
     runner = StageRunner(cache / "study", out / "logs" / "study")
-    plan = plan_study(settings, runner, threads)
+    jobs, threads_each = study_jobs(threads, jobs)
+    plan = plan_study(settings, runner, threads_each)
     runner.progress = StageProgress(runner.pending_estimate(plan.stages), enabled=progress, stream=terminal,
                                     position=1)
     started = time.perf_counter()
     try:
-        summaries = {stage.name: runner.run(stage) for stage in plan.stages}
+        summaries = runner.run_all(plan.stages, jobs, partial(study_stages, settings, runner.cache, threads_each),
+                                   threads_each)
     finally:
         runner.progress.close("study: done")
     wall = time.perf_counter() - started
@@ -254,10 +272,10 @@ def _checkpoint_sizes(backbones: Mapping[str, Path]) -> str:
 
 def report_section(out_dir: Path, threads: int = 2, quick: bool = False, given: GivenResults | None = None,
                    settings: StudySettings | None = None, cache: Path | None = None,
-                   progress: bool = True, terminal: Any = None) -> tuple[str, dict]:
+                   progress: bool = True, terminal: Any = None, jobs: int | None = None) -> tuple[str, dict]:
     """The study as a report section (Markdown, JSON data): the given results when any, else the
     embedded study (``quick`` does not shorten it: its training is cached after the first run)."""
     if given is not None and given.any():
         return run_given(out_dir, given)
-    return run_embedded(out_dir, settings or StudySettings(), threads, cache, progress, terminal)
+    return run_embedded(out_dir, settings or StudySettings(), threads, cache, progress, terminal, jobs)
 
