@@ -60,8 +60,7 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed + epoch))
         else:
             order = torch.arange(self.length)
-        mine = order[self.rank:self.length // self.world_size * self.world_size:self.world_size]
-        return mine[:self.steps_per_epoch * self.batch_size].tolist()
+        return order[self.rank::self.world_size][:self.steps_per_epoch * self.batch_size].tolist()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for epoch in range(self.start_epoch, self.epochs):
