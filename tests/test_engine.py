@@ -327,8 +327,8 @@ def test_device_choices_and_errors(monkeypatch):
         with pytest.raises(ValueError, match=r"device=.*: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'"):
             resolve_device(bad)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="train.device='cuda:0' under torchrun with 2 processes"):
-        init_distributed("cuda:0", option="train.device")
+    with pytest.raises(ValueError, match="runtime.device='cuda:0' under torchrun with 2 processes"):
+        init_distributed("cuda:0", option="runtime.device")
     monkeypatch.delenv("WORLD_SIZE")
     if torch.cuda.is_available():
         assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
@@ -338,8 +338,8 @@ def test_device_choices_and_errors(monkeypatch):
             resolve_device(f"cuda:{count}")
     else:
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(ValueError, match="train.device='cuda' asks for a GPU, but torch sees none"):
-            resolve_device("cuda", option="train.device")
+        with pytest.raises(ValueError, match="runtime.device='cuda' asks for a GPU, but torch sees none"):
+            resolve_device("cuda", option="runtime.device")
         with pytest.raises(ValueError, match="device='cuda:3' asks for a GPU, but torch sees none"):
             resolve_device("cuda:3")
         with pytest.raises(ValueError, match="asks for a GPU"):
@@ -359,8 +359,8 @@ def test_precision_choices_and_errors():
     with bf16.autocast():
         assert (a @ a).dtype == torch.bfloat16
     assert not bf16.grad_scaler().is_enabled()
-    with pytest.raises(ValueError, match=r"train.precision='fp16' needs a GPU .* device is cpu"):
-        resolve_precision("fp16", cpu, option="train.precision")
+    with pytest.raises(ValueError, match=r"runtime.precision='fp16' needs a GPU .* device is cpu"):
+        resolve_precision("fp16", cpu, option="runtime.precision")
     with pytest.raises(ValueError, match=r"runtime.precision must be one of \['fp32', 'bf16', 'fp16'\], got 'fp8'"):
         resolve_precision("fp8", cpu, option="runtime.precision")
 
@@ -392,8 +392,8 @@ def test_cuda_bf16_is_native_from_compute_capability_8():
         assert (reason is None) is native, capability
     assert "compute capability 7.5: native bf16 needs 8.0 or newer" in bf16_unsupported_reason(
         cuda, cuda_capability=(7, 5))
-    with pytest.warns(RuntimeWarning, match=r"train.precision='bf16' on cuda:0: .*compute capability 7\.0"):
-        assert resolve_precision("bf16", cuda, "train.precision", cuda_capability=(7, 0)).name == "bf16"
+    with pytest.warns(RuntimeWarning, match=r"runtime.precision='bf16' on cuda:0: .*compute capability 7\.0"):
+        assert resolve_precision("bf16", cuda, "runtime.precision", cuda_capability=(7, 0)).name == "bf16"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_precision("bf16", cuda, cuda_capability=(8, 0)).dtype == torch.bfloat16
