@@ -19,18 +19,18 @@ probing, distillation, MoCo-v3, tracker training):
 * The config's ``runtime`` section holds what the engine does with any task
   (:func:`runtime_options`; defaults in :data:`RUNTIME_DEFAULTS`):
 
-  =================================  ==================================================================
-  ``runtime.device``                 "auto" | "cpu" | "cuda" | "cuda:<i>" (torchrun: LOCAL_RANK's GPU)
-  ``runtime.precision``              "fp32" | "bf16" | "fp16" (:mod:`engine.precision`)
-  ``runtime.seed``                   the run's seed
-  ``runtime.log_interval``           updates between ``"train"`` log records (and at each epoch end)
-  ``runtime.checkpoint_interval``    updates between checkpoints (0 / None: at the end, and at epoch
-                                     ends where the task asks)
-  ``runtime.max_updates``            stop, with a checkpoint, after this many updates in total
-  ``runtime.clip_grad``              max norm of the gradients (None / 0: no clipping)
-  ``runtime.progress_bar``           show the progress bar (rank 0)
-  ``runtime.allow_world_size_change``  resume a checkpoint of another number of processes (re-seeded)
-  =================================  ==================================================================
+  ===================================  =================================================================
+  ``runtime.device``                   "auto" | "cpu" | "cuda" | "cuda:<i>" (torchrun: LOCAL_RANK's GPU)
+  ``runtime.precision``                "fp32" | "bf16" | "fp16" (:mod:`engine.precision`)
+  ``runtime.seed``                     the run's seed
+  ``runtime.log_interval``             updates between ``"train"`` log records (and at each epoch end)
+  ``runtime.checkpoint_interval``      updates between checkpoints (0 / None: at the end, and at
+                                       epoch ends where the task asks)
+  ``runtime.max_updates``              stop, with a checkpoint, after this many updates in total
+  ``runtime.clip_grad``                max norm of the gradients (None / 0: no clipping)
+  ``runtime.progress_bar``             show the progress bar (rank 0)
+  ``runtime.allow_world_size_change``  resume a checkpoint of another number of processes
+  ===================================  =================================================================
 
   The names are mmengine's where it has one (``LoggerHook``'s and ``CheckpointHook``'s
   ``interval``, ``optim_wrapper.clip_grad``); the loop counts updates where mmengine counts
@@ -61,8 +61,8 @@ import torch.nn as nn
 from backbones import read_checkpoint
 
 from .checkpoint import check_training_checkpoint, restore_rank_rng, save_checkpoint
-from .distributed import DistInfo, wrap_ddp
 from .data import EpochSampler
+from .distributed import DistInfo, wrap_ddp
 from .log import JsonLog, progress_bar
 from .precision import Precision
 

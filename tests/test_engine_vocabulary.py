@@ -126,8 +126,8 @@ def test_an_old_key_is_read_as_the_new_one_with_a_warning_naming_it(old, new, va
 def test_configs_in_the_tree_use_the_new_names_only():
     """Every training config of the tasks on the engine loads without a deprecation warning, and
     its ``runtime`` section names only keys of the vocabulary (or a task's own: eval_every ...)."""
-    files = [p for folder in ("pretrain", "track", "study", "transfer") for p in (REPO / "configs" / folder).rglob("*.py")
-             if "_base_" not in p.parts and "seg" not in p.parts]
+    files = [p for folder in ("pretrain", "track", "study", "transfer")
+             for p in (REPO / "configs" / folder).rglob("*.py") if "_base_" not in p.parts and "seg" not in p.parts]
     assert len(files) > 20
     for path in files:
         cfg = Config.fromfile(str(path))

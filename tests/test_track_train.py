@@ -262,8 +262,8 @@ def test_old_keys_train_the_same_tracker(small_lasot, tmp_path):
         assert f"config key {key} is deprecated and will be removed in the next release: use {renamed}" in messages
     _assert_same_state(read_checkpoint(tmp_path / "new" / "latest.pth")["net"],
                        read_checkpoint(tmp_path / "old" / "latest.pth")["net"])
-    logged = {name: [(r["update"], r["total"]) for r in read_log(tmp_path / name / "log.jsonl") if r["event"] == "train"]
-              for name in ("new", "old")}
+    logged = {name: [(r["update"], r["total"]) for r in read_log(tmp_path / name / "log.jsonl")
+                     if r["event"] == "train"] for name in ("new", "old")}
     assert logged["new"] == logged["old"] and [u for u, _ in logged["new"]] == [2, 3]  # every 2, epoch end, stop
     for result in (summary, old_summary):
         assert (result["epoch"], result["epoch_step"], result["update"], result["finished"]) == (1, 1, 3, False)
