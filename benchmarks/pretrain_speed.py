@@ -45,7 +45,7 @@ from timm.optim import create_optimizer_v2
 
 from benchmarks.peers import load_peers, unavailable_reason
 from benchmarks.track_speed import synchronize
-from engine import bf16_unsupported_reason
+from engine import PRECISIONS, autocast, bf16_unsupported_reason
 from fileio import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["MODELS", "DTYPES", "PEER_FIGURES", "build_ours", "build_maelite",
@@ -53,7 +53,7 @@ __all__ = ["MODELS", "DTYPES", "PEER_FIGURES", "build_ours", "build_maelite",
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("mae_vit_tiny", "d2mae_vit_tiny", "mocov3_vit_tiny")
-DTYPES = ("fp32", "bf16")
+DTYPES = tuple(name for name in PRECISIONS if name != "fp16")  # the engine's; fp16 needs a GPU and a GradScaler
 RECIPES = {"mae_vit_tiny": "mae_vit_tiny_400e_in1k.py", "d2mae_vit_tiny": "d2mae_vit_tiny_400e_in1k.py",
            "mocov3_vit_tiny": "mocov3_vit_tiny_400e_in1k.py"}
 TWO_VIEWS = {"mocov3_vit_tiny"}  # batches of image pairs [B, 2, 3, H, W]
@@ -64,10 +64,6 @@ SCHEDULE_UPDATES = 100_000  # the MoCo-v3 momentum schedule's length while timin
 # GPU figures: context only, not comparable with CPU rows. The papers publish no throughput.
 PEER_FIGURES = {"mae_vit_tiny": {"fp32 (TF32)": 7454, "bf16": 6248, "fp16": 5592},
                 "d2mae_vit_tiny": {"bf16": 4197, "fp16": 4509}}
-
-
-def _autocast(device: str, dtype: str):
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
 def build_ours(model_name: str, dtype: str = "fp32", device: str = "cpu", img_size: int = 224
@@ -89,8 +85,8 @@ def build_ours(model_name: str, dtype: str = "fp32", device: str = "cpu", img_si
     task, _ = build_task(cfg)
     task.to(device)
     distill = getattr(task, "distill", None)
-    if distill is not None and dtype == "bf16":
-        distill.store_teacher_matmul_weights(torch.bfloat16)
+    if distill is not None and PRECISIONS[dtype] is not None:  # as pretrain.engine sets it up
+        distill.store_teacher_matmul_weights(PRECISIONS[dtype])
     optimizer = build_optimizer(task, cfg["optim"], LR)
     if not hasattr(task, "before_update"):
         return task, lambda images: task(images)["loss"], optimizer
@@ -146,7 +142,7 @@ class Stepper:
     def step(self, record: bool = True) -> float:
         synchronize(self.device)
         cpu_start, start = time.process_time(), time.perf_counter()
-        with _autocast(self.device, self.dtype):
+        with autocast(torch.device(self.device).type, PRECISIONS[self.dtype]):
             loss = self.loss_fn(self.images)
         loss.backward()
         self.optimizer.step()

@@ -62,7 +62,7 @@ def check_training_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike, 
     if missing:
         raise CheckpointError(
             f"{path}: not a training checkpoint of this engine (no {', '.join(repr(k) for k in missing)}; it holds "
-            f"{sorted(map(str, ckpt))}): resume from a checkpoint the training loop wrote, e.g. its last.pth")
+            f"{sorted(map(str, ckpt))}): resume from a checkpoint the training loop wrote, e.g. its latest.pth")
     states = ckpt["rng"]
     if not isinstance(states, (list, tuple)) or not states:
         raise CheckpointError(f"{path}: no per-rank 'rng' list: not a training checkpoint of this engine")

@@ -9,13 +9,47 @@ Loss terms stay on the device: each step adds them to a :class:`LossWindow` with
 so the host waits for the device only at log intervals and before a checkpoint is written. Both
 places check the window for non-finite values across all ranks and raise FloatingPointError
 naming the updates and the terms, so no checkpoint is ever written after a non-finite loss.
+
+The vocabulary of a training run, the same in every task on the engine (pre-training, fine-tuning,
+probing, distillation, MoCo-v3, tracker training):
+
+* A **step** of the loop is an **update**: one optimizer step, after ``accum_steps`` batches. Log
+  records, checkpoints and the tasks' summaries count updates as ``update``; ``epoch`` is the
+  epoch (0-based) and ``epoch_step`` the batches of it consumed (:class:`Position`).
+* The config's ``runtime`` section holds what the engine does with any task
+  (:func:`runtime_options`; defaults in :data:`RUNTIME_DEFAULTS`):
+
+  ===================================  =================================================================
+  ``runtime.device``                   "auto" | "cpu" | "cuda" | "cuda:<i>" (torchrun: LOCAL_RANK's GPU)
+  ``runtime.precision``                "fp32" | "bf16" | "fp16" (:mod:`engine.precision`)
+  ``runtime.seed``                     the run's seed
+  ``runtime.log_interval``             updates between ``"train"`` log records (and at each epoch end)
+  ``runtime.checkpoint_interval``      updates between checkpoints (0 / None: at the end, and at
+                                       epoch ends where the task asks)
+  ``runtime.max_updates``              stop, with a checkpoint, after this many updates in total
+  ``runtime.clip_grad``                max norm of the gradients (None / 0: no clipping)
+  ``runtime.progress_bar``             show the progress bar (rank 0)
+  ``runtime.allow_world_size_change``  resume a checkpoint of another number of processes
+  ===================================  =================================================================
+
+  The names are mmengine's where it has one (``LoggerHook``'s and ``CheckpointHook``'s
+  ``interval``, ``optim_wrapper.clip_grad``); the loop counts updates where mmengine counts
+  iterations, since with gradient accumulation a batch is not an update.
+* The resumable training state is ``work_dir/latest.pth`` (:data:`CHECKPOINT_NAME`);
+  :func:`find_checkpoint` finds it for ``resume="auto"``.
+
+The names of the previous release are still read for one release, each with a ``FutureWarning``
+naming the new key (:data:`DEPRECATED_KEYS`, applied by :func:`upgrade_config`; mmengine does the
+same), and ``resume`` still finds a checkpoint under its old name ``last.pth``, with a warning.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -27,16 +61,91 @@ import torch.nn as nn
 from backbones import read_checkpoint
 
 from .checkpoint import check_training_checkpoint, restore_rank_rng, save_checkpoint
+from .data import EpochSampler
 from .distributed import DistInfo, wrap_ddp
 from .log import JsonLog, progress_bar
 from .precision import Precision
 
-__all__ = ["Engine", "LoopSettings", "LossWindow", "Position", "StepFn", "LOG_NAME"]
+__all__ = ["CHECKPOINT_NAME", "DEPRECATED_KEYS", "Engine", "LOG_NAME", "LoopSettings", "LossWindow", "Position",
+           "RUNTIME_DEFAULTS", "StepFn", "find_checkpoint", "runtime_options", "upgrade_config"]
 
 logger = logging.getLogger("engine")
 
 LOG_NAME = "log.jsonl"
+CHECKPOINT_NAME = "latest.pth"
+LEGACY_CHECKPOINT_NAMES = ("last.pth",)
 StepFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
+
+RUNTIME_DEFAULTS: dict[str, Any] = {
+    "device": "auto", "precision": "fp32", "seed": 0, "log_interval": 50, "checkpoint_interval": 0,
+    "max_updates": None, "clip_grad": None, "progress_bar": True, "allow_world_size_change": False}
+
+#: Config keys of the previous release -> their names now (read with a FutureWarning for one release).
+DEPRECATED_KEYS: dict[str, str] = {
+    "runtime.log_every": "runtime.log_interval",
+    "runtime.checkpoint_every": "runtime.checkpoint_interval",
+    "optim.clip_grad": "runtime.clip_grad",
+    "train.device": "runtime.device",
+    "train.precision": "runtime.precision",
+    "train.seed": "runtime.seed",
+    "train.log_interval": "runtime.log_interval",
+    "train.checkpoint_interval": "runtime.checkpoint_interval",
+    "train.max_steps": "runtime.max_updates",
+    "train.grad_clip": "runtime.clip_grad",
+    "train.progress": "runtime.progress_bar",
+    "train.allow_world_size_change": "runtime.allow_world_size_change",
+}
+
+
+def _plain_copy(cfg: Any) -> dict[str, Any]:
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else copy.deepcopy(dict(cfg))
+
+
+def upgrade_config(cfg: Any) -> dict[str, Any]:
+    """A plain copy of ``cfg`` (a dict or an mmengine ``Config``) with every key of
+    :data:`DEPRECATED_KEYS` moved to its new name, each with a ``FutureWarning`` naming both.
+    An old key's value wins over the new key's (it is the one the config or command line set)."""
+    out = _plain_copy(cfg)
+    for old, new in DEPRECATED_KEYS.items():
+        section, key = old.split(".")
+        if not isinstance(out.get(section), Mapping) or key not in out[section]:
+            continue
+        value = out[section].pop(key)
+        new_section, new_key = new.split(".")
+        target = out.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            target = out[new_section] = dict(target or {})
+        overrides = f", replacing {new}={target[new_key]!r}" if target.get(new_key, value) != value else ""
+        warnings.warn(f"config key {old} is deprecated and will be removed in the next release: use {new} "
+                      f"(read as {new}={value!r}{overrides})", FutureWarning, stacklevel=2)
+        target[new_key] = value
+    return out
+
+
+def runtime_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``runtime`` section of an upgraded config (:func:`upgrade_config`) over
+    :data:`RUNTIME_DEFAULTS` (a None interval means 0)."""
+    options = {**RUNTIME_DEFAULTS, **dict(cfg.get("runtime") or {})}
+    for key in ("log_interval", "checkpoint_interval"):
+        options[key] = int(options[key] or 0)
+    if options["log_interval"] < 1:
+        raise ValueError(f"runtime.log_interval={options['log_interval']}: must be at least 1 update")
+    return options
+
+
+def find_checkpoint(work_dir: str | Path) -> Path | None:
+    """The resumable checkpoint in ``work_dir`` (``latest.pth``), or one under an old name
+    (``last.pth``, with a FutureWarning); None if there is none."""
+    work_dir = Path(work_dir)
+    if (work_dir / CHECKPOINT_NAME).is_file():
+        return work_dir / CHECKPOINT_NAME
+    for name in LEGACY_CHECKPOINT_NAMES:
+        if (work_dir / name).is_file():
+            warnings.warn(f"{work_dir / name}: a checkpoint under its old name; resuming from it, the run now "
+                          f"writes {CHECKPOINT_NAME} (the old name is read for one more release)",
+                          FutureWarning, stacklevel=2)
+            return work_dir / name
+    return None
 
 
 @dataclass
@@ -57,29 +166,38 @@ class LoopSettings:
         steps_per_epoch: batches each rank runs an epoch (a multiple of ``accum_steps``).
         accum_steps: batches whose gradients are accumulated into one update.
         clip_grad: max gradient norm (None or 0: no clipping).
-        log_every: updates between ``"train"`` log records (one is also written at each epoch end
-            and when the run stops).
-        checkpoint_every: updates between checkpoints (0: none besides the ones below).
+        log_interval: updates between ``"train"`` log records (one is also written at each epoch
+            end and when the run stops).
+        checkpoint_interval: updates between checkpoints (0: none besides the ones below).
         checkpoint_each_epoch: write the checkpoint at every epoch end.
         max_updates: stop (with a checkpoint) after this many updates in total.
         loss_key: the term of the step's dict that is backpropagated.
         samples_per_step: samples of one step over all ranks (progress bar, rate in the log).
         unit: what a sample is called on the progress bar.
-        progress: show the progress bar (rank 0).
+        progress_bar: show the progress bar (rank 0).
     """
 
     epochs: int
     steps_per_epoch: int
     accum_steps: int = 1
     clip_grad: float | None = None
-    log_every: int = 50
-    checkpoint_every: int = 0
+    log_interval: int = 50
+    checkpoint_interval: int = 0
     checkpoint_each_epoch: bool = False
     max_updates: int | None = None
     loss_key: str = "loss"
     samples_per_step: int = 1
     unit: str = "sample"
-    progress: bool = True
+    progress_bar: bool = True
+
+    @classmethod
+    def from_runtime(cls, runtime: Mapping[str, Any], **task: Any) -> "LoopSettings":
+        """The settings of :func:`runtime_options`' ``runtime`` keys plus the task's own (``task``:
+        epochs, steps_per_epoch, accum_steps, loss_key ...)."""
+        return cls(clip_grad=runtime["clip_grad"], log_interval=int(runtime["log_interval"]),
+                   checkpoint_interval=int(runtime["checkpoint_interval"] or 0),
+                   max_updates=None if runtime["max_updates"] is None else int(runtime["max_updates"]),
+                   progress_bar=bool(runtime["progress_bar"]), **task)
 
 
 class LossWindow:
@@ -243,19 +361,28 @@ class Engine:
         return ckpt
 
     # -- the loop ----------------------------------------------------------------------------
+    def sampler(self, length: int, batch_size: int, shuffle: bool = False) -> EpochSampler:
+        """The run's data order from the current position (after :meth:`resume`): this rank's
+        ``(epoch, index)`` keys of the rest of the schedule, ``batch_size`` per batch, for one
+        ``DataLoader`` over all epochs (see :mod:`engine.data`)."""
+        s = self.settings
+        return EpochSampler(length, s.steps_per_epoch, batch_size, s.epochs, rank=self.info.rank,
+                            world_size=self.info.world_size, shuffle=shuffle, seed=self.seed,
+                            start_epoch=self.position.epoch, start_step=self.position.epoch_step)
+
     def stop_requested(self) -> bool:
         limit = self.settings.max_updates
         return limit is not None and self.position.update >= int(limit)
 
-    def fit(self, batches: Callable[[int, int], Iterator[Any]], step: StepFn, *,
+    def fit(self, batches: Iterator[Any], step: StepFn, *,
             before_update: Callable[[int], None] | None = None,
             on_epoch_end: Callable[[int], None] | None = None,
             log_fields: Callable[[], dict[str, Any]] | None = None) -> bool:
         """Train from ``position`` to the end of the schedule, or until ``max_updates``.
 
         Args:
-            batches: ``(epoch, first_step) -> iterator`` over that epoch's batches from batch
-                ``first_step`` on (the same iterator may serve every epoch).
+            batches: the rest of the run's batches, from ``position`` on: a loader over
+                :meth:`sampler`'s keys (one iterator for every epoch).
             step: the task's loss step, ``step(model, batch) -> {name: scalar tensor}``, run in
                 training mode; ``model`` is the (DDP-wrapped) model to call.
             before_update: called with the number of updates done before the first batch of
@@ -270,13 +397,13 @@ class Engine:
         s = self.settings
         samples_done = (self.position.epoch * s.steps_per_epoch + self.position.epoch_step) * s.samples_per_step
         bar = progress_bar(s.epochs * s.steps_per_epoch * s.samples_per_step, samples_done, unit=s.unit,
-                           enabled=s.progress and self.info.is_main)
+                           enabled=s.progress_bar and self.info.is_main)
         self._run_start, self._run_start_update = time.perf_counter(), self.position.update
         try:
             while self.position.epoch < s.epochs and not self.stop_requested():
                 epoch = self.position.epoch
                 bar.set_description(f"epoch {epoch + 1}/{s.epochs}")
-                if not self._run_epoch(epoch, batches(epoch, self.position.epoch_step), step, before_update,
+                if not self._run_epoch(epoch, batches, step, before_update,
                                        log_fields, bar):
                     break
                 self.position = Position(epoch + 1, 0, self.position.update)
@@ -314,7 +441,7 @@ class Engine:
             self._optimizer_step()
             pos.update += 1
             epoch_done = pos.epoch_step == s.steps_per_epoch
-            if pos.update % s.log_every == 0 or epoch_done or self.stop_requested():
+            if pos.update % s.log_interval == 0 or epoch_done or self.stop_requested():
                 self._write_log(epoch, bar, log_fields)
             if epoch_done:
                 break
@@ -339,7 +466,7 @@ class Engine:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _checkpoint_due(self) -> bool:
-        every = self.settings.checkpoint_every
+        every = self.settings.checkpoint_interval
         return bool(every) and self.position.update % int(every) == 0
 
     def _write_log(self, epoch: int, bar: Any, log_fields: Callable[[], dict[str, Any]] | None) -> None:

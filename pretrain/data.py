@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN, IMAGENET_DEFAULT_STD as IMAGENET_STD
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 __all__ = ["ImageFolderDataset", "SkippedImage", "Batch", "collate_skipping", "mae_train_transform",
-           "mocov3_train_transform", "TwoViews", "finetune_train_transform", "eval_transform", "SkipSampler",
+           "mocov3_train_transform", "TwoViews", "finetune_train_transform", "eval_transform",
            "seeded_random_state", "seeded_transform", "IMG_EXTENSIONS"]
 
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
@@ -152,25 +152,6 @@ def collate_skipping(samples: Sequence[tuple[torch.Tensor, int] | SkippedImage])
     images = torch.stack([img for img, _ in good])
     labels = torch.tensor([label for _, label in good], dtype=torch.long)
     return Batch(images, labels, skipped)
-
-
-class SkipSampler(Sampler):
-    """Yields a sampler's indices after dropping the first ``skip`` (resuming inside an epoch)."""
-
-    def __init__(self, sampler: Sampler, skip: int = 0) -> None:
-        self.sampler, self.skip = sampler, skip
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        it = iter(self.sampler)
-        for _ in range(self.skip):
-            next(it, None)
-        yield from it
-
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
 
 
 def mae_train_transform(img_size: int = 224, scale: tuple[float, float] = (0.08, 1.0),

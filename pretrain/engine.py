@@ -11,10 +11,13 @@ layer-wise lr decay for fine-tuning; lr = base_lr x total batch / ``optim.base_b
 recipe states its lr at 512) and the schedule (per-update warm-up then cosine, timm's
 ``CosineLRScheduler``), gradient accumulation up to ``optim.total_batch``.
 
-What the engine does: processes (torchrun; gloo / NCCL), precision (``runtime.precision``), the
-loop, device-side loss sums checked for non-finite values at log intervals and before each
-checkpoint, ``work_dir/last.pth`` (atomic, every ``runtime.checkpoint_every`` updates and at the
-end) from which ``resume`` continues exactly, ``log.jsonl``, the progress bar and ``loss.png``.
+What the engine does, set in the config's ``runtime`` section (the vocabulary every task on the
+engine shares: :mod:`engine.loop`): processes (torchrun; gloo / NCCL), precision, the loop with
+gradient clipping, the data order (:class:`engine.EpochSampler`: each epoch shuffled from
+(seed, epoch), one loader for the run), device-side loss sums checked for non-finite values at log
+intervals and before each checkpoint, ``work_dir/latest.pth`` (atomic, every
+``runtime.checkpoint_interval`` updates and at the end) from which ``resume`` continues exactly,
+``log.jsonl``, the progress bar and ``loss.png``.
 """
 from __future__ import annotations
 
@@ -22,27 +25,27 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
-from engine import (DistInfo, Engine, LoopSettings, WorldSizeChangeError, all_gather_objects, init_distributed,
-                    plain, plot_log, read_log, resolve_precision, seed_everything, seed_rank, sum_over_ranks,
-                    sync_batchnorm, weights_digest)
+from engine import (CHECKPOINT_NAME, DistInfo, Engine, EpochKeyed, LoopSettings, WorldSizeChangeError,
+                    all_gather_objects, find_checkpoint, init_distributed, plain, plot_log, read_log,
+                    resolve_precision, runtime_options, seed_everything, seed_rank, sum_over_ranks, sync_batchnorm,
+                    upgrade_config, weights_digest)
 from fileio import atomic_write_json
 
-from .data import Batch, SkipSampler, collate_skipping
+from .data import Batch, collate_skipping
 from .datasets import build_datasets
 from .finetune import evaluate, layer_decay_param_groups
 from .tasks import build_task, build_transforms
 
 __all__ = ["CHECKPOINT_NAME", "Trainer", "build_optimizer", "run", "read_log", "with_best"]
 
-CHECKPOINT_NAME = "last.pth"
 WORLD_SIZE_OVERRIDE = "runtime.allow_world_size_change=True (tools/pretrain.py --allow-world-size-change)"
 
 
@@ -94,19 +97,19 @@ class Trainer:
     :class:`engine.Engine`; see :func:`run`."""
 
     def __init__(self, cfg: Mapping[str, Any], info: DistInfo | None = None) -> None:
-        self.cfg = cfg
-        self.info = info or init_distributed(_cfg(cfg, "runtime.device", "auto"), option="runtime.device")
+        self.cfg = cfg = upgrade_config(cfg)
+        self.runtime = runtime = runtime_options(cfg)
+        self.info = info or init_distributed(runtime["device"], option="runtime.device")
         self.task_name = cfg.get("task", "pretrain")
-        self.precision = resolve_precision(_cfg(cfg, "runtime.precision", "fp32"), self.info.device,
-                                           option="runtime.precision")
+        self.precision = resolve_precision(runtime["precision"], self.info.device, option="runtime.precision")
         work_dir = cfg.get("work_dir")
         if not work_dir:
             raise ValueError("work_dir is not set (config key work_dir or --work-dir)")
         self.work_dir = Path(work_dir)
 
-        self.seed = int(_cfg(cfg, "runtime.seed", 0))
+        self.seed = int(runtime["seed"])
         self._was_deterministic = torch.are_deterministic_algorithms_enabled()
-        if _cfg(cfg, "runtime.deterministic", False):
+        if runtime.get("deterministic", False):
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         seed_everything(self.seed)  # the same on every rank while building: identical initial weights
@@ -140,13 +143,9 @@ class Trainer:
             lr_min=float(_cfg(cfg, "schedule.min_lr", 0.0)), warmup_t=warmup,
             warmup_lr_init=float(_cfg(cfg, "schedule.warmup_lr", 0.0)), warmup_prefix=True, t_in_epochs=False)
         self.skipped_images = 0  # this rank's, since the start (rank 0 also holds those before a resume)
-        settings = LoopSettings(
-            epochs=self.epochs, steps_per_epoch=self.updates_per_epoch * self.accum, accum_steps=self.accum,
-            clip_grad=_cfg(cfg, "optim.clip_grad"), log_every=int(_cfg(cfg, "runtime.log_every", 50)),
-            checkpoint_every=int(_cfg(cfg, "runtime.checkpoint_every", 0)),
-            max_updates=_cfg(cfg, "runtime.max_updates"), loss_key="loss",
-            samples_per_step=self.batch_size * self.info.world_size, unit="img",
-            progress=bool(_cfg(cfg, "runtime.progress_bar", True)))
+        settings = LoopSettings.from_runtime(
+            runtime, epochs=self.epochs, steps_per_epoch=self.updates_per_epoch * self.accum, accum_steps=self.accum,
+            loss_key="loss", samples_per_step=self.batch_size * self.info.world_size, unit="img")
         self.engine = Engine(self.task, self.optimizer, self.info, self.precision, settings,
                              self.work_dir / CHECKPOINT_NAME, self.seed, model_key="model",
                              task_state=self._checkpoint_entries)
@@ -183,26 +182,21 @@ class Trainer:
         return int(accum or 1)
 
     # -- data -------------------------------------------------------------------------------
-    def train_loader(self, epoch: int, skip_batches: int = 0) -> DataLoader:
-        sampler = DistributedSampler(self.train_set, num_replicas=self.info.world_size, rank=self.info.rank,
-                                     shuffle=True, seed=self.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        self.train_set.set_epoch(epoch)
-        workers = int(_cfg(self.cfg, "data.num_workers", 0))
+    def train_loader(self) -> DataLoader:
+        """One loader over the rest of the run, from the engine's position: each epoch this rank's
+        share of a permutation drawn from (seed, epoch), images keyed by (epoch, index)."""
         # A private generator: creating the iterator must not draw from the global RNG (resumption).
-        return DataLoader(self.train_set, batch_size=self.batch_size, num_workers=workers,
-                          sampler=SkipSampler(sampler, skip_batches * self.batch_size), collate_fn=collate_skipping,
-                          drop_last=True, pin_memory=self.info.device.type == "cuda", persistent_workers=False,
-                          generator=torch.Generator().manual_seed(self.seed + epoch))
+        return DataLoader(EpochKeyed(self.train_set), batch_size=self.batch_size,
+                          sampler=self.engine.sampler(len(self.train_set), self.batch_size, shuffle=True),
+                          num_workers=int(_cfg(self.cfg, "data.num_workers", 0)), collate_fn=collate_skipping,
+                          drop_last=True, pin_memory=self.info.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def val_loader(self) -> DataLoader:
         indices = list(range(self.info.rank, len(self.val_set), self.info.world_size))  # disjoint, no padding
         return DataLoader(torch.utils.data.Subset(self.val_set, indices), batch_size=self.batch_size, shuffle=False,
                           num_workers=int(_cfg(self.cfg, "data.num_workers", 0)), collate_fn=collate_skipping,
                           generator=torch.Generator().manual_seed(self.seed))
-
-    def _batches(self, epoch: int, first_step: int) -> Iterator[Batch]:
-        return iter(self.train_loader(epoch, first_step))
 
     # -- the loss step ----------------------------------------------------------------------
     def loss_step(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
@@ -232,16 +226,17 @@ class Trainer:
                 "config": plain(self.cfg), "meta": self.run_meta()}
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
-        """Load ``path`` (default ``work_dir/last.pth``); False if there is nothing to resume.
+        """Load ``path`` (default: :func:`engine.find_checkpoint` in the work dir, ``latest.pth``);
+        False if there is nothing to resume.
 
         Another number of processes than the checkpoint's is refused unless
         ``runtime.allow_world_size_change``: the run then continues at the same update with the
         same fraction of the epoch consumed, on re-seeded RNGs (not bit-identical). That needs the
         same effective batch and updates per epoch (see :meth:`_check_world_size_change`)."""
-        path = Path(path) if path else self.checkpoint_path
-        if not path.is_file():
+        path = Path(path) if path else find_checkpoint(self.work_dir)
+        if path is None or not path.is_file():
             return False
-        ckpt = self.engine.resume(path, bool(_cfg(self.cfg, "runtime.allow_world_size_change", False)),
+        ckpt = self.engine.resume(path, bool(self.runtime["allow_world_size_change"]),
                                   option=WORLD_SIZE_OVERRIDE,
                                   validate=lambda saved: self._check_world_size_change(saved, path))
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -309,7 +304,7 @@ class Trainer:
         log.write({"event": "start", **self.run_meta(), "steps_per_epoch": self.steps_per_epoch,
                    "updates_per_epoch": self.updates_per_epoch, "total_updates": self.total_updates,
                    "train_images": len(self.train_set), "torch": torch.__version__})
-        eval_every = int(_cfg(self.cfg, "runtime.eval_every", 1))
+        eval_every = int(self.runtime.get("eval_every") or 1)
         metrics: dict[str, Any] = {}
 
         def evaluate_after(epoch: int) -> None:
@@ -318,10 +313,11 @@ class Trainer:
                 metrics.update(with_best(metrics, scores, epoch + 1))
                 log.write({"event": "eval", "epoch": epoch, "update": self.engine.position.update, **scores})
 
-        finished = self.engine.fit(self._batches, self.loss_step, before_update=self._before_update,
+        finished = self.engine.fit(iter(self.train_loader()), self.loss_step, before_update=self._before_update,
                                    on_epoch_end=evaluate_after, log_fields=self._log_fields)
         digests = all_gather_objects(weights_digest(self.task), self.info)
         summary = {"event": "end", **asdict(self.engine.position), "finished": finished,
+                   "checkpoint": str(self.checkpoint_path),
                    "rank_weight_digests": digests, "ranks_in_sync": len(set(digests)) == 1,
                    "skipped_images": self.total_skipped_images(), **metrics}
         log.write(summary)
@@ -335,7 +331,7 @@ class Trainer:
 
 
 def run(cfg: Mapping[str, Any], resume: bool | str = False) -> dict[str, Any]:
-    """Train as ``cfg`` says; with ``resume`` continue from ``work_dir/last.pth`` (or the given
+    """Train as ``cfg`` says; with ``resume`` continue from ``work_dir/latest.pth`` (or the given
     path) when it exists.  Pre-training, and fine-tuning with ``export_backbone=True`` (supervised
     pre-training), end by exporting the backbone to ``work_dir/backbone.pth``.
     Under torchrun the caller leaves the process group afterwards (:func:`engine.close_distributed`)."""

@@ -1,6 +1,6 @@
 """Export a pre-trained encoder for segmentation / tracking in backbones' format.
 
-The training checkpoint (``work_dir/last.pth``) holds the student under ``student.*`` and the
+The training checkpoint (``work_dir/latest.pth``) holds the student under ``student.*`` and the
 adapter under ``distill.*``, with the run's config.  The student is built again from that config
 (``model.name`` names a registered pre-training model) and loaded strictly, which proves the
 weights are the model the config describes; its :meth:`~pretrain.mae.BackboneMAE.encoder_state_dict`
@@ -15,7 +15,7 @@ A supervised pre-training run (``task="finetune"`` from random initialisation, e
 rebuilt from its config the same way, loaded strictly, and exported without its head (training-only
 options such as drop path left out of ``arch_kwargs``), so "supervised" loads wherever MAE does.
 
-Command line: ``python -m pretrain.export work_dirs/RUN/last.pth backbone.pth``.
+Command line: ``python -m pretrain.export work_dirs/RUN/latest.pth backbone.pth``.
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def _export_classifier(checkpoint: str | os.PathLike, ckpt: dict[str, Any], out:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="pre-training or supervised checkpoint (work_dir/last.pth)")
+    parser.add_argument("checkpoint", help="pre-training or supervised checkpoint (work_dir/latest.pth)")
     parser.add_argument("out", help="output file (backbones export format)")
     args = parser.parse_args(argv)
     print(export_backbone(args.checkpoint, args.out))

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # as a torchrun script
 
 from backbones import CheckpointError, read_checkpoint  # noqa: E402
-from engine import (PRECISIONS, DistInfo, Engine, LoopSettings, WorldSizeChangeError, bf16_unsupported_reason,  # noqa: E402
-                    capture_rng, close_distributed, cuda_bf16_native, init_distributed, plot_log, rank_seed,
+from engine import (CHECKPOINT_NAME, PRECISIONS, DistInfo, Engine, LoopSettings, WorldSizeChangeError,  # noqa: E402
+                    bf16_unsupported_reason, capture_rng, close_distributed, cuda_bf16_native, init_distributed, plot_log, rank_seed,
                     read_log, resolve_device, resolve_precision, restore_rng, seed_rank, torch_dtype)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -67,12 +67,12 @@ def tiny_engine(work: Path, info: DistInfo = DistInfo(), precision: str = "fp32"
     model = TinyTask().to(info.device)
     seed_rank(7, info.rank)  # as the tasks do: each rank its own dropout draws
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    loop = {"epochs": 2, "steps_per_epoch": 4, "accum_steps": 1, "clip_grad": 1.0, "log_every": 1,
-            "samples_per_step": 8 * info.world_size, "progress": False, **settings}
+    loop = {"epochs": 2, "steps_per_epoch": 4, "accum_steps": 1, "clip_grad": 1.0, "log_interval": 1,
+            "samples_per_step": 8 * info.world_size, "progress_bar": False, **settings}
     if info.is_main:
         work.mkdir(parents=True, exist_ok=True)
     return Engine(model, optimizer, info, resolve_precision(precision, info.device), LoopSettings(**loop),
-                  work / "last.pth", seed=7, task_state=lambda: {"task": "tiny"})
+                  work / CHECKPOINT_NAME, seed=7, task_state=lambda: {"task": "tiny"})
 
 
 def tiny_fit(engine: Engine, poison: tuple[int, int] | None = None, **fit_options) -> bool:
@@ -80,9 +80,10 @@ def tiny_fit(engine: Engine, poison: tuple[int, int] | None = None, **fit_option
     ``fit_options``: more arguments of :meth:`Engine.fit` (callbacks)."""
     info = engine.info
 
-    def batches(epoch: int, first_step: int):
-        for step in range(first_step, engine.settings.steps_per_epoch):
-            yield tiny_batch(epoch, step * info.world_size + info.rank, info.device, poison == (epoch, step))
+    # the engine's sampler over batch numbers (batch_size 1): rank r takes batches r, r + W, ...
+    keys = engine.sampler(engine.settings.steps_per_epoch * info.world_size, batch_size=1)
+    batches = (tiny_batch(epoch, index, info.device, poison == (epoch, index // info.world_size))
+               for epoch, index in keys)
 
     def loss_step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         with engine.precision.autocast():
@@ -113,18 +114,18 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, accum_steps):
     stop = per_epoch + 1  # inside the second epoch
     first = tiny_engine(tmp_path / "split", accum_steps=accum_steps, epochs=3, max_updates=stop)
     assert not tiny_fit(first)
-    saved = read_checkpoint(tmp_path / "split" / "last.pth")
+    saved = read_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
     assert saved["position"] == {"epoch": 1, "epoch_step": accum_steps, "update": stop}
     assert saved["task"] == "tiny" and saved["world_size"] == 1 and len(saved["rng"]) == 1
     again = tiny_engine(tmp_path / "split", accum_steps=accum_steps, epochs=3, max_updates=stop)
-    again.resume(tmp_path / "split" / "last.pth")
+    again.resume(tmp_path / "split" / CHECKPOINT_NAME)
     assert not tiny_fit(again) and again.position.update == stop  # already at max_updates: no step
     torch.manual_seed(123)  # whatever the process did since: the checkpoint's RNG state is restored
     second = tiny_engine(tmp_path / "split", accum_steps=accum_steps, epochs=3)
-    second.resume(tmp_path / "split" / "last.pth")
+    second.resume(tmp_path / "split" / CHECKPOINT_NAME)
     assert tiny_fit(second)
 
-    a, b = read_checkpoint(tmp_path / "full" / "last.pth"), read_checkpoint(tmp_path / "split" / "last.pth")
+    a, b = read_checkpoint(tmp_path / "full" / CHECKPOINT_NAME), read_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
     assert_same_weights(a["model"], b["model"])
     for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert_same_weights(state_a, state_b)
@@ -139,7 +140,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, accum_steps):
 
 def test_a_snapshot_elsewhere_does_not_replace_the_final_checkpoint(tmp_path):
     """A save to another file (an epoch snapshot from on_epoch_end) is not the run's checkpoint:
-    fit still writes last.pth at the end."""
+    fit still writes latest.pth at the end."""
     engine = tiny_engine(tmp_path, epochs=2)
     snapshots = []
 
@@ -149,7 +150,7 @@ def test_a_snapshot_elsewhere_does_not_replace_the_final_checkpoint(tmp_path):
     assert tiny_fit(engine, on_epoch_end=snapshot)
     assert [p.name for p in snapshots] == ["epoch_0.pth", "epoch_1.pth"]
     assert read_checkpoint(tmp_path / "epoch_1.pth")["position"]["update"] == 8
-    assert read_checkpoint(tmp_path / "last.pth")["position"] == {"epoch": 2, "epoch_step": 0, "update": 8}
+    assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["position"] == {"epoch": 2, "epoch_step": 0, "update": 8}
 
 
 def test_resume_from_a_file_that_is_not_a_training_checkpoint_names_it(tmp_path):
@@ -182,25 +183,25 @@ def test_rng_state_round_trip_loads_with_weights_only(tmp_path):
 
 # ------------------------------------------------------------------------- non-finite losses
 def test_nan_loss_raises_at_the_next_checkpoint_and_keeps_the_last_good_one(tmp_path):
-    engine = tiny_engine(tmp_path, steps_per_epoch=8, log_every=100, checkpoint_every=2)
+    engine = tiny_engine(tmp_path, steps_per_epoch=8, log_interval=100, checkpoint_interval=2)
     with pytest.raises(FloatingPointError, match=r"updates 1-4 \(epoch 0\): .*loss=nan") as error:
         tiny_fit(engine, poison=(0, 2))  # update 3
     assert "l1=nan" in str(error.value) and "mse=nan" in str(error.value)
     assert engine.position.update == 4  # raised at the checkpoint of update 4, not later
     assert not all(torch.isfinite(p).all() for p in engine.module.parameters())  # the guard mattered
-    saved = read_checkpoint(tmp_path / "last.pth")
+    saved = read_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert saved["position"]["update"] == 2
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
     assert not list(tmp_path.glob(".*tmp*"))
 
 
 def test_nan_loss_raises_at_the_next_log_record(tmp_path):
-    engine = tiny_engine(tmp_path, log_every=2, checkpoint_every=2)
+    engine = tiny_engine(tmp_path, log_interval=2, checkpoint_interval=2)
     with pytest.raises(FloatingPointError, match=r"updates 3-4 \(epoch 0\)"):
         tiny_fit(engine, poison=(0, 2))
     assert engine.position.update == 4
     assert [r["update"] for r in train_records(tmp_path)] == [2]
-    assert read_checkpoint(tmp_path / "last.pth")["position"]["update"] == 2
+    assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["position"]["update"] == 2
 
 
 def test_non_finite_weights_are_never_saved(tmp_path):
@@ -215,20 +216,21 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 def test_losses_are_read_on_the_host_only_at_log_intervals_and_checkpoints(tmp_path, monkeypatch):
     """Every tensor -> Python conversion made by engine code is counted: one read per log record
-    (the window's sums) and two per checkpoint (window, weights); none in ordinary steps."""
+    (the window's sums) and two per checkpoint (window, weights); none in ordinary steps. The
+    sampler's index lists (host tensors it draws itself, engine/data.py) are not counted."""
     reads: list[str] = []
-    engine_dir = str(REPO / "engine")
+    engine_dir, sampler_file = str(REPO / "engine"), str(REPO / "engine" / "data.py")
     for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
         original = getattr(torch.Tensor, name)
 
         def counted(self, *args, _original=original, **kwargs):
             caller = sys._getframe(1)
-            if caller.f_code.co_filename.startswith(engine_dir):
+            if caller.f_code.co_filename.startswith(engine_dir) and caller.f_code.co_filename != sampler_file:
                 reads.append(caller.f_code.co_name)
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    engine = tiny_engine(tmp_path, epochs=2, steps_per_epoch=6, log_every=3, checkpoint_every=4)
+    engine = tiny_engine(tmp_path, epochs=2, steps_per_epoch=6, log_interval=3, checkpoint_interval=4)
     tiny_fit(engine)
     monkeypatch.undo()
     assert [r["update"] for r in train_records(tmp_path)] == [3, 6, 9, 12]
@@ -246,7 +248,7 @@ def _ddp_worker(work: Path) -> None:
     try:
         assert info.world_size == 2 and info.device.type == "cpu"
         tiny_fit(tiny_engine(work / "train", info, max_updates=3))
-        engine = tiny_engine(work / "nan", info, log_every=2)
+        engine = tiny_engine(work / "nan", info, log_interval=2)
         try:
             tiny_fit(engine, poison=(0, 1) if info.rank == 1 else None)
             message = "no error"
@@ -271,11 +273,11 @@ def test_two_ranks_report_a_nan_of_one_rank_together(two_rank_run):
     messages = [(two_rank_run / "nan" / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert messages[0] == messages[1]
     assert "updates 1-2 (epoch 0)" in messages[0] and "loss=nan" in messages[0] and "2 rank(s)" in messages[0]
-    assert not (two_rank_run / "nan" / "last.pth").exists()
+    assert not (two_rank_run / "nan" / CHECKPOINT_NAME).exists()
 
 
 def test_world_size_change_is_refused_or_reseeded(two_rank_run, tmp_path):
-    path = two_rank_run / "train" / "last.pth"
+    path = two_rank_run / "train" / CHECKPOINT_NAME
     saved = read_checkpoint(path)
     assert saved["world_size"] == 2 and saved["position"]["update"] == 3
     assert not torch.equal(saved["rng"][0]["torch"], saved["rng"][1]["torch"])
@@ -325,8 +327,8 @@ def test_device_choices_and_errors(monkeypatch):
         with pytest.raises(ValueError, match=r"device=.*: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'"):
             resolve_device(bad)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="train.device='cuda:0' under torchrun with 2 processes"):
-        init_distributed("cuda:0", option="train.device")
+    with pytest.raises(ValueError, match="runtime.device='cuda:0' under torchrun with 2 processes"):
+        init_distributed("cuda:0", option="runtime.device")
     monkeypatch.delenv("WORLD_SIZE")
     if torch.cuda.is_available():
         assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
@@ -336,8 +338,8 @@ def test_device_choices_and_errors(monkeypatch):
             resolve_device(f"cuda:{count}")
     else:
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(ValueError, match="train.device='cuda' asks for a GPU, but torch sees none"):
-            resolve_device("cuda", option="train.device")
+        with pytest.raises(ValueError, match="runtime.device='cuda' asks for a GPU, but torch sees none"):
+            resolve_device("cuda", option="runtime.device")
         with pytest.raises(ValueError, match="device='cuda:3' asks for a GPU, but torch sees none"):
             resolve_device("cuda:3")
         with pytest.raises(ValueError, match="asks for a GPU"):
@@ -357,8 +359,8 @@ def test_precision_choices_and_errors():
     with bf16.autocast():
         assert (a @ a).dtype == torch.bfloat16
     assert not bf16.grad_scaler().is_enabled()
-    with pytest.raises(ValueError, match=r"train.precision='fp16' needs a GPU .* device is cpu"):
-        resolve_precision("fp16", cpu, option="train.precision")
+    with pytest.raises(ValueError, match=r"runtime.precision='fp16' needs a GPU .* device is cpu"):
+        resolve_precision("fp16", cpu, option="runtime.precision")
     with pytest.raises(ValueError, match=r"runtime.precision must be one of \['fp32', 'bf16', 'fp16'\], got 'fp8'"):
         resolve_precision("fp8", cpu, option="runtime.precision")
 
@@ -390,8 +392,8 @@ def test_cuda_bf16_is_native_from_compute_capability_8():
         assert (reason is None) is native, capability
     assert "compute capability 7.5: native bf16 needs 8.0 or newer" in bf16_unsupported_reason(
         cuda, cuda_capability=(7, 5))
-    with pytest.warns(RuntimeWarning, match=r"train.precision='bf16' on cuda:0: .*compute capability 7\.0"):
-        assert resolve_precision("bf16", cuda, "train.precision", cuda_capability=(7, 0)).name == "bf16"
+    with pytest.warns(RuntimeWarning, match=r"runtime.precision='bf16' on cuda:0: .*compute capability 7\.0"):
+        assert resolve_precision("bf16", cuda, "runtime.precision", cuda_capability=(7, 0)).name == "bf16"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_precision("bf16", cuda, cuda_capability=(8, 0)).dtype == torch.bfloat16
@@ -413,7 +415,7 @@ def test_bf16_run_on_cpu(tmp_path):
         assert len(records) == 8 and all(math.isfinite(r["loss"]) for r in records)
         losses[precision] = [r["loss"] for r in records]
     assert losses["bf16"] != losses["fp32"] and np.allclose(losses["bf16"], losses["fp32"], rtol=0.05)
-    assert read_checkpoint(tmp_path / "bf16" / "last.pth")["scaler"] == {}  # no scaler outside fp16
+    assert read_checkpoint(tmp_path / "bf16" / CHECKPOINT_NAME)["scaler"] == {}  # no scaler outside fp16
 
 
 # ------------------------------------------------------------------------- log and plot
@@ -432,7 +434,7 @@ def test_loss_plot_is_a_png_written_atomically(tmp_path):
     tiny_fit(engine)
     png = plot_log(tmp_path / "log.jsonl", tmp_path / "loss.png", twin="epoch")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth", "log.jsonl", "loss.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, "log.jsonl", "loss.png"]
 
 
 # ------------------------------------------------------------------------- CUDA (skipped without a GPU)
@@ -447,14 +449,14 @@ def test_cuda_fp16_with_grad_scaler_resumes_exactly(tmp_path):
     assert tiny_fit(full)
     first = tiny_engine(tmp_path / "split", info, "fp16", max_updates=5)
     tiny_fit(first)
-    saved = read_checkpoint(tmp_path / "split" / "last.pth")
+    saved = read_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)
     assert saved["scaler"]["scale"] > 0 and "cuda" in saved["rng"][0]
     second = tiny_engine(tmp_path / "split", info, "fp16")
-    second.resume(tmp_path / "split" / "last.pth")
+    second.resume(tmp_path / "split" / CHECKPOINT_NAME)
     assert second.scaler.get_scale() == first.scaler.get_scale()
     tiny_fit(second)
-    assert_same_weights(read_checkpoint(tmp_path / "full" / "last.pth")["model"],
-                        read_checkpoint(tmp_path / "split" / "last.pth")["model"])
+    assert_same_weights(read_checkpoint(tmp_path / "full" / CHECKPOINT_NAME)["model"],
+                        read_checkpoint(tmp_path / "split" / CHECKPOINT_NAME)["model"])
 
 
 @needs_cuda
@@ -464,8 +466,8 @@ def test_cuda_steps_do_not_synchronize(tmp_path, precision):
     while a log record or a checkpoint is written, none in the steps between."""
     info = DistInfo(device=torch.device("cuda", 0))
     tiny_fit(tiny_engine(tmp_path / "warm", info, precision, epochs=1))  # first-use syncs (allocator, cuBLAS)
-    engine = tiny_engine(tmp_path / "run", info, precision, epochs=1, steps_per_epoch=8, log_every=4,
-                         checkpoint_every=8)
+    engine = tiny_engine(tmp_path / "run", info, precision, epochs=1, steps_per_epoch=8, log_interval=4,
+                         checkpoint_interval=8)
     reporting, stray, reported = [False], [], []
 
     def while_reporting(method):

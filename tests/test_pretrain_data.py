@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.demo_data.imagenet import make_imagenet_folder
-from pretrain.data import ImageFolderDataset, SkippedImage, SkipSampler, collate_skipping, mae_train_transform
+from pretrain.data import ImageFolderDataset, SkippedImage, collate_skipping, mae_train_transform
 
 
 def _corrupt(folder: Path) -> list[str]:
@@ -68,11 +68,6 @@ def test_augmentation_depends_on_seed_epoch_index_only(tmp_path):
     assert torch.equal(ds[1][0], first)
     ds.set_epoch(1)
     assert not torch.equal(ds[1][0], first)
-
-
-def test_skip_sampler_resumes_inside_an_epoch():
-    assert list(SkipSampler(range(10), skip=4)) == [4, 5, 6, 7, 8, 9]
-    assert len(SkipSampler(range(10), skip=4)) == 6
 
 
 def test_seeded_random_state_leaves_gpu_generators_alone(monkeypatch):

@@ -57,7 +57,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, devic
     resumed = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "split", **options), resume=True)
     assert resumed["finished"] and resumed["update"] == 6
 
-    a, b = read_checkpoint(tmp_path / "full" / "last.pth"), read_checkpoint(tmp_path / "split" / "last.pth")
+    a, b = read_checkpoint(tmp_path / "full" / "latest.pth"), read_checkpoint(tmp_path / "split" / "latest.pth")
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -67,6 +67,40 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, devic
     losses_split = {r["update"]: r["loss"] for r in _train_records(read_log(tmp_path / "split" / "log.jsonl"))}
     assert losses_full == losses_split
     assert not torch.are_deterministic_algorithms_enabled()  # the run restored the global setting
+
+
+def test_old_keys_and_the_old_checkpoint_name_train_the_same_run(tmp_path):
+    """A config in the previous release's words (runtime.log_every, runtime.checkpoint_every,
+    optim.clip_grad) trains bit for bit as the new ``runtime`` keys, each old key with a warning naming
+    the new one; its checkpoint renamed to the old ``last.pth`` is still resumed, with a warning."""
+    data = tmp_path / "data"
+    make_imagenet_folder(data, classes=2, per_class=12, size=72, seed=0)  # 24 images: 3 batches of 8 an epoch
+    common = {"runtime.device": "cpu", "schedule.epochs": 2, "schedule.warmup_epochs": 1}
+    new = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "new", **common, **{
+        "runtime.log_interval": 2, "runtime.checkpoint_interval": 2, "runtime.clip_grad": 0.05}))
+    old = {**common, "runtime.log_every": 2, "runtime.checkpoint_every": 2, "optim.clip_grad": 0.05}
+    with pytest.warns(FutureWarning) as warned:
+        stopped = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "old", **old, **{"runtime.max_updates": 4}))
+    messages = " ".join(str(w.message) for w in warned)
+    for key, renamed in [("runtime.log_every", "runtime.log_interval"), ("optim.clip_grad", "runtime.clip_grad"),
+                         ("runtime.checkpoint_every", "runtime.checkpoint_interval")]:
+        assert f"config key {key} is deprecated and will be removed in the next release: use {renamed}" in messages
+    assert stopped["update"] == 4 and not stopped["finished"]
+    (tmp_path / "old" / "latest.pth").rename(tmp_path / "old" / "last.pth")
+    with pytest.warns(FutureWarning) as warned:  # the old keys again, and the old name
+        resumed = run(demo_cfg("mae_vit_tiny_demo", data, tmp_path / "old", **old), resume=True)
+    assert any(f"{tmp_path / 'old' / 'last.pth'}: a checkpoint under its old name; resuming from it" in str(w.message)
+               for w in warned)
+    assert resumed["finished"] and resumed["update"] == new["update"] == 6
+    a, b = read_checkpoint(tmp_path / "new" / "latest.pth"), read_checkpoint(tmp_path / "old" / "latest.pth")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    logged = {name: [(r["update"], r["loss"]) for r in _train_records(read_log(tmp_path / name / "log.jsonl"))]
+              for name in ("new", "old")}
+    assert logged["new"] == logged["old"] and [u for u, _ in logged["new"]] == [2, 3, 4, 6]  # every 2, epoch ends
+    for summary in (new, stopped, resumed):  # the words tracker training's summary uses too
+        assert {"epoch", "epoch_step", "update", "finished", "checkpoint"} <= set(summary)
+        assert summary["checkpoint"] == str(Path(summary["checkpoint"]).parent / "latest.pth")
 
 
 def _load_tool():
@@ -120,7 +154,7 @@ def test_torchrun_two_ranks_learn_stay_in_sync_and_resume_on_one(tmp_path):
     assert resume["exact"] is False and "not bit-identical" in resume["note"]
     after = _train_records(log)[len(records):]
     assert [(r["update"], r["epoch"], r["epoch_step"]) for r in after] == [(8, 3, 8)]  # 4 of 8 batches left
-    assert read_checkpoint(work / "last.pth")["world_size"] == 1
+    assert read_checkpoint(work / "latest.pth")["world_size"] == 1
     meta = read_checkpoint(work / "backbone.pth")["meta"]
     assert meta["random_teacher"] is True and meta["recipe"] == "d2mae_vit_tiny_demo"
 
@@ -138,18 +172,18 @@ def test_world_size_change_with_another_effective_batch_is_refused(tmp_path):
     first = Trainer(demo_cfg("mae_vit_tiny_demo", data, work, **options))
     assert (first.effective_batch, first.updates_per_epoch) == (8, 2)
     first.engine.save()
-    ckpt = read_checkpoint(work / "last.pth")
+    ckpt = read_checkpoint(work / "latest.pth")
     assert ckpt["meta"]["updates_per_epoch"] == 2
     # as 2 processes of 8 images each would have written it: 1 batch of 8 an epoch, no accumulation
     ckpt.update(world_size=2, rng=ckpt["rng"] * 2)
     ckpt["meta"].update(world_size=2, effective_batch=16, accum_iter=1, updates_per_epoch=1)
-    torch.save(ckpt, work / "last.pth")
+    torch.save(ckpt, work / "latest.pth")
 
     trainer = Trainer(demo_cfg("mae_vit_tiny_demo", data, work, **options))
     with pytest.raises(WorldSizeChangeError) as error:
         trainer.resume()
     text = str(error.value)
-    assert str(work / "last.pth") in text and "written by 2 process(es), resumed by 1" in text
+    assert str(work / "latest.pth") in text and "written by 2 process(es), resumed by 1" in text
     assert "effective_batch 16 -> 8" in text and "updates_per_epoch 1 -> 2" in text
     assert "optim.total_batch=16" in text
     assert not (work / "log.jsonl").exists()  # refused before loading anything (or logging a resume)
@@ -177,7 +211,7 @@ def test_export_d2mae_keeps_twelve_blocks_and_loads_into_vit_tiny(tmp_path):
     model = build_backbone("vit_tiny", num_classes=0, img_size=32)
     result = load_pretrained(model, summary["export"], strict=True)
     assert not result.missing and not result.unexpected
-    trained = read_checkpoint(work / "last.pth")["model"]
+    trained = read_checkpoint(work / "latest.pth")["model"]
     assert torch.equal(model.blocks[11].mlp.fc2.weight, trained["student.blocks.11.mlp.fc2.weight"])
     assert "student.blocks.12.attn.qkv.weight" in trained  # the logits block was trained, then dropped
     # the default 224 px backbone takes it too (position embedding resampled)

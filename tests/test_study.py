@@ -106,7 +106,7 @@ def test_teacher_export_feeds_the_distillation_recipes(tmp_path):
 
     make_photo_imagenet(tmp_path / "data", ("brick", "coffee"), per_class=8, size=72)
     short = {"data.root": str(tmp_path / "data"), "schedule.epochs": 1, "schedule.warmup_epochs": 0,
-             "data.batch_size": 16, "runtime.checkpoint_every": None}
+             "data.batch_size": 16, "runtime.checkpoint_interval": None}
     summary = run_pretrain(TEACHER_CONFIG, short, tmp_path / "teacher")
     teacher_ckpt = Path(summary["export"])
     cfg = Config.fromfile(str(RECIPES["d2mae"].config))
@@ -137,14 +137,14 @@ def test_new_recipes_run_a_few_steps_and_export(tmp_path, recipe):
     assert entry.available(), f"{recipe}: {entry.missing()}"
     make_photo_imagenet(tmp_path / "data", tuple(PHOTOS), per_class=2, probe_per_class=1, val_per_class=1, size=72)
     summary = run_recipe(entry.config, {"data.root": str(tmp_path / "data"), "schedule.epochs": 1,
-                                        "schedule.warmup_epochs": 0, "data.batch_size": 14, "runtime.log_every": 1,
-                                        "runtime.checkpoint_every": None}, tmp_path / "run")
+                                        "schedule.warmup_epochs": 0, "data.batch_size": 14, "runtime.log_interval": 1,
+                                        "runtime.checkpoint_interval": None}, tmp_path / "run")
     assert summary["updates"] == 2 and summary["finished"] and math.isfinite(summary["loss_last"])
     export = tmp_path / "run" / "backbone.pth"
     backbone = build_backbone("vit_tiny", num_classes=0, depth=4, img_size=64)
     result = load_pretrained(backbone, export)
     assert result.missing == [] and result.unexpected == [] and result.resized == []
-    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)["model"]
+    state = torch.load(tmp_path / "run" / "latest.pth", weights_only=True)["model"]
     trained = [v for k, v in state.items() if k.endswith("blocks.3.attn.qkv.weight") and "momentum" not in k]
     assert len(trained) == 1 and torch.equal(trained[0], backbone.blocks[3].attn.qkv.weight)
 

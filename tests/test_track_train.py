@@ -18,7 +18,7 @@ from track.model import load_tracker_checkpoint
 from benchmarks.demo_data.lasot import fill_generated_lasot_roots, make_lasot_dataset
 from track.config import build_model
 from track.sampler import TrackingPairDataset
-from track.train import ShardSampler, ce_keep_ratio, param_groups, read_log, train
+from track.train import ce_keep_ratio, param_groups, read_log, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -122,18 +122,6 @@ def test_ce_keep_ratio_schedule():
     assert all(a >= b for a, b in zip(ratios, ratios[1:]))
 
 
-def test_shard_sampler_splits_and_resumes():
-    full = [list(ShardSampler(0, 2, steps=4, batch_size=2, rank=r, world_size=3))
-            for r in range(3)]
-    for epoch in (0, 1):
-        indices = sorted(i for shard in full for e, i in shard if e == epoch)
-        assert indices == list(range(24))
-    assert all(len(shard) == 16 for shard in full)
-    # resuming at epoch 0, batch 3 continues with the same (epoch, index) pairs
-    resumed = ShardSampler(0, 2, steps=4, batch_size=2, rank=1, world_size=3, start_batch=3)
-    assert list(resumed) == full[1][6:] and len(resumed) == 10
-
-
 def test_param_groups_backbone_lr():
     cfg = Config.fromfile(str(TINY_CONFIG))
     model = build_model({"model": dict(cfg.model, depth=1, ce_locations=(0,))}, None)
@@ -152,7 +140,7 @@ def test_recipe_config_values():
     assert [d["type"] for d in cfg.data.datasets] == ["lasot", "got10k", "coco", "trackingnet"]
     assert cfg.data.ratios == [1, 1, 1, 1] and cfg.data.samples_per_epoch == 60000
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr) == (300, 128, 4e-4)
-    assert cfg.train.lr_drop_epochs == [240] and cfg.train.grad_clip == 0.1
+    assert cfg.train.lr_drop_epochs == [240] and cfg.runtime.clip_grad == 0.1 and cfg.runtime.seed == 42
     assert cfg.train.backbone_lr_mult == 0.1 and cfg.train.weight_decay == 1e-4
     assert cfg.model.drop_path_rate == 0.1
     assert (cfg.model.template_size, cfg.model.search_size) == (128, 256)
@@ -185,8 +173,8 @@ def _small_overrides() -> dict:
         "model.ce_locations": [1], "model.head_width": 16, "model.drop_path_rate": 0.1,
         "data.samples_per_epoch": 4, "data.generate": None, "data.num_workers": 0,
         "train.epochs": 2, "train.batch_size": 2, "train.lr_drop_epochs": [1],
-        "train.ce.start_epoch": 0, "train.ce.end_epoch": 2, "train.log_interval": 1,
-        "train.num_threads": 1, "train.progress": False, "train.plot": False,
+        "train.ce.start_epoch": 0, "train.ce.end_epoch": 2, "runtime.log_interval": 1,
+        "train.num_threads": 1, "runtime.progress_bar": False, "train.plot": False,
     }
 
 
@@ -203,17 +191,17 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("device", [
-    pytest.param({"train.device": "cpu"}, id="cpu"),
-    pytest.param({"train.device": "cuda", "train.precision": "fp16"}, marks=needs_cuda, id="cuda-fp16"),
+    pytest.param({"runtime.device": "cpu"}, id="cpu"),
+    pytest.param({"runtime.device": "cuda", "runtime.precision": "fp16"}, marks=needs_cuda, id="cuda-fp16"),
 ])
 def test_resume_is_bit_identical(small_lasot, tmp_path, device):
     """Stopped mid-epoch or at an epoch end and resumed through the tool, the run ends with the
     weights, optimizer and RNG state of an uninterrupted one (on CUDA: pinned loader memory,
     fp16 autocast with GradScaler)."""
     threads = torch.get_num_threads()
-    reference = train(_small_cfg(small_lasot, **device, **{"train.plot": True, "train.checkpoint_interval": 1}),
+    reference = train(_small_cfg(small_lasot, **device, **{"train.plot": True, "runtime.checkpoint_interval": 1}),
                       tmp_path / "full")
-    assert reference["global_step"] == 4 and not reference["stopped_early"]
+    assert reference["update"] == 4 and reference["finished"]
     assert torch.get_num_threads() == threads  # train.num_threads is undone at the end
     full = read_checkpoint(tmp_path / "full" / "tracker_final.pth")
     full_state = read_checkpoint(tmp_path / "full" / "latest.pth")
@@ -230,17 +218,17 @@ def test_resume_is_bit_identical(small_lasot, tmp_path, device):
     tool = _load_tool()
     for stop in (1, 2):
         work = tmp_path / f"stop{stop}"
-        partial = train(_small_cfg(small_lasot, **device, **{"train.max_steps": stop}), work)
-        assert partial["stopped_early"] and partial["final_checkpoint"] is None
+        partial = train(_small_cfg(small_lasot, **device, **{"runtime.max_updates": stop}), work)
+        assert not partial["finished"] and partial["final_checkpoint"] is None
         state = read_checkpoint(work / "latest.pth")
         assert state["position"] == ({"epoch": 0, "epoch_step": 1, "update": 1} if stop == 1
                                      else {"epoch": 1, "epoch_step": 0, "update": 2})
-        assert ("scale" in state["scaler"]) == (device.get("train.precision") == "fp16")
+        assert ("scale" in state["scaler"]) == (device.get("runtime.precision") == "fp16")
         options = [f"{k}={json.dumps(v) if isinstance(v, list) else v}"
                    for k, v in {**_small_overrides(), **device}.items()]
         summary = tool.main([str(TINY_CONFIG), "--work-dir", str(work), "--resume",
                              "--lasot-root", str(small_lasot), "--cfg-options", *options])
-        assert summary["global_step"] == 4
+        assert summary["update"] == 4
         _assert_same_state(full["net"], read_checkpoint(work / "tracker_final.pth")["net"])
         resumed_state = read_checkpoint(work / "latest.pth")
         for group_a, group_b in zip(full_state["optimizer"]["state"].values(),
@@ -255,6 +243,33 @@ def test_resume_is_bit_identical(small_lasot, tmp_path, device):
     assert not any(torch.equal(p, q) for p, q in zip(
         model.head.parameters(), build_model(_small_cfg(small_lasot), None).head.parameters())
         if p.dim() > 1)
+
+
+def test_old_keys_train_the_same_tracker(small_lasot, tmp_path):
+    """A config in the previous release's words (train.max_steps, train.grad_clip, train.log_interval,
+    train.seed ...) trains bit for bit as the new ``runtime`` keys, each old key with a warning naming
+    the new one; the summary and the log count updates as pre-training's do."""
+    new = {"runtime.max_updates": 3, "runtime.clip_grad": 0.01, "runtime.log_interval": 2, "runtime.seed": 3,
+           "runtime.device": "cpu"}
+    old = {"train.max_steps": 3, "train.grad_clip": 0.01, "train.log_interval": 2, "train.seed": 3,
+           "train.device": "cpu", "train.progress": False}
+    summary = train(_small_cfg(small_lasot, **new), tmp_path / "new")
+    with pytest.warns(FutureWarning) as warned:
+        old_summary = train(_small_cfg(small_lasot, **old), tmp_path / "old")
+    messages = " ".join(str(w.message) for w in warned)
+    for key, renamed in [("train.max_steps", "runtime.max_updates"), ("train.grad_clip", "runtime.clip_grad"),
+                         ("train.log_interval", "runtime.log_interval"), ("train.seed", "runtime.seed"),
+                         ("train.device", "runtime.device"), ("train.progress", "runtime.progress_bar")]:
+        assert f"config key {key} is deprecated and will be removed in the next release: use {renamed}" in messages
+    _assert_same_state(read_checkpoint(tmp_path / "new" / "latest.pth")["net"],
+                       read_checkpoint(tmp_path / "old" / "latest.pth")["net"])
+    logged = {name: [(r["update"], r["total"]) for r in read_log(tmp_path / name / "log.jsonl")
+                     if r["event"] == "train"] for name in ("new", "old")}
+    assert logged["new"] == logged["old"] and [u for u, _ in logged["new"]] == [2, 3]  # every 2, epoch end, stop
+    for result in (summary, old_summary):
+        assert (result["epoch"], result["epoch_step"], result["update"], result["finished"]) == (1, 1, 3, False)
+        assert result["checkpoint"] == str(Path(result["checkpoint"]).parent / "latest.pth")
+        assert "global_step" not in result and result["last"]["update"] == 3
 
 
 def test_frozen_backbone_trains_the_head_only(small_lasot, tmp_path):
@@ -293,7 +308,7 @@ def test_cached_features_train_as_the_images_do(small_lasot, tmp_path, monkeypat
     frozen = {"model.pretrained": str(path), "train.freeze_backbone": True, "train.ce.final_ratio": 1.0}
     cached = _small_cfg(small_lasot, **frozen, **{"train.cache_features": True})
     train(cached, tmp_path / "cached")
-    train(_small_cfg(small_lasot, **frozen, **{"train.cache_features": True, "train.max_steps": 1}),
+    train(_small_cfg(small_lasot, **frozen, **{"train.cache_features": True, "runtime.max_updates": 1}),
           tmp_path / "resumed")
     train(cached, tmp_path / "resumed", resume=True)
 
@@ -337,7 +352,7 @@ def test_bf16_step_with_pretrained_backbone(small_lasot, tmp_path):
     path = save_backbone(source, tmp_path / "vit.pth", arch="vit_tiny")
     first = {}
     for precision in ("fp32", "bf16"):
-        cfg = _small_cfg(small_lasot, **{"train.precision": precision, "train.max_steps": 1,
+        cfg = _small_cfg(small_lasot, **{"runtime.precision": precision, "runtime.max_updates": 1,
                                          "model.pretrained": str(path)})
         train(cfg, tmp_path / precision)
         records = read_log(tmp_path / precision / "log.jsonl")
@@ -350,7 +365,7 @@ def test_bf16_step_with_pretrained_backbone(small_lasot, tmp_path):
     for term in ("total", "focal", "giou", "l1"):   # bf16 keeps 8 bits of mantissa: ~0.4% per rounding
         assert first["bf16"][term] == pytest.approx(first["fp32"][term], rel=1e-2), term
     with pytest.raises(ValueError, match="fp16.*needs a GPU"):
-        train(_small_cfg(small_lasot, **{"train.precision": "fp16", "train.device": "cpu"}),
+        train(_small_cfg(small_lasot, **{"runtime.precision": "fp16", "runtime.device": "cpu"}),
               tmp_path / "fp16")
 
 
@@ -373,10 +388,10 @@ def test_ddp_two_processes_gloo_then_one(small_lasot, tmp_path):
     work = tmp_path / "ddp"
     options = [f"{k}={json.dumps(v) if isinstance(v, list) else v}"
                for k, v in _small_overrides().items()] + ["train.batch_size=4", "data.samples_per_epoch=8",
-                                                          "train.device=cpu"]  # gloo, also where there is a GPU
+                                                          "runtime.device=cpu"]  # gloo, also where there is a GPU
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                "2", str(REPO / "tools" / "track_train.py"), str(TINY_CONFIG), "--work-dir",
-               str(work), "--lasot-root", str(small_lasot), "--cfg-options", *options, "train.max_steps=3"]
+               str(work), "--lasot-root", str(small_lasot), "--cfg-options", *options, "runtime.max_updates=3"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [r for r in read_log(work / "log.jsonl") if r["event"] == "train"]
@@ -389,10 +404,10 @@ def test_ddp_two_processes_gloo_then_one(small_lasot, tmp_path):
     argv = [str(TINY_CONFIG), "--work-dir", str(work), "--resume", "--lasot-root", str(small_lasot),
             "--cfg-options", *options]
     with pytest.raises(SystemExit, match=r"latest.pth: written by 2 process\(es\), resumed by 1.*"
-                                         r"train.allow_world_size_change=True"):
+                                         r"runtime.allow_world_size_change=True"):
         tool.main(argv)
     summary = tool.main(argv + ["--allow-world-size-change"])
-    assert summary["global_step"] == 4 and not summary["stopped_early"]
+    assert summary["update"] == 4 and summary["finished"]
     records = read_log(work / "log.jsonl")
     resume = [r for r in records if r["event"] == "resume"]
     assert len(resume) == 1 and resume[0]["exact"] is False and "not bit-identical" in resume[0]["note"]
@@ -430,7 +445,7 @@ def test_tiny_config_learns_to_track(tmp_path):
     from track.config import model_from_checkpoint
 
     cfg = Config.fromfile(str(TINY_CONFIG))
-    cfg.merge_from_dict({"train.num_threads": 1, "train.progress": False})
+    cfg.merge_from_dict({"train.num_threads": 1, "runtime.progress_bar": False})
     work = tmp_path / "tiny"
     lasot_root = fill_generated_lasot_roots(cfg.data, work)
     summary = train(cfg, work)
@@ -452,7 +467,7 @@ def test_study_probe_config_beats_the_static_box(tmp_path):
     from track.config import model_from_checkpoint
 
     cfg = Config.fromfile(str(PROBE_CONFIG))
-    cfg.merge_from_dict({"train.num_threads": 2, "train.progress": False, "train.plot": False})
+    cfg.merge_from_dict({"train.num_threads": 2, "runtime.progress_bar": False, "train.plot": False})
     work = tmp_path / "probe"
     lasot_root = fill_generated_lasot_roots(cfg.data, work)
     summary = train(cfg, work)

@@ -42,7 +42,7 @@ def test_transfer_configs_follow_mae_lite(name):
     model = cfg["model"]
     assert (model["arch"], model["global_pool"], model["drop_path_rate"]) == ("vit_tiny", "avg", 0.0)
     optim = cfg["optim"]
-    assert (optim["opt"], optim["momentum"], optim["weight_decay"], optim["layer_decay"], optim["clip_grad"],
+    assert (optim["opt"], optim["momentum"], optim["weight_decay"], optim["layer_decay"], cfg["runtime"]["clip_grad"],
             optim["total_batch"]) == ("sgd", 0.9, 0.0, 0.75, 1.0, 512)
     assert cfg["data"]["aug"] == {"auto_augment": None, "color_jitter": None, "re_prob": 0.0,
                                   "interpolation": "bicubic"}
@@ -122,7 +122,7 @@ def test_supervised_demo_trains_and_exports_a_backbone_every_path_loads(tmp_path
     assert (meta["arch"], meta["recipe"], meta["pretrain_model"]) == ("vit_tiny", "supervised", "supervised")
     assert meta["arch_kwargs"] == {"global_pool": "avg", "img_size": 64, "depth": 2}
     assert not any(k.startswith("head.") for k in export["state_dict"])
-    trained = {k[len("model."):]: v for k, v in read_checkpoint(tmp_path / "run" / "last.pth")["model"].items()}
+    trained = {k[len("model."):]: v for k, v in read_checkpoint(tmp_path / "run" / "latest.pth")["model"].items()}
     for key, value in export["state_dict"].items():
         assert torch.equal(value, trained[key]), key
     backbone = load_backbone(tmp_path / "run" / "backbone.pth", num_classes=0).eval()

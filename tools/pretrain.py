@@ -3,13 +3,13 @@
     python tools/pretrain.py configs/pretrain/d2mae_vit_tiny_400e_in1k.py --data data/imagenet
     torchrun --nproc_per_node 8 tools/pretrain.py configs/pretrain/mae_vit_tiny_400e_in1k.py \
         --data data/imagenet --work-dir work_dirs/mae_tiny
-    python tools/pretrain.py CONFIG --resume            # continue from WORK_DIR/last.pth
+    python tools/pretrain.py CONFIG --resume            # continue from WORK_DIR/latest.pth
     torchrun --nproc_per_node 4 tools/pretrain.py CONFIG --resume --allow-world-size-change
                                                         # a checkpoint of another number of processes
     python tools/pretrain.py CONFIG --cfg-options data.batch_size=32 runtime.precision=fp32
 
 The config's ``task`` picks pre-training, fine-tuning or linear probing.  The work dir gets
-``log.jsonl``, ``last.pth`` (resumable checkpoint), ``loss.png`` and, after pre-training,
+``log.jsonl``, ``latest.pth`` (resumable checkpoint), ``loss.png`` and, after pre-training,
 ``backbone.pth`` (the encoder for segmentation / tracking).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="output folder (default: work_dirs/<config name>)")
     parser.add_argument("--resume", nargs="?", const=True, default=False,
-                        help="continue from WORK_DIR/last.pth (or the checkpoint given)")
+                        help="continue from WORK_DIR/latest.pth (or the checkpoint given)")
     parser.add_argument("--allow-world-size-change", action="store_true",
                         help="resume a checkpoint written by another number of processes (sets "
                              "runtime.allow_world_size_change; random states re-seeded, not bit-exact)")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"backbone exported to {summary['export']}")
     elif not summary.get("finished"):
         print(f"stopped at update {summary['update']} (epoch {summary['epoch']}, step {summary['epoch_step']}); "
-              f"continue with --resume (checkpoint {cfg['work_dir']}/last.pth)")
+              f"continue with --resume (checkpoint {summary['checkpoint']})")
     return summary
 
 

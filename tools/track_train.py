@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from benchmarks.demo_data.lasot import fill_generated_lasot_roots  # noqa: E402
-from engine import barrier, close_distributed, init_distributed  # noqa: E402
+from engine import barrier, close_distributed, init_distributed, runtime_options, upgrade_config  # noqa: E402
 from track.train import train  # noqa: E402
 
 DATASET_FLAGS = ("lasot", "got10k", "coco", "trackingnet")
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="resume from CKPT, or from <work-dir>/latest.pth without a value")
     parser.add_argument("--allow-world-size-change", action="store_true",
                         help="resume a checkpoint written by another number of processes (sets "
-                             "train.allow_world_size_change; random states re-seeded, not bit-exact)")
+                             "runtime.allow_world_size_change; random states re-seeded, not bit-exact)")
     parser.add_argument("--pretrained", help="backbone checkpoint (sets model.pretrained)")
     for name in DATASET_FLAGS:
         parser.add_argument(f"--{name}-root", type=Path,
@@ -52,16 +52,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    """The config with the command-line overrides applied (dataset roots, cfg-options)."""
+    """The config with the command-line overrides applied (dataset roots, cfg-options) and the
+    keys of the previous release renamed (:func:`engine.upgrade_config`, a warning each)."""
     if not args.config.is_file():
         raise SystemExit(f"error: config not found: {args.config}")
     cfg = Config.fromfile(str(args.config))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    cfg = Config(upgrade_config(cfg))
     if args.pretrained:
         cfg.model.pretrained = args.pretrained
     if args.allow_world_size_change:
-        cfg.train.allow_world_size_change = True
+        cfg.setdefault("runtime", {})["allow_world_size_change"] = True
     entries = {entry["type"]: entry for entry in cfg.data.datasets}
     for name in DATASET_FLAGS:
         root = getattr(args, f"{name}_root")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args)
     work_dir = args.work_dir or Path("work_dirs/track") / args.config.stem
     try:
-        info = init_distributed(cfg.train.get("device", "auto"), option="train.device")
+        info = init_distributed(runtime_options(cfg)["device"], option="runtime.device")
         if info.is_main:
             fill_generated_lasot_roots(cfg.data, work_dir)  # the tiny config's generated sequences
         barrier(info)

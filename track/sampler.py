@@ -76,7 +76,7 @@ class TrackingPairDataset(Dataset):
     """``samples_per_epoch`` training pairs drawn from several readers.
 
     Index with ``i`` (uses ``set_epoch``'s epoch) or with a pair ``(epoch, i)`` (what
-    :class:`track.train.ShardSampler` yields, so that worker processes need no epoch state).
+    :class:`engine.EpochSampler` yields, so that worker processes need no epoch state).
 
     Args:
         datasets: training readers (:class:`track.datasets.base.SequenceReader`).

@@ -2,7 +2,7 @@
 
 What is this task's own: the model (``track.config.build_model``, optionally from a pre-trained
 backbone), the data (template / search pairs from the mixed training sets, every random draw
-from (seed, epoch, sample index), one loader over all epochs sharded by :class:`ShardSampler`),
+from (seed, epoch, sample index), one loader over all epochs sharded by :class:`engine.EpochSampler`),
 the loss step (``TrackingLoss``: GIoU + L1 + focal on the network's outputs), AdamW with a 0.1x
 learning rate on the backbone (or the backbone frozen: ``train.freeze_backbone``, a tracking probe
 that trains the head only), a step decay per epoch and the candidate-elimination keep-ratio
@@ -10,10 +10,11 @@ schedule (``ce_keep_ratio``). With the backbone frozen, ``train.cache_features``
 training pair (:func:`cache_search_features`) and trains the head on the stored feature maps, the
 same ``data.samples_per_epoch`` pairs every epoch.
 
-What the engine does: processes (torchrun; gloo / NCCL), precision (``train.precision``), the
-loop with gradient clipping, device-side loss sums checked at log intervals and before each
-checkpoint, ``latest.pth`` (every epoch, every ``train.checkpoint_interval`` steps and when the
-run stops) from which ``resume`` continues bit-identically, also from the middle of an epoch,
+What the engine does, set in the config's ``runtime`` section (the vocabulary every task on the
+engine shares: :mod:`engine.loop`): processes (torchrun; gloo / NCCL), precision, the loop with
+gradient clipping, device-side loss sums checked at log intervals and before each checkpoint,
+``latest.pth`` (every epoch, every ``runtime.checkpoint_interval`` updates and when the run
+stops) from which ``resume`` continues bit-identically, also from the middle of an epoch,
 ``log.jsonl``, the progress bar and ``loss.png``. Checkpoints hold ``{"net": state_dict,
 "meta": {...}}`` plus the training state, so ``track.model.load_tracker_checkpoint`` reads them.
 """
@@ -21,17 +22,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from engine import (LOG_NAME, Engine, LoopSettings, Precision, barrier, init_distributed, plain, plot_log,
-                    read_log, resolve_precision, seed_everything, seed_rank)
+from engine import (CHECKPOINT_NAME, LOG_NAME, Engine, LoopSettings, Precision, barrier, find_checkpoint,
+                    init_distributed, plain, plot_log, read_log, resolve_precision, runtime_options, seed_everything,
+                    seed_rank, upgrade_config)
 from fileio import atomic_write_json
 from fileio.progress import progress
 from track.config import build_model
@@ -40,16 +42,15 @@ from track.losses import TrackingLoss
 from track.model import save_tracker_checkpoint
 from track.sampler import TrackingPairDataset
 
-__all__ = ["BACKBONE_PARAMS", "FINAL", "LATEST", "LOG_FILE", "CachedSearchFeatures", "ShardSampler",
-           "build_pair_dataset", "cache_search_features", "ce_keep_ratio", "param_groups", "read_log", "train"]
+__all__ = ["BACKBONE_PARAMS", "FINAL", "LOG_FILE", "CachedSearchFeatures", "build_pair_dataset",
+           "cache_search_features", "ce_keep_ratio", "param_groups", "read_log", "train"]
 
 logger = logging.getLogger("track.train")
 
-LATEST = "latest.pth"
 FINAL = "tracker_final.pth"
 LOG_FILE = LOG_NAME
 BACKBONE_PARAMS = ("backbone.", "pos_embed_z", "pos_embed_x")
-WORLD_SIZE_OVERRIDE = "train.allow_world_size_change=True (tools/track_train.py --allow-world-size-change)"
+WORLD_SIZE_OVERRIDE = "runtime.allow_world_size_change=True (tools/track_train.py --allow-world-size-change)"
 
 
 # ------------------------------------------------------------------------------- schedules
@@ -84,33 +85,6 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float,
 
 
 # ------------------------------------------------------------------------------- data
-class ShardSampler(Sampler):
-    """Yields ``(epoch, index)`` for this rank's share of every epoch from ``start_epoch``
-    (batch ``start_batch``) to ``epochs``.
-
-    Rank ``r`` of ``W`` takes indices ``r, r + W, r + 2W, ...`` of the first
-    ``steps x batch_size x W`` samples of each epoch. Written here (not ``DistributedSampler``)
-    because an exact mid-epoch resume needs to start at a given batch, and because one loader
-    over all epochs keeps its worker processes alive (the epoch travels with the index).
-    """
-
-    def __init__(self, start_epoch: int, epochs: int, steps: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1, start_batch: int = 0) -> None:
-        self.start_epoch, self.epochs = start_epoch, epochs
-        self.steps, self.batch_size = steps, batch_size
-        self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for epoch in range(self.start_epoch, self.epochs):
-            first = self.start_batch if epoch == self.start_epoch else 0
-            for j in range(first * self.batch_size, self.steps * self.batch_size):
-                yield epoch, j * self.world_size + self.rank
-
-    def __len__(self) -> int:
-        epochs = max(0, self.epochs - self.start_epoch)
-        return max(0, (epochs * self.steps - min(self.start_batch, self.steps)) * self.batch_size)
-
-
 class CachedSearchFeatures(Dataset):
     """Training pairs as the frozen backbone saw them: ``(epoch, index)`` -> pair ``index``'s search
     feature map (``search_features``), its box and heat map; the same for every epoch."""
@@ -153,12 +127,6 @@ def cache_search_features(model: nn.Module, dataset: TrackingPairDataset, indice
                                 torch.cat(heatmaps).to(device))
 
 
-def _cfg_dict(cfg: Any) -> dict[str, Any]:
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
-    return dict(cfg)
-
-
 def build_pair_dataset(cfg: Mapping[str, Any], seed: int) -> TrackingPairDataset:
     """Readers of ``data.datasets`` mixed by ``data.ratios`` into a ``TrackingPairDataset``.
 
@@ -185,9 +153,9 @@ def _resume_path(resume: str | bool | None, work_dir: Path) -> Path | None:
     if not resume:
         return None
     if resume is True or resume == "auto":
-        path = work_dir / LATEST
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}")
+        path = find_checkpoint(work_dir)
+        if path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {work_dir / CHECKPOINT_NAME}")
         return path
     return Path(resume)
 
@@ -197,19 +165,22 @@ def train(cfg: Any, work_dir: str | Path, resume: str | bool | None = None) -> d
     """Train the tracker described by ``cfg`` (an mmengine ``Config`` or a plain dict).
 
     Args:
-        cfg: needs ``model``, ``data``, ``train`` and ``loss``, optional ``tracker`` (crop
-            factors); see configs/track/. ``model.pretrained``: backbone checkpoint of any
-            format ``backbones.load_pretrained`` reads (not loaded when resuming).
+        cfg: needs ``model``, ``data``, ``train`` and ``loss``, optional ``runtime`` (the
+            engine's settings: :mod:`engine.loop`) and ``tracker`` (crop factors); see
+            configs/track/. ``model.pretrained``: backbone checkpoint of any format
+            ``backbones.load_pretrained`` reads (not loaded when resuming).
             ``train.num_threads`` sets torch's CPU threads for the run (restored after).
         work_dir: receives ``latest.pth``, ``epoch_XXXX.pth``, ``tracker_final.pth``,
             ``log.jsonl``, ``loss.png`` and ``config.json``.
         resume: a checkpoint path, or True / "auto" for ``<work_dir>/latest.pth``.
 
-    Returns a summary: final checkpoint path, epochs, steps and the last log record.
+    Returns a summary: final checkpoint path (None if the run stopped before the end), the
+    resumable checkpoint, epochs, the position (``epoch``, ``epoch_step``, ``update``),
+    ``finished`` and the last log record.
     """
     threads = torch.get_num_threads()
     try:
-        return _train(_cfg_dict(cfg), Path(work_dir), resume)
+        return _train(upgrade_config(cfg), Path(work_dir), resume)
     finally:
         torch.set_num_threads(threads)
 
@@ -217,16 +188,17 @@ def train(cfg: Any, work_dir: str | Path, resume: str | bool | None = None) -> d
 def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> dict[str, Any]:
     model_cfg, data_cfg, train_cfg = cfg["model"], cfg["data"], cfg["train"]
     if "amp" in train_cfg:
-        raise KeyError("train.amp is now train.precision: 'fp32' (default), 'bf16' or 'fp16'")
-    info = init_distributed(train_cfg.get("device", "auto"), option="train.device")
-    precision = resolve_precision(train_cfg.get("precision", "fp32"), info.device, option="train.precision")
+        raise KeyError("train.amp is now runtime.precision: 'fp32' (default), 'bf16' or 'fp16'")
+    runtime = runtime_options(cfg)
+    info = init_distributed(runtime["device"], option="runtime.device")
+    precision = resolve_precision(runtime["precision"], info.device, option="runtime.precision")
     resume_path = _resume_path(resume, work_dir)
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     if train_cfg.get("num_threads"):
         torch.set_num_threads(int(train_cfg["num_threads"]))
-    seed = int(train_cfg.get("seed", 0))
+    seed = int(runtime["seed"])
     seed_everything(seed)
 
     dataset = build_pair_dataset(cfg, seed)
@@ -261,17 +233,14 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
         gamma=train_cfg.get("lr_drop_factor", 0.1))
     criterion = TrackingLoss(**cfg.get("loss", {}))
     meta = {"config": plain(cfg), "arch": model_cfg.get("backbone"), "world_size": info.world_size}
-    settings = LoopSettings(
-        epochs=epochs, steps_per_epoch=steps_per_epoch, clip_grad=train_cfg.get("grad_clip", 0.1),
-        log_every=int(train_cfg.get("log_interval", 50)),
-        checkpoint_every=int(train_cfg.get("checkpoint_interval", 0) or 0), checkpoint_each_epoch=True,
-        max_updates=train_cfg.get("max_steps"), loss_key="total", samples_per_step=batch_total, unit="pair",
-        progress=bool(train_cfg.get("progress", True)))
-    engine = Engine(model, optimizer, info, precision, settings, work_dir / LATEST, seed, model_key="net",
+    settings = LoopSettings.from_runtime(runtime, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                         checkpoint_each_epoch=True, loss_key="total", samples_per_step=batch_total,
+                                         unit="pair")
+    engine = Engine(model, optimizer, info, precision, settings, work_dir / CHECKPOINT_NAME, seed, model_key="net",
                     task_state=lambda: {"scheduler": scheduler.state_dict(),
                                         "meta": dict(meta, **asdict(engine.position))})
     if resume_path is not None:
-        ckpt = engine.resume(resume_path, bool(train_cfg.get("allow_world_size_change", False)),
+        ckpt = engine.resume(resume_path, bool(runtime["allow_world_size_change"]),
                              option=WORLD_SIZE_OVERRIDE)
         scheduler.load_state_dict(ckpt["scheduler"])
         if info.is_main:
@@ -280,19 +249,16 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
         atomic_write_json(work_dir / "config.json", plain(cfg))
     _log_backbone_load(engine, model, pretrained)
 
-    start = engine.position
     local_batch = batch_total // info.world_size
+    sampler = engine.sampler(len(dataset), local_batch)
     num_workers = int(data_cfg.get("num_workers", 0))
     source: Dataset = dataset
-    if cache_features:  # this rank's pairs of an epoch (what ShardSampler yields), each run once
-        mine = [j * info.world_size + info.rank for j in range(steps_per_epoch * local_batch)]
-        source = cache_search_features(model, dataset, mine, local_batch, precision, info.device, num_workers,
-                                       show_progress=bool(train_cfg.get("progress", True)) and info.is_main)
+    if cache_features:  # this rank's pairs of an epoch (the same every epoch), each through the backbone once
+        source = cache_search_features(model, dataset, sampler.indices(0), local_batch, precision, info.device,
+                                       num_workers, show_progress=runtime["progress_bar"] and info.is_main)
         num_workers = 0
-    loader = DataLoader(source, batch_size=local_batch, drop_last=True,
-                        sampler=ShardSampler(start.epoch, epochs, steps_per_epoch, local_batch, info.rank,
-                                             info.world_size, start.epoch_step),
-                        num_workers=num_workers, pin_memory=info.device.type == "cuda" and not cache_features,
+    loader = DataLoader(source, batch_size=local_batch, drop_last=True, sampler=sampler, num_workers=num_workers,
+                        pin_memory=info.device.type == "cuda" and not cache_features,
                         generator=torch.Generator())  # keeps the global RNG untouched by the loader
     batches = iter(loader)
 
@@ -314,7 +280,7 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
         if save_epochs and (epoch + 1) % save_epochs == 0:
             engine.save(work_dir / f"epoch_{epoch + 1:04d}.pth")
 
-    finished = engine.fit(lambda epoch, first_step: batches, loss_step, on_epoch_end=end_of_epoch,
+    finished = engine.fit(batches, loss_step, on_epoch_end=end_of_epoch,
                           log_fields=lambda: {"lr_backbone": optimizer.param_groups[1]["lr"],
                                               "keep_ratio": ce_keep_ratio(engine.position.epoch, **ce_cfg)})
     final = work_dir / FINAL
@@ -324,9 +290,8 @@ def _train(cfg: dict[str, Any], work_dir: Path, resume: str | bool | None) -> di
         plot_log(engine.log.path, work_dir / "loss.png", curves=("total", "giou", "l1", "focal", "iou"),
                  rates=("lr", "lr_backbone"), twin="keep_ratio")
     barrier(info)
-    return {"final_checkpoint": str(final) if finished else None, "latest": str(work_dir / LATEST),
-            "epochs": epochs, "global_step": engine.position.update, "stopped_early": not finished,
-            "last": engine.last_record}
+    return {"final_checkpoint": str(final) if finished else None, "checkpoint": str(engine.checkpoint_path),
+            "epochs": epochs, **asdict(engine.position), "finished": finished, "last": engine.last_record}
 
 
 def _log_backbone_load(engine: Engine, model: nn.Module, pretrained: str | None) -> None:

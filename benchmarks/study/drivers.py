@@ -114,17 +114,18 @@ def track_config(options: Mapping[str, Any]):
 
 def run_track_train(options: Mapping[str, Any], backbone: Path | None, lasot_root: Path, work: Path,
                     threads: int) -> dict[str, Any]:
-    from track.train import LATEST, train
+    from engine import find_checkpoint
+    from track.train import train
 
     cfg = track_config(options)
     cfg.model.pretrained = str(backbone) if backbone is not None else None
     for entry in cfg.data.datasets:
         entry.root = str(lasot_root)
     cfg.train.num_threads = threads
-    summary = train(cfg, work, resume="auto" if (work / LATEST).is_file() else None)
+    summary = train(cfg, work, resume="auto" if find_checkpoint(work) else None)
     if not summary.get("final_checkpoint"):
         raise RuntimeError(f"tracker training stopped early: {summary}")
-    return {"checkpoint": summary["final_checkpoint"], "steps": summary["global_step"],
+    return {"checkpoint": summary["final_checkpoint"], "updates": summary["update"],
             "last": summary.get("last", {})}
 
 

@@ -19,4 +19,4 @@ data = dict(aug=dict(auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, re_p
 mixup = dict(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
 optim = dict(opt="adamw", base_lr=5e-4, base_batch=512, weight_decay=0.05, betas=(0.9, 0.999), total_batch=1024)
 schedule = dict(epochs=300, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5)
-runtime = dict(checkpoint_every=5000, log_every=100)
+runtime = dict(checkpoint_interval=5000, log_interval=100)

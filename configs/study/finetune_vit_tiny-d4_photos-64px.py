@@ -11,4 +11,4 @@ data = dict(root="data/photos", train_split="probe", val_split="val", batch_size
 mixup = dict(mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0)
 optim = dict(base_lr=2e-3, layer_decay=0.75, total_batch=None)
 schedule = dict(epochs=4, warmup_epochs=1)
-runtime = dict(precision="fp32", log_every=7, checkpoint_every=None, eval_every=4, progress_bar=False)
+runtime = dict(precision="fp32", log_interval=7, checkpoint_interval=None, eval_every=4, progress_bar=False)

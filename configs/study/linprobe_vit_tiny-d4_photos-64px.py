@@ -10,4 +10,4 @@ data = dict(root="data/photos", train_split="probe", val_split="val", batch_size
             crop_pct=1.0, aug=dict(scale=(0.5, 1.0)))
 optim = dict(base_lr=400.0, total_batch=None)
 schedule = dict(epochs=6, warmup_epochs=1)
-runtime = dict(precision="fp32", log_every=7, checkpoint_every=None, eval_every=6, progress_bar=False)
+runtime = dict(precision="fp32", log_interval=7, checkpoint_interval=None, eval_every=6, progress_bar=False)

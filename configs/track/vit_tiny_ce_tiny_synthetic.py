@@ -38,7 +38,6 @@ train = dict(
     backbone_lr_mult=1.0,  # no pre-trained backbone to protect
     lr_drop_epochs=[50],
     ce=dict(start_epoch=20, end_epoch=40, final_ratio=0.7),
-    log_interval=16,
     save_epoch_interval=0,
-    seed=0,
 )
+runtime = dict(log_interval=16, seed=0)

@@ -7,4 +7,4 @@ distill = dict(teacher_ckpt="random", teacher_overrides=dict(depth=2), teacher_b
 data = dict(root="data/imagenet_demo", batch_size=8, num_workers=0)
 optim = dict(base_lr=1.5e-3, total_batch=None)
 schedule = dict(epochs=2, warmup_epochs=0)
-runtime = dict(precision="fp32", log_every=1, checkpoint_every=None)
+runtime = dict(precision="fp32", log_interval=1, checkpoint_interval=None)

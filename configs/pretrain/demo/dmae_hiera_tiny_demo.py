@@ -5,4 +5,4 @@ distill = dict(teacher_arch="hiera_tiny", teacher_ckpt="random", teacher_block=1
 data = dict(root="data/imagenet_demo", batch_size=8, num_workers=0)
 optim = dict(base_lr=1.5e-3, total_batch=None)
 schedule = dict(epochs=1, warmup_epochs=0)
-runtime = dict(precision="fp32", log_every=1, checkpoint_every=None)
+runtime = dict(precision="fp32", log_interval=1, checkpoint_interval=None)

@@ -13,4 +13,4 @@ data = dict(root="data/photos", train_split="train", val_split="val", batch_size
             crop_pct=1.0, aug=dict(auto_augment=None, color_jitter=0.4, scale=(0.2, 1.0)))
 optim = dict(base_lr=2e-3, base_batch=256, total_batch=None)
 schedule = dict(epochs=3, warmup_epochs=1, warmup_lr=1e-6, min_lr=1e-5)
-runtime = dict(precision="fp32", log_every=7, checkpoint_every=None, eval_every=3, progress_bar=False)
+runtime = dict(precision="fp32", log_interval=7, checkpoint_interval=None, eval_every=3, progress_bar=False)

@@ -18,8 +18,7 @@ train = dict(
     backbone_lr_mult=0.1,
     lr_drop_epochs=[5],
     ce=dict(start_epoch=2, end_epoch=5, final_ratio=0.7),
-    log_interval=8,
     num_threads=None,
-    progress=False,
     plot=True,
 )
+runtime = dict(log_interval=8, progress_bar=False)

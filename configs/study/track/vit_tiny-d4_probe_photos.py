@@ -32,6 +32,6 @@ train = dict(
     epochs=32,
     lr_drop_epochs=[28],
     ce=dict(final_ratio=1.0),
-    log_interval=32,
 )
+runtime = dict(log_interval=32)
 loss = dict(giou_weight=0.0)

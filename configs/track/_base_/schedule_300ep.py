@@ -12,18 +12,21 @@ train = dict(
     weight_decay=1e-4,
     lr_drop_epochs=[240],
     lr_drop_factor=0.1,
-    grad_clip=0.1,
     ce=dict(start_epoch=20, end_epoch=100, final_ratio=0.7),
+    num_threads=None,  # torch CPU threads of this process (None: torch's default)
+    save_epoch_interval=20,  # keep epoch_XXXX.pth every this many epochs (0: latest.pth only)
+    plot=True,
+)
+# The engine's settings, named as in every task on the engine (engine/loop.py).
+runtime = dict(
+    seed=42,
     precision="fp32",  # "fp32", "bf16" (autocast, CPU or GPU) or "fp16" (autocast + GradScaler, GPU only)
     device="auto",  # "auto" | "cpu" | "cuda" (under torchrun: each rank its LOCAL_RANK's GPU) | "cuda:<i>"
-    num_threads=None,  # torch CPU threads of this process (None: torch's default)
-    seed=42,
-    log_interval=50,
-    checkpoint_interval=0,  # steps between mid-epoch checkpoints (0: at epoch ends only)
-    save_epoch_interval=20,  # keep epoch_XXXX.pth every this many epochs (0: latest only)
-    max_steps=None,  # stop (with a checkpoint) after this many steps in total
+    log_interval=50,  # optimizer updates between log.jsonl records
+    checkpoint_interval=0,  # updates between mid-epoch checkpoints (0: latest.pth at epoch ends only)
+    max_updates=None,  # stop (with a checkpoint) after this many updates in total
+    clip_grad=0.1,  # max gradient norm
     allow_world_size_change=False,  # resume a checkpoint of another number of processes (re-seeded, not exact)
-    progress=True,
-    plot=True,
+    progress_bar=True,
 )
 loss = dict(giou_weight=2.0, l1_weight=5.0, focal_weight=1.0, alpha=2.0, beta=4.0)

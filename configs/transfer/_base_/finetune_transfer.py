@@ -22,6 +22,6 @@ data = dict(
 mixup = dict(mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0)
 # lr as MAE-Lite states it: an absolute lr at batch 512 (lr = base_lr x total_batch / base_batch).
 optim = dict(opt="sgd", base_lr=0.1, base_batch=512, momentum=0.9, weight_decay=0.0, layer_decay=0.75,
-             total_batch=512, clip_grad=1.0)
+             total_batch=512)
 schedule = dict(epochs=50, warmup_epochs=10, warmup_lr=0.0, min_lr=1e-6)
-runtime = dict(eval_every=10, checkpoint_every=1000, log_every=20)
+runtime = dict(eval_every=10, checkpoint_interval=1000, log_interval=20, clip_grad=1.0)
