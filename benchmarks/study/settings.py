@@ -152,7 +152,7 @@ class StudySettings:
         num_train=96, num_val=24, size=(128, 96), seed=0))
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     estimates: Mapping[str, float] = field(default_factory=lambda: dict(
-        photos=2, ade20k=1, lasot=2, seg=22, track_train=50, track_test=6, sizes=8))
+        photos=2, ade20k=1, lasot=2, seg=22, track_train=25, track_test=6, sizes=8))
     speed: float = 1.0
     title: str = "embedded study"
 
