@@ -102,8 +102,10 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
     track_md, track, sentences["lasot"], plots = lasot_table(
         {names[r]: Path(summaries[f"track-test-{r}"]["results"]) for r in settings.recipes}, lasot_root,
         "Tracking photo sequences (LaSOT layout and protocol, objects and scenes from the photos' held-out "
-        f"regions; tracking probe: the pre-trained backbone frozen, the centre head trained, 64/128 px crops; fps = frames / second while tracking them, {threads} threads, "
-        "timed alongside whatever else ran on the machine: the track section times speed under control)",
+        "regions; tracking probe: the pre-trained backbone frozen, the centre head trained, 64/128 px crops; "
+        f"fps = frames / second while tracking them, {threads_each} "
+        "thread(s), timed alongside whatever else ran on the machine (other stages too): the track section "
+        "times speed under control)",
         fps={names[r]: summaries[f"track-test-{r}"]["fps"] for r in settings.recipes},
         baseline=(STATIC_BOX, static), plots=study_out / "lasot_plots")
     sizes = summaries["sizes"]
@@ -133,10 +135,12 @@ def run_embedded(out: Path, settings: StudySettings = StudySettings(), threads: 
         "Pictures: " + ", ".join(f"`{p}`" for p in relative) + ". Seg overlays: rows = held-out images; "
         "columns = image, ground truth, then " + ", ".join(names.values()) + ".",
         *([f"Recipes not run: {', '.join(not_run)}."] if not_run else []),
-        f"**Stages** (cache `{runner.cache}`; logs `{runner.logs}`)\n\n" + stage_table(runner.records),
+        f"**Stages** (cache `{runner.cache}`; logs `{runner.logs}`)\n\n"
+        + stage_table(runner.records, wall, jobs, threads_each),
         pretraining_note(summaries)])
     data = {"mode": "embedded", "settings": {k: v for k, v in vars(settings).items()}, "classification": classification,
             "seg": seg, "lasot": track, "sizes": sizes, "stages": runner.records, "wall_s": wall,
+            "jobs": jobs, "threads_per_job": threads_each,
             "pictures": relative, "pretraining": {n: summaries[n] for n in summaries if n.startswith("pretrain-")},
             "analysis": analysis, "findings": findings_data, "recipes_not_run": not_run, "sentences": sentences,
             "baselines": baselines}

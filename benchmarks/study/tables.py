@@ -173,10 +173,17 @@ def sizes_table(sizes: Mapping[str, Any]) -> str:
             + "\n".join(lines))
 
 
-def stage_table(records: Sequence[Mapping[str, Any]]) -> str:
+def stage_table(records: Sequence[Mapping[str, Any]], elapsed_s: float | None = None, jobs: int = 1,
+                threads: int = 1) -> str:
+    """Each stage's wall and CPU seconds; ``elapsed_s``: the study's own wall time with ``jobs``
+    stages at once of ``threads`` threads each (the stages' wall times then add up to more)."""
     lines = ["| stage | wall s | CPU s | estimate s | |", "|---|---:|---:|---:|---|"]
     for r in records:
         lines.append(f"| {r['label']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['estimate_s']:.0f} | "
                      f"{'cached (time of the run that made it)' if r.get('cached') else 'this run'} |")
     total = sum(r["wall_s"] for r in records if not r.get("cached"))
-    return "\n".join(lines) + f"\n\nWall time of the stages run now: {total:.0f} s."
+    text = f"\n\nWall time of the stages run now: {total:.0f} s"
+    if elapsed_s is not None:
+        text += (f", in {elapsed_s:.0f} s with {jobs} stages at once (worker processes of {threads} thread(s) each)"
+                 if jobs > 1 else f" ({elapsed_s:.0f} s elapsed)")
+    return "\n".join(lines) + text + "."
