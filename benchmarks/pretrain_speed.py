@@ -333,7 +333,8 @@ def parts_markdown(data: dict[str, Any]) -> str:
     peer = "maelite" in data
     lines = [f"MoCo-v3 step by part, {data['batch']} pairs of views, {data['dtype']}, {data['threads']} threads, "
              f"median ms ({data['clock']} time) over {data['steps']} steps, load average {data['load_average']:.1f}",
-             "", "| part | ours | MAE-Lite |" if peer else "| part | ours |", "|---|---:|---:|" if peer else "|---|---:|"]
+             "", "| part | ours | MAE-Lite |" if peer else "| part | ours |",
+             "|---|---:|---:|" if peer else "|---|---:|"]
     for part in (*MOCO_PARTS, "total"):
         lines.append(f"| {part} | {data['ours'][part]:.0f} |" + (f" {data['maelite'][part]:.0f} |" if peer else ""))
     if peer:
