@@ -49,7 +49,8 @@ from engine import PRECISIONS, autocast, bf16_unsupported_reason
 from fileio import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["MODELS", "DTYPES", "PEER_FIGURES", "build_ours", "build_maelite",
-           "Stepper", "compare_throughput", "step_breakdown", "run", "markdown", "report_section", "main"]
+           "Stepper", "compare_throughput", "MOCO_PARTS", "mocov3_step_ours", "mocov3_step_maelite", "mocov3_parts",
+           "parts_markdown", "step_breakdown", "run", "markdown", "report_section", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("mae_vit_tiny", "d2mae_vit_tiny", "mocov3_vit_tiny")
@@ -210,6 +211,131 @@ def step_breakdown(stepper: Stepper, steps: int = 2, warm: bool = True, head_wid
             e.self_cpu_time_total / 1e3 / steps for e in prof.key_averages(group_by_input_shape=True)
             if _part(e.key) == "matmul" and any(head_width in shape for shape in e.input_shapes if shape))
     return result
+
+
+MOCO_PARTS = ("momentum update", "encoder forward", "heads forward", "momentum branch forward", "loss", "backward",
+              "optimizer")
+
+
+class _Laps:
+    """Books the time since the previous lap under a part's name (ms)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock, self.last, self.ms = clock, clock(), {}
+
+    def __call__(self, part: str) -> None:
+        now = self.clock()
+        self.ms[part] = self.ms.get(part, 0.0) + (now - self.last) * 1e3
+        self.last = now
+
+
+def mocov3_step_ours(task: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, update: int,
+                     dtype: str = "fp32", lap: Callable[[str], None] = lambda part: None) -> torch.Tensor:
+    """One training step of our MoCo-v3 task (what ``build_ours``'s loss function, backward and the
+    optimizer do), cut into ``MOCO_PARTS`` for ``lap``; returns the loss. Same ops in the same order
+    as ``MoCoTask.forward`` (``tests/test_pretrain_mocov3.py`` checks the state after it is identical)."""
+    from pretrain.mocov3 import contrastive_loss
+
+    model = task.student
+    task.before_update(update, SCHEDULE_UPDATES)
+    lap("momentum update")
+    with _autocast(images.device.type, dtype):
+        views = torch.cat([images[:, 0], images[:, 1]])
+        features = model._features(model.encoder, views)
+        lap("encoder forward")
+        q = model.predictor(model.projector(features, 2), 2)
+        lap("heads forward")
+        with torch.no_grad():
+            k = model.momentum_projector(model._features(model.momentum_encoder, views), 2)
+        lap("momentum branch forward")
+        (q1, q2), (k1, k2) = q.chunk(2), k.chunk(2)
+        loss = (contrastive_loss(q1, k2, model.temperature, task.batch_size)
+                + contrastive_loss(q2, k1, model.temperature, task.batch_size))
+    lap("loss")
+    loss.backward()
+    lap("backward")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    lap("optimizer")
+    return loss.detach()
+
+
+def mocov3_step_maelite(peers: Any, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                        dtype: str = "fp32", lap: Callable[[str], None] = lambda part: None) -> torch.Tensor:
+    """One training step of MAE-Lite's MoCo-v3 (``model([x1, x2])``, backward, their AdamW), its
+    forward's calls made one by one so that ``lap`` can time them; returns the loss."""
+    encoder = model.base_encoder
+    x1, x2 = images[:, 0], images[:, 1]
+    with _autocast(images.device.type, dtype), peers.single_process():
+        f1, f2 = (encoder.forward_head(encoder.forward_features(x), pre_logits=True) for x in (x1, x2))
+        lap("encoder forward")
+        q1, q2 = model.predictor(encoder.head(f1)), model.predictor(encoder.head(f2))
+        lap("heads forward")
+        with torch.no_grad():
+            model._update_momentum_encoder(model.get_param_momentum())
+            lap("momentum update")
+            k1, k2 = model.momentum_encoder(x1), model.momentum_encoder(x2)
+        lap("momentum branch forward")
+        model.current_train_iter += 1
+        loss = model.contrastive_loss(q1, k2) + model.contrastive_loss(q2, k1)
+    lap("loss")
+    loss.backward()
+    lap("backward")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    lap("optimizer")
+    return loss.detach()
+
+
+def mocov3_parts(batch: int = 16, dtype: str = "fp32", steps: int = 3, peers: Any = None, img_size: int = 224,
+                 cpu_time: bool = False) -> dict[str, Any]:
+    """Where a MoCo-v3 training step's time goes, ours and (with ``peers``) MAE-Lite's in the same
+    run, steps alternated after one warm-up step each: median ms per ``MOCO_PARTS`` part over
+    ``steps`` steps of ``batch`` pairs of views. ``cpu_time``: process CPU time instead of wall time
+    (steadier on a machine shared with other jobs; with one thread it is the work done).
+    MAE-Lite's model is built for 224 px only."""
+    if peers is not None and img_size != 224:
+        raise ValueError(f"MAE-Lite's MoCo-v3 model takes 224 px images, got img_size={img_size}")
+    torch.manual_seed(0)
+    images = torch.randn(batch, 2, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+    task, _, optimizer = build_ours("mocov3_vit_tiny", dtype, img_size=img_size)
+    task.train()
+    runs: dict[str, Callable[[int, Callable[[str], None]], torch.Tensor]] = {
+        "ours": lambda i, lap: mocov3_step_ours(task, optimizer, images, i, dtype, lap)}
+    if peers is not None:
+        model, _, their_optimizer = build_maelite(peers, "mocov3_vit_tiny", batch)
+        model.train()
+        runs["maelite"] = lambda i, lap: mocov3_step_maelite(peers, model, their_optimizer, images, dtype, lap)
+    clock = time.process_time if cpu_time else time.perf_counter
+    laps: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    for i in range(steps + 1):
+        for name in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+            lap = _Laps(clock)
+            runs[name](i, lap)
+            if i:
+                laps[name].append(lap.ms)
+    result: dict[str, Any] = {"batch": batch, "dtype": dtype, "steps": steps, "threads": torch.get_num_threads(),
+                              "clock": "cpu" if cpu_time else "wall", "load_average": os.getloadavg()[0]}
+    for name, rows in laps.items():
+        parts = {part: statistics.median(row[part] for row in rows) for part in MOCO_PARTS}
+        result[name] = {**parts, "total": sum(parts.values())}
+    if "maelite" in result:
+        result["ratio"] = result["maelite"]["total"] / result["ours"]["total"]
+    return result
+
+
+def parts_markdown(data: dict[str, Any]) -> str:
+    """:func:`mocov3_parts` as a Markdown table."""
+    peer = "maelite" in data
+    lines = [f"MoCo-v3 step by part, {data['batch']} pairs of views, {data['dtype']}, {data['threads']} threads, "
+             f"median ms ({data['clock']} time) over {data['steps']} steps, load average {data['load_average']:.1f}",
+             "", "| part | ours | MAE-Lite |" if peer else "| part | ours |",
+             "|---|---:|---:|" if peer else "|---|---:|"]
+    for part in (*MOCO_PARTS, "total"):
+        lines.append(f"| {part} | {data['ours'][part]:.0f} |" + (f" {data['maelite'][part]:.0f} |" if peer else ""))
+    if peer:
+        lines.append(f"\nMAE-Lite / ours: {data['ratio']:.2f}x")
+    return "\n".join(lines) + "\n"
 
 
 def compare_throughput(model_name: str, batch: int = 64, dtype: str = "fp32", steps: int = 5, warmup: int = 2,
@@ -386,6 +512,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--breakdown", action="store_true",
                         help="also profile where each CPU step's time goes (matrix products / attention / rest)")
     parser.add_argument("--no-peers", action="store_true", help="time ours only")
+    parser.add_argument("--mocov3-parts", action="store_true",
+                        help="instead: time a MoCo-v3 step part by part (forward, heads, momentum branch, backward, "
+                             "optimizer), ours and MAE-Lite's, --batch pairs of views, each --dtypes")
+    parser.add_argument("--cpu-time", action="store_true", help="with --mocov3-parts: process CPU time, not wall")
     parser.add_argument("--out", type=Path, default=Path("results/pretrain_speed"),
                         help="writes OUT.json, OUT.md and OUT.png")
     args = parser.parse_args(argv)
@@ -393,6 +523,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--device {args.device}: CUDA is not available here")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.mocov3_parts:
+        peers = None if args.no_peers else load_peers()
+        results = [mocov3_parts(args.batch, dtype, args.steps, peers, cpu_time=args.cpu_time) for dtype in args.dtypes]
+        for result in results:
+            print(parts_markdown(result))
+        return {"mocov3_parts": results}
     data = run(tuple(args.models), tuple(args.dtypes), args.batch, args.steps, args.warmup, args.device,
                args.breakdown, not args.no_peers)
     print(write_outputs(data, args.out))

@@ -566,5 +566,57 @@ def test_benchmark_step_includes_the_momentum_update_and_splits_out_the_heads():
     assert "| mocov3_vit_tiny | fp32 | 2 x 2 views |" in text and "heads' matmuls" in text
 
 
+def test_benchmark_step_by_parts_is_the_training_step():
+    """The benchmark's part-by-part MoCo-v3 step (``mocov3_step_ours`` / ``mocov3_step_maelite``) is
+    the step it times whole: from the same start, two steps of each leave every parameter, buffer and
+    optimizer state identical, ours and (where its code is) MAE-Lite's; ``mocov3_parts`` books every
+    part, and its table lists them."""
+    from benchmarks.pretrain_speed import (MOCO_PARTS, Stepper, build_maelite, build_ours, mocov3_parts,
+                                           mocov3_step_maelite, mocov3_step_ours, parts_markdown)
+
+    def state(model, optimizer):
+        return {**model.state_dict(), **{f"opt.{i}.{k}": v for i, s in enumerate(optimizer.state.values())
+                                        for k, v in s.items()}}
+
+    def assert_same(a, b):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+    built = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        built.append(build_ours("mocov3_vit_tiny", img_size=32))
+    (task, loss_fn, optimizer), (task_p, _, optimizer_p) = built
+    whole = Stepper(task, loss_fn, optimizer, batch=2, img_size=32, dtype="fp32", views=2)
+    assert_same(state(task, optimizer), state(task_p, optimizer_p))
+    task_p.train()
+    laps = []
+    for update in range(2):  # the first update's momentum step is a no-op (both encoders start equal)
+        whole.step()
+        mocov3_step_ours(task_p, optimizer_p, whole.images, update, lap=laps.append)
+    assert laps == 2 * list(MOCO_PARTS)
+    assert_same(state(task, optimizer), state(task_p, optimizer_p))
+    if peers is not None:
+        built = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            built.append(build_maelite(peers, "mocov3_vit_tiny", batch=2))
+        (model, loss_fn, optimizer), (model_p, _, optimizer_p) = built
+        whole = Stepper(model, loss_fn, optimizer, batch=2, img_size=224, dtype="fp32", views=2)
+        model_p.train()
+        for _ in range(2):
+            whole.step()
+            mocov3_step_maelite(peers, model_p, optimizer_p, whole.images)
+        assert_same(state(model, optimizer), state(model_p, optimizer_p))
+    result = mocov3_parts(batch=2, steps=1, peers=None, img_size=32, cpu_time=True)
+    assert all(result["ours"][part] >= 0 for part in MOCO_PARTS) and result["ours"]["encoder forward"] > 0
+    assert result["ours"]["total"] == pytest.approx(sum(result["ours"][part] for part in MOCO_PARTS))
+    text = parts_markdown(result)
+    assert all(f"| {part} |" in text for part in MOCO_PARTS) and "2 pairs of views" in text
+    with pytest.raises(ValueError, match="224 px images, got img_size=32"):
+        mocov3_parts(batch=2, steps=1, peers=object(), img_size=32)
+
+
 if __name__ == "__main__":
     _ddp_worker(Path(sys.argv[1]))
