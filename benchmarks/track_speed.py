@@ -62,8 +62,8 @@ from track.runtime import ieee_fp32
 from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
 __all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement",
-           "default_runs", "demo_frames", "e2e_table", "end_to_end", "lasot_agreement", "make_e2e_dataset",
-           "matmul_peak", "network_flops", "report_section", "save_speed_plot", "speed_rows", "speed_table",
+           "default_runs", "demo_frames", "e2e_table", "end_to_end", "int8_calibration_folder", "lasot_agreement",
+           "make_e2e_dataset", "matmul_peak", "network_flops", "report_section", "save_speed_plot", "speed_rows", "speed_table",
            "synchronize"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -590,11 +590,15 @@ def demo_calibration(root: Path | None = None) -> Path:
     return root
 
 
+def int8_calibration_folder(folder: str | Path | None = None) -> str:
+    """The folder int8 calibrates on: ``folder``, else ``LITEVIT_INT8_CALIBRATION``, else the generated
+    demo sequences (:func:`demo_calibration`); the tools' ``--int8-calibration`` default."""
+    return str(folder or os.environ.get("LITEVIT_INT8_CALIBRATION") or demo_calibration())
+
+
 def _calibration(dtype: str) -> dict[str, Any]:
     """The calibration argument a quantized precision needs (the user's folder, else the demo one)."""
-    if dtype not in QUANTIZED:
-        return {}
-    return {"calibration": os.environ.get("LITEVIT_INT8_CALIBRATION") or demo_calibration()}
+    return {"calibration": int8_calibration_folder()} if dtype in QUANTIZED else {}
 
 
 def demo_sequences(count: int = 4, frames: int = 40, size: tuple[int, int] = (320, 240)) -> list[tuple]:

@@ -92,8 +92,11 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
     parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
                         help="auto: fp16 on CUDA, bf16 on CPUs with AMX / AVX512-BF16, else fp32; "
-                             "fp16 is CUDA only; int8: --backend openvino, quantized by NNCF on the embedded "
-                             "demo sequences (cached under $LITEVIT_CACHE/track_int8)")
+                             "fp16 is CUDA only; int8: --backend openvino, quantized by NNCF (cached under "
+                             "$LITEVIT_CACHE/track_int8), calibrated on --int8-calibration")
+    parser.add_argument("--int8-calibration", default=None, metavar="DIR",
+                        help="--dtype int8: LaSOT-layout folder of sequences to calibrate on (default: "
+                             "$LITEVIT_INT8_CALIBRATION, else generated demo sequences)")
     parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
                         help="network runtime; auto: openvino on a CPU when installed (the fastest there), "
                              "else torch; onnxruntime: CPU fp32")
