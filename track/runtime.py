@@ -249,23 +249,49 @@ class OpenVinoStep:
     softmax, the attention-weighted sum, the layers kept in floating point) in ``int8_float``:
     "bf16" or "fp32"; None: bf16 where the CPU runs it natively (measured 1.1-1.5x faster than f32
     there), else f32).
+
+    One crop runs as one request on all threads (latency). A batch runs, when ``streams`` is True and
+    OpenVINO's throughput mode gives more than one stream for the threads, split over that many
+    requests in parallel (each stream on its own cores; compiled on the first batched call): on a 2-core
+    Xeon (AMX) the batch-8 step ran 1.2x faster in int8 and bf16 than one request of 8 on both threads.
     """
 
     def __init__(self, graph: Any, input_names: Sequence[str], precision: str = "fp32",
-                 int8_float: str | None = None) -> None:
+                 int8_float: str | None = None, streams: bool = True) -> None:
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"backend='openvino' runs fp32, bf16 or int8, got dtype={precision!r}")
         core = _openvino_core()
-        model = core.read_model(graph) if isinstance(graph, bytes) else graph
+        self.model = core.read_model(graph) if isinstance(graph, bytes) else graph
         if precision == "int8":
             precision = int8_float or ("bf16" if cpu_bf16_native() else "fp32")
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                  "INFERENCE_NUM_THREADS": _threads(), "PERFORMANCE_HINT": "LATENCY",
-                  "NUM_STREAMS": 1}
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                       "INFERENCE_NUM_THREADS": _threads()}
+        self.compiled = core.compile_model(self.model, "CPU", {**self.config, "PERFORMANCE_HINT": "LATENCY",
+                                                               "NUM_STREAMS": 1})
         self.request = self.compiled.create_infer_request()
         self.input_names = list(input_names)
+        self.streams = streams and _threads() > 1
+        self._parallel: list[Any] | None = None   # one request per stream, compiled on the first batch
+
+    def _stream_requests(self) -> list[Any]:
+        if self._parallel is None:
+            compiled = _openvino_core().compile_model(self.model, "CPU", {**self.config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            count = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._parallel = [compiled.create_infer_request() for _ in range(count)] if count > 1 else []
+        return self._parallel
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        results = self.request.infer(dict(zip(self.input_names, inputs)), share_inputs=True)
-        return [results[output] for output in self.compiled.outputs]
+        batch = len(inputs[0]) if inputs and np.ndim(inputs[0]) else 1
+        requests = self._stream_requests()[:batch] if self.streams and batch > 1 else []
+        if len(requests) < 2:
+            results = self.request.infer(dict(zip(self.input_names, inputs)), share_inputs=True)
+            return [results[output] for output in self.compiled.outputs]
+        bounds = np.linspace(0, batch, len(requests) + 1).round().astype(int)
+        chunks = [{name: np.ascontiguousarray(x[start:stop]) for name, x in zip(self.input_names, inputs)}
+                  for start, stop in zip(bounds[:-1], bounds[1:])]   # alive until the requests are done
+        for request, chunk in zip(requests, chunks):
+            request.start_async(chunk, share_inputs=True)
+        for request in requests:
+            request.wait()
+        return [np.concatenate([request.get_output_tensor(index).data for request in requests])
+                for index in range(len(self.compiled.outputs))]
