@@ -110,6 +110,29 @@ def test_cpu_int8_flags():
     assert engine.precision.cpu_int8_native(frozenset({"avx512f", "avx512_vnni"}))
     assert engine.precision.cpu_int8_native(frozenset({"amx_int8"}))
     assert not engine.precision.cpu_int8_native(frozenset({"avx2", "fma"}))
+    amx = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
+    assert not engine.precision.cpu_int8_native(amx, isa_limit="AVX2")         # ONEDNN_MAX_CPU_ISA hides VNNI
+    assert engine.precision.cpu_int8_native(amx, isa_limit="AVX2_VNNI")
+    assert not engine.precision.cpu_bf16_native(amx, "AVX512", isa_limit="AVX512_CORE_VNNI")
+    assert engine.precision.cpu_bf16_native(amx, "AVX512", isa_limit="AVX512_CORE_AMX")
+
+
+def test_auto_follows_the_onednn_isa_limit(monkeypatch):
+    """Under ``ONEDNN_MAX_CPU_ISA=AVX2`` (an AVX2-only CPU emulated: OpenVINO there has no bf16 Softmax and
+    int8 ran 0.64x fp32) ``auto`` picks fp32, bf16 is said to be emulated and int8 warns, whatever the
+    CPU's flags; without the limit, auto on an AMX / AVX512-BF16 CPU picks bf16."""
+    cpu = torch.device("cpu")
+    amx = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
+    monkeypatch.setattr(engine.precision, "cpu_flags", lambda path="/proc/cpuinfo": amx)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert resolve_dtype("auto", cpu, "openvino") == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert resolve_dtype("auto", cpu, "openvino") == "fp32" and resolve_dtype("auto", cpu, "torch") == "fp32"
+    assert "ISA is limited to AVX2 (ONEDNN_MAX_CPU_ISA)" in engine.precision.bf16_unsupported_reason(cpu)
+    with pytest.warns(RuntimeWarning, match="without VNNI or AMX-INT8"):
+        resolve_dtype("int8", cpu, "openvino")
 
 
 # ---------------------------------------------------------------------------- the quantized step

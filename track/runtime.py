@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from engine import PRECISIONS, cpu_bf16_native, resolve_device, resolve_precision
-from engine.precision import DTYPES, QUANTIZED, check_quantized, cpu_int8_native
+from engine.precision import DTYPES, QUANTIZED, check_quantized, cpu_int8_native, onednn_isa_limit
 
 __all__ = ["BACKENDS", "OnnxRuntimeStep", "OpenVinoStep", "StaticStep", "add_runtime_arguments",
            "ieee_fp32", "resolve_backend", "resolve_dtype", "resolve_runtime"]
@@ -75,8 +75,10 @@ def resolve_dtype(dtype: str, device: torch.device, backend: str = "torch",
 
         check_int8_packages()
         if not cpu_int8_native():
-            warnings.warn("dtype='int8' on a CPU without VNNI or AMX-INT8 (no 8-bit dot products): the int8 step "
-                          "is emulated and likely slower than fp32", RuntimeWarning, stacklevel=2)
+            limit = onednn_isa_limit()
+            warnings.warn("dtype='int8' on a CPU without VNNI or AMX-INT8 (no 8-bit dot products"
+                          + (f"; oneDNN limited to {limit} by ONEDNN_MAX_CPU_ISA" if limit else "")
+                          + "): the int8 step is emulated and likely slower than fp32", RuntimeWarning, stacklevel=2)
         return dtype
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype={dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
