@@ -422,19 +422,21 @@ def make_e2e_dataset(root: Path, sequences: int, frames: int, size: tuple[int, i
 
 def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "cpu", threads: int | None = None,
                decode_threads: int | None = None, config: str | None = None, checkpoint: str = "none",
-               work_dir: Path | None = None) -> list[dict]:
-    """``tools/track_test.py`` (``--dtype auto --backend auto``: the tool's choice for ``device``) over
-    ``data_root`` once per ``--batch-sequences`` value (fresh result folders, one process each);
+               work_dir: Path | None = None, dtypes: Sequence[str] = ("auto",)) -> list[dict]:
+    """``tools/track_test.py`` (``--backend auto``: the tool's choice for ``device``; each of ``dtypes``,
+    ``auto`` the tool's choice too, int8 on OpenVINO) over ``data_root`` once per precision and
+    ``--batch-sequences`` value (fresh result folders, one process each);
     frames/s of the tracking loop, hours for the LaSOT test set and where the time goes (decode
     summed over its threads, the loop's wait for frames, crop, network, first frames)."""
     config = config or str(REPO / "configs" / "track" / "_base_" / "model.py")
     rows = []
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        for batch in batches:
-            out, stats_path = Path(scratch) / f"batch{batch}", Path(scratch) / f"batch{batch}.json"
+        for dtype, batch in [(d, b) for d in dtypes for b in batches]:
+            out, stats_path = Path(scratch) / f"{dtype}_batch{batch}", Path(scratch) / f"{dtype}_batch{batch}.json"
             command = [sys.executable, str(REPO / "tools" / "track_test.py"), config, checkpoint,
-                       "--lasot-root", str(data_root), "--out", str(out), "--device", device, "--dtype", "auto",
-                       "--backend", "auto", "--batch-sequences", str(batch), "--stats-json", str(stats_path)]
+                       "--lasot-root", str(data_root), "--out", str(out), "--device", device, "--dtype", dtype,
+                       "--backend", QUANTIZED.get(dtype, "auto"), "--batch-sequences", str(batch),
+                       "--stats-json", str(stats_path)]
             if threads:
                 command += ["--threads", str(threads)]
             if decode_threads:
@@ -456,9 +458,11 @@ def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "
                                    "network": stats["network"] / wall, "initialize": stats["initialize"] / wall,
                                    "other": max(0.0, wall - busy) / wall},
                          "decode_thread_seconds_per_frame": stats["decode"] / max(1, stats["frames"])})
-    if rows and rows[0]["batch_sequences"] == 1:
-        for row in rows[1:]:
-            row["vs_single_stream"] = row["fps"] / rows[0]["fps"]
+    for dtype in dtypes:
+        runs = rows[len(batches) * list(dtypes).index(dtype):][:len(batches)]
+        if runs and runs[0]["batch_sequences"] == 1:
+            for row in runs[1:]:
+                row["vs_single_stream"] = row["fps"] / runs[0]["fps"]
     return rows
 
 
@@ -790,6 +794,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--end-to-end", action="store_true",
                         help="also run tools/track_test.py over generated 1280x720 LaSOT-layout sequences")
     parser.add_argument("--e2e-batch", nargs="+", type=int, default=[4], help="--batch-sequences values besides 1")
+    parser.add_argument("--e2e-dtype", nargs="+", default=["auto"], choices=["auto", *DTYPES],
+                        help="precisions of the end-to-end runs (default: the tool's auto; int8 runs on OpenVINO)")
     parser.add_argument("--e2e-sequences", type=int, default=8)
     parser.add_argument("--e2e-frames", type=int, default=40)
     parser.add_argument("--e2e-data", type=Path, default=None, help="where to write / reuse the generated sequences")
@@ -853,7 +859,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         names = make_e2e_dataset(data_root, args.e2e_sequences, args.e2e_frames)
         print(f"end to end over {len(names)} generated sequences in {data_root}", flush=True)
         e2e = end_to_end(data_root, batches=[1, *args.e2e_batch], device=str(where), threads=args.threads,
-                         decode_threads=args.decode_threads, config=args.config, checkpoint=args.checkpoint or "none")
+                         decode_threads=args.decode_threads, config=args.config, checkpoint=args.checkpoint or "none",
+                         dtypes=args.e2e_dtype)
         for row in e2e:
             print(json.dumps(row), flush=True)
     agreement = None

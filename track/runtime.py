@@ -9,8 +9,11 @@ Options are checked here, before any work, with errors that name the option:
   fp32); on a CPU bf16 only where it runs natively (AMX or AVX512-BF16), else fp32. What a device
   runs natively is :mod:`engine.precision`'s call.
   ``"int8"``: the OpenVINO backend only, the step quantized by NNCF (:mod:`track.quantize`); ``auto``
-  never picks it (quantizing needs calibration sequences and minutes, and whether int8 keeps the
-  boxes is a property of the checkpoint, measured by ``benchmarks.track_speed --agreement``).
+  never picks it: on a 2-core AMX Xeon it ran at the speed of OpenVINO bf16 (0.9-1.0x per CPU-second,
+  batch 1 and 8), under ``ONEDNN_MAX_CPU_ISA=AVX2`` at 0.65x fp32; only with VNNI and no native bf16
+  (emulated by ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI``) was it faster (1.4-1.55x fp32), and there
+  whether int8 keeps the boxes is a property of the checkpoint, measured by
+  ``benchmarks.track_speed --dtype int8 --agreement``, so it stays an explicit choice.
 * ``backend``: ``"torch"`` (any device), ``"onnxruntime"`` (CPU, fp32) or ``"openvino"`` (CPU, f32 or
   bf16 inference precision, or int8). The two CPU runtimes are imported only when asked for.
 
