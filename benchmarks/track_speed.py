@@ -457,7 +457,9 @@ def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "
                          "share": {"decode_wait": stats["decode_wait"] / wall, "crop": stats["crop"] / wall,
                                    "network": stats["network"] / wall, "initialize": stats["initialize"] / wall,
                                    "other": max(0.0, wall - busy) / wall},
-                         "decode_thread_seconds_per_frame": stats["decode"] / max(1, stats["frames"])})
+                         "decode_thread_seconds_per_frame": stats["decode"] / max(1, stats["frames"]),
+                         "cpu_seconds_per_frame": stats["cpu"] / max(1, stats["frames"]),
+                         "decode_cpu_share": stats["decode_cpu"] / stats["cpu"] if stats["cpu"] > 0 else float("nan")})
     for dtype in dtypes:
         runs = rows[len(batches) * list(dtypes).index(dtype):][:len(batches)]
         if runs and runs[0]["batch_sequences"] == 1:
@@ -675,18 +677,21 @@ def speed_table(speed: dict[str, Any]) -> str:
 
 
 def e2e_table(rows: Sequence[dict]) -> str:
-    """The ``end_to_end`` rows as a Markdown table (shares of the tracking loop's wall time)."""
+    """The ``end_to_end`` rows as a Markdown table (shares of the tracking loop's wall time; decoding's
+    share of the process's CPU time, which the wall shares hide when decoding overlaps the network)."""
     lines = ["End to end (`tools/track_test.py`, generated 1280x720 JPEG sequences, decode included):", "",
              "| sequences at once | runtime | frames/s | LaSOT test (685,360 frames) | x single stream | "
-             "wait for decode | crop | network | first frames | other | decode thread-ms/frame |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "wait for decode | crop | network | first frames | other | decode thread-ms/frame | CPU-ms/frame | "
+             "decode, of CPU |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         s = r["share"]
         lines.append(f"| {r['batch_sequences']} | {r['device']} {r['backend']} {r['dtype']} | {r['fps']:,.1f} | "
                      f"{r['lasot_hours']:.2f} h | {_fmt(r.get('vs_single_stream'), '.2f')} | "
                      f"{100 * s['decode_wait']:.0f}% | {100 * s['crop']:.0f}% | {100 * s['network']:.0f}% | "
                      f"{100 * s['initialize']:.0f}% | {100 * s['other']:.0f}% | "
-                     f"{1e3 * r['decode_thread_seconds_per_frame']:.1f} |")
+                     f"{1e3 * r['decode_thread_seconds_per_frame']:.1f} | {1e3 * r['cpu_seconds_per_frame']:.1f} | "
+                     f"{100 * r['decode_cpu_share']:.0f}% |")
     return "\n".join(lines)
 
 
