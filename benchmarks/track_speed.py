@@ -14,7 +14,8 @@ Rows:
 * ``end to end``: ``tools/track_test.py`` over generated LaSOT-layout sequences of 1280x720 JPEG
   frames (the real frame size): JPEG decoding, crops and the network, single stream vs
   ``--batch-sequences``, as frames/s and hours for the LaSOT test set (685,360 frames), with
-  where the time goes.
+  where the time goes (shares of the tracking loop's wall time, and decoding's share of the
+  process's CPU time); ``--e2e-dtype`` runs it in several precisions (int8 on OpenVINO).
 
 * ``int8``: OpenVINO's int8 (``track.quantize``: NNCF post-training quantization, the heads kept
   float) is one more CPU row where openvino and nncf are installed; the matmul peak of int8 is
@@ -63,8 +64,8 @@ from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
 __all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement",
            "default_runs", "demo_frames", "e2e_table", "end_to_end", "int8_calibration_folder", "lasot_agreement",
-           "make_e2e_dataset", "matmul_peak", "network_flops", "report_section", "save_speed_plot", "speed_rows", "speed_table",
-           "synchronize"]
+           "make_e2e_dataset", "matmul_peak", "network_flops", "report_section", "save_speed_plot", "speed_rows",
+           "speed_table", "synchronize"]
 
 REPO = Path(__file__).resolve().parents[1]
 LASOT_TEST_FRAMES = 685_360
@@ -459,7 +460,8 @@ def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "
                                    "other": max(0.0, wall - busy) / wall},
                          "decode_thread_seconds_per_frame": stats["decode"] / max(1, stats["frames"]),
                          "cpu_seconds_per_frame": stats["cpu"] / max(1, stats["frames"]),
-                         "decode_cpu_share": stats["decode_cpu"] / stats["cpu"] if stats["cpu"] > 0 else float("nan")})
+                         "decode_cpu_share": stats["decode_cpu"] / stats["cpu"] if stats["cpu"] > 0
+                         else float("nan")})
     for dtype in dtypes:
         runs = rows[len(batches) * list(dtypes).index(dtype):][:len(batches)]
         if runs and runs[0]["batch_sequences"] == 1:

@@ -35,8 +35,8 @@ from fileio import atomic_dir
 
 from .processing import crop_and_resize
 
-__all__ = ["KEEP_FLOAT", "CalibrationSet", "calibration_sequences", "calibration_set", "check_int8_packages", "default_cache_dir",
-           "quantized_step", "weights_digest"]
+__all__ = ["KEEP_FLOAT", "CalibrationSet", "calibration_sequences", "calibration_set", "check_int8_packages",
+           "default_cache_dir", "quantized_step", "weights_digest"]
 
 RECIPE = 1   # bump when the quantization recipe below changes (invalidates every cached model)
 # Groups of layers that may stay in floating point, as regular expressions over the node names of the
