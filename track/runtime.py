@@ -272,8 +272,15 @@ class OpenVinoStep:
             precision = int8_float or ("bf16" if cpu_bf16_native() else "fp32")
         self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                        "INFERENCE_NUM_THREADS": _threads()}
-        self.compiled = core.compile_model(self.model, "CPU", {**self.config, "PERFORMANCE_HINT": "LATENCY",
-                                                               "NUM_STREAMS": 1})
+        try:
+            self.compiled = core.compile_model(self.model, "CPU", {**self.config, "PERFORMANCE_HINT": "LATENCY",
+                                                                   "NUM_STREAMS": 1})
+        except RuntimeError as error:  # e.g. no bf16 Softmax kernel below AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX2)
+            limit = onednn_isa_limit()
+            raise RuntimeError(f"OpenVINO cannot compile the step with {self.config['INFERENCE_PRECISION_HINT']} "
+                               f"inference precision on this CPU"
+                               + (f" (oneDNN limited to {limit} by ONEDNN_MAX_CPU_ISA)" if limit else "")
+                               + f"; use --dtype fp32. OpenVINO said: {str(error).strip().splitlines()[-1]}") from error
         self.request = self.compiled.create_infer_request()
         self.input_names = list(input_names)
         self.streams = streams and _threads() > 1
