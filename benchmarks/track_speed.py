@@ -14,7 +14,8 @@ Rows:
 * ``end to end``: ``tools/track_test.py`` over generated LaSOT-layout sequences of 1280x720 JPEG
   frames (the real frame size): JPEG decoding, crops and the network, single stream vs
   ``--batch-sequences``, as frames/s and hours for the LaSOT test set (685,360 frames), with
-  where the time goes.
+  where the time goes (shares of the tracking loop's wall time, and decoding's share of the
+  process's CPU time); ``--e2e-dtype`` runs it in several precisions (int8 on OpenVINO).
 
 * ``int8``: OpenVINO's int8 (``track.quantize``: NNCF post-training quantization, the heads kept
   float) is one more CPU row where openvino and nncf are installed; the matmul peak of int8 is
@@ -62,9 +63,9 @@ from track.runtime import ieee_fp32
 from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
 __all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement",
-           "default_runs", "demo_frames", "e2e_table", "end_to_end", "lasot_agreement", "make_e2e_dataset",
-           "matmul_peak", "network_flops", "report_section", "save_speed_plot", "speed_rows", "speed_table",
-           "synchronize"]
+           "default_runs", "demo_frames", "e2e_table", "end_to_end", "int8_calibration_folder", "lasot_agreement",
+           "make_e2e_dataset", "matmul_peak", "network_flops", "report_section", "save_speed_plot", "speed_rows",
+           "speed_table", "synchronize"]
 
 REPO = Path(__file__).resolve().parents[1]
 LASOT_TEST_FRAMES = 685_360
@@ -422,19 +423,21 @@ def make_e2e_dataset(root: Path, sequences: int, frames: int, size: tuple[int, i
 
 def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "cpu", threads: int | None = None,
                decode_threads: int | None = None, config: str | None = None, checkpoint: str = "none",
-               work_dir: Path | None = None) -> list[dict]:
-    """``tools/track_test.py`` (``--dtype auto --backend auto``: the tool's choice for ``device``) over
-    ``data_root`` once per ``--batch-sequences`` value (fresh result folders, one process each);
+               work_dir: Path | None = None, dtypes: Sequence[str] = ("auto",)) -> list[dict]:
+    """``tools/track_test.py`` (``--backend auto``: the tool's choice for ``device``; each of ``dtypes``,
+    ``auto`` the tool's choice too, int8 on OpenVINO) over ``data_root`` once per precision and
+    ``--batch-sequences`` value (fresh result folders, one process each);
     frames/s of the tracking loop, hours for the LaSOT test set and where the time goes (decode
     summed over its threads, the loop's wait for frames, crop, network, first frames)."""
     config = config or str(REPO / "configs" / "track" / "_base_" / "model.py")
     rows = []
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        for batch in batches:
-            out, stats_path = Path(scratch) / f"batch{batch}", Path(scratch) / f"batch{batch}.json"
+        for dtype, batch in [(d, b) for d in dtypes for b in batches]:
+            out, stats_path = Path(scratch) / f"{dtype}_batch{batch}", Path(scratch) / f"{dtype}_batch{batch}.json"
             command = [sys.executable, str(REPO / "tools" / "track_test.py"), config, checkpoint,
-                       "--lasot-root", str(data_root), "--out", str(out), "--device", device, "--dtype", "auto",
-                       "--backend", "auto", "--batch-sequences", str(batch), "--stats-json", str(stats_path)]
+                       "--lasot-root", str(data_root), "--out", str(out), "--device", device, "--dtype", dtype,
+                       "--backend", QUANTIZED.get(dtype, "auto"), "--batch-sequences", str(batch),
+                       "--stats-json", str(stats_path)]
             if threads:
                 command += ["--threads", str(threads)]
             if decode_threads:
@@ -455,10 +458,15 @@ def end_to_end(data_root: Path, batches: Sequence[int] = (1, 4), device: str = "
                          "share": {"decode_wait": stats["decode_wait"] / wall, "crop": stats["crop"] / wall,
                                    "network": stats["network"] / wall, "initialize": stats["initialize"] / wall,
                                    "other": max(0.0, wall - busy) / wall},
-                         "decode_thread_seconds_per_frame": stats["decode"] / max(1, stats["frames"])})
-    if rows and rows[0]["batch_sequences"] == 1:
-        for row in rows[1:]:
-            row["vs_single_stream"] = row["fps"] / rows[0]["fps"]
+                         "decode_thread_seconds_per_frame": stats["decode"] / max(1, stats["frames"]),
+                         "cpu_seconds_per_frame": stats["cpu"] / max(1, stats["frames"]),
+                         "decode_cpu_share": stats["decode_cpu"] / stats["cpu"] if stats["cpu"] > 0
+                         else float("nan")})
+    for dtype in dtypes:
+        runs = rows[len(batches) * list(dtypes).index(dtype):][:len(batches)]
+        if runs and runs[0]["batch_sequences"] == 1:
+            for row in runs[1:]:
+                row["vs_single_stream"] = row["fps"] / runs[0]["fps"]
     return rows
 
 
@@ -590,11 +598,15 @@ def demo_calibration(root: Path | None = None) -> Path:
     return root
 
 
+def int8_calibration_folder(folder: str | Path | None = None) -> str:
+    """The folder int8 calibrates on: ``folder``, else ``LITEVIT_INT8_CALIBRATION``, else the generated
+    demo sequences (:func:`demo_calibration`); the tools' ``--int8-calibration`` default."""
+    return str(folder or os.environ.get("LITEVIT_INT8_CALIBRATION") or demo_calibration())
+
+
 def _calibration(dtype: str) -> dict[str, Any]:
     """The calibration argument a quantized precision needs (the user's folder, else the demo one)."""
-    if dtype not in QUANTIZED:
-        return {}
-    return {"calibration": os.environ.get("LITEVIT_INT8_CALIBRATION") or demo_calibration()}
+    return {"calibration": int8_calibration_folder()} if dtype in QUANTIZED else {}
 
 
 def demo_sequences(count: int = 4, frames: int = 40, size: tuple[int, int] = (320, 240)) -> list[tuple]:
@@ -667,18 +679,21 @@ def speed_table(speed: dict[str, Any]) -> str:
 
 
 def e2e_table(rows: Sequence[dict]) -> str:
-    """The ``end_to_end`` rows as a Markdown table (shares of the tracking loop's wall time)."""
+    """The ``end_to_end`` rows as a Markdown table (shares of the tracking loop's wall time; decoding's
+    share of the process's CPU time, which the wall shares hide when decoding overlaps the network)."""
     lines = ["End to end (`tools/track_test.py`, generated 1280x720 JPEG sequences, decode included):", "",
              "| sequences at once | runtime | frames/s | LaSOT test (685,360 frames) | x single stream | "
-             "wait for decode | crop | network | first frames | other | decode thread-ms/frame |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "wait for decode | crop | network | first frames | other | decode thread-ms/frame | CPU-ms/frame | "
+             "decode, of CPU |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         s = r["share"]
         lines.append(f"| {r['batch_sequences']} | {r['device']} {r['backend']} {r['dtype']} | {r['fps']:,.1f} | "
                      f"{r['lasot_hours']:.2f} h | {_fmt(r.get('vs_single_stream'), '.2f')} | "
                      f"{100 * s['decode_wait']:.0f}% | {100 * s['crop']:.0f}% | {100 * s['network']:.0f}% | "
                      f"{100 * s['initialize']:.0f}% | {100 * s['other']:.0f}% | "
-                     f"{1e3 * r['decode_thread_seconds_per_frame']:.1f} |")
+                     f"{1e3 * r['decode_thread_seconds_per_frame']:.1f} | {1e3 * r['cpu_seconds_per_frame']:.1f} | "
+                     f"{100 * r['decode_cpu_share']:.0f}% |")
     return "\n".join(lines)
 
 
@@ -786,6 +801,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--end-to-end", action="store_true",
                         help="also run tools/track_test.py over generated 1280x720 LaSOT-layout sequences")
     parser.add_argument("--e2e-batch", nargs="+", type=int, default=[4], help="--batch-sequences values besides 1")
+    parser.add_argument("--e2e-dtype", nargs="+", default=["auto"], choices=["auto", *DTYPES],
+                        help="precisions of the end-to-end runs (default: the tool's auto; int8 runs on OpenVINO)")
     parser.add_argument("--e2e-sequences", type=int, default=8)
     parser.add_argument("--e2e-frames", type=int, default=40)
     parser.add_argument("--e2e-data", type=Path, default=None, help="where to write / reuse the generated sequences")
@@ -849,7 +866,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         names = make_e2e_dataset(data_root, args.e2e_sequences, args.e2e_frames)
         print(f"end to end over {len(names)} generated sequences in {data_root}", flush=True)
         e2e = end_to_end(data_root, batches=[1, *args.e2e_batch], device=str(where), threads=args.threads,
-                         decode_threads=args.decode_threads, config=args.config, checkpoint=args.checkpoint or "none")
+                         decode_threads=args.decode_threads, config=args.config, checkpoint=args.checkpoint or "none",
+                         dtypes=args.e2e_dtype)
         for row in e2e:
             print(json.dumps(row), flush=True)
     agreement = None

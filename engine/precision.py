@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,15 @@ from typing import ContextManager
 import torch
 
 __all__ = ["CUDA_BF16_CAPABILITY", "DTYPES", "PRECISIONS", "QUANTIZED", "check_quantized", "cpu_int8_native", "Precision", "autocast", "bf16_unsupported_reason", "cpu_bf16_native",
-           "cpu_flags", "cuda_bf16_native", "resolve_precision", "torch_dtype"]
+           "cpu_flags", "cuda_bf16_native", "onednn_isa_limit", "resolve_precision", "torch_dtype"]
 
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPU_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 CAPABILITIES_BELOW_AVX512 = frozenset({"NO AVX", "DEFAULT", "AVX", "AVX2"})
+# oneDNN's ISA limit (``ONEDNN_MAX_CPU_ISA``, honoured by torch's oneDNN kernels and OpenVINO's CPU plugin):
+# the limits below which the CPU's bf16 / 8-bit dot-product units are not used
+ISA_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
+ISA_WITHOUT_INT8 = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
 CUDA_BF16_CAPABILITY = (8, 0)   # Ampere: the first GPUs whose tensor cores compute bf16
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -123,19 +128,33 @@ def cpu_flags(path: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-def cpu_bf16_native(flags: frozenset[str] | None = None, capability: str | None = None) -> bool:
+def onednn_isa_limit() -> str | None:
+    """oneDNN's ISA limit (``ONEDNN_MAX_CPU_ISA``, or its old name ``DNNL_MAX_CPU_ISA``) upper-cased, None
+    when unset or ``ALL``: torch's oneDNN kernels and OpenVINO's CPU plugin use no instruction above it."""
+    value = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return None if value in ("", "ALL", "DEFAULT") else value
+
+
+def cpu_bf16_native(flags: frozenset[str] | None = None, capability: str | None = None,
+                    isa_limit: str | None = None) -> bool:
     """True when the CPU computes bf16 matrix products natively (AVX512-BF16 or AMX-BF16) and torch may use
-    those units (its CPU capability is not restricted below AVX-512, e.g. by ``ATEN_CPU_CAPABILITY=avx2``);
-    elsewhere torch emulates bf16 and runs it several times slower than fp32."""
+    those units (its CPU capability is not restricted below AVX-512, e.g. by ``ATEN_CPU_CAPABILITY=avx2``,
+    nor oneDNN's ISA below AVX512_CORE_BF16 by ``ONEDNN_MAX_CPU_ISA``: ``isa_limit``, read from the
+    environment when None); elsewhere bf16 is emulated, several times slower than fp32 (OpenVINO
+    2026.4 under ``ONEDNN_MAX_CPU_ISA=AVX2`` has no bf16 Softmax kernel at all)."""
     capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
-    return bool(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags)) and capability not in CAPABILITIES_BELOW_AVX512
+    isa_limit = onednn_isa_limit() if isa_limit is None else isa_limit
+    return (bool(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+            and capability not in CAPABILITIES_BELOW_AVX512 and isa_limit not in ISA_WITHOUT_BF16)
 
 
-def cpu_int8_native(flags: frozenset[str] | None = None) -> bool:
-    """True when the CPU has 8-bit integer dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8),
-    where int8 matrix products run at two to four times the fp32 rate; elsewhere int8 still runs but
-    gains little."""
-    return bool(CPU_INT8_FLAGS & (cpu_flags() if flags is None else flags))
+def cpu_int8_native(flags: frozenset[str] | None = None, isa_limit: str | None = None) -> bool:
+    """True when the CPU has 8-bit integer dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8) that
+    oneDNN may use (``isa_limit``: ``ONEDNN_MAX_CPU_ISA``, read from the environment when None), where
+    int8 matrix products run at two to four times the fp32 rate; elsewhere int8 still runs but gains
+    little (slower than fp32 under ``ONEDNN_MAX_CPU_ISA=AVX2``, measured)."""
+    isa_limit = onednn_isa_limit() if isa_limit is None else isa_limit
+    return bool(CPU_INT8_FLAGS & (cpu_flags() if flags is None else flags)) and isa_limit not in ISA_WITHOUT_INT8
 
 
 def cuda_bf16_native(device: str | torch.device = "cuda", capability: tuple[int, int] | None = None) -> bool:
@@ -167,6 +186,9 @@ def bf16_unsupported_reason(device: str | torch.device = "cpu", flags: frozenset
     capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
     if cpu_bf16_native(flags, capability):
         return None
+    if CPU_BF16_FLAGS & flags and capability not in CAPABILITIES_BELOW_AVX512:
+        return (f"oneDNN's ISA is limited to {onednn_isa_limit()} (ONEDNN_MAX_CPU_ISA): the CPU's bf16 units are not "
+                "used, so bf16 figures would time the emulation")
     if CPU_BF16_FLAGS & flags:
         return (f"torch's CPU capability is restricted to {capability} (ATEN_CPU_CAPABILITY): the CPU's bf16 units "
                 "are not used, so bf16 figures would time the emulation")

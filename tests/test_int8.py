@@ -110,6 +110,49 @@ def test_cpu_int8_flags():
     assert engine.precision.cpu_int8_native(frozenset({"avx512f", "avx512_vnni"}))
     assert engine.precision.cpu_int8_native(frozenset({"amx_int8"}))
     assert not engine.precision.cpu_int8_native(frozenset({"avx2", "fma"}))
+    amx = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
+    assert not engine.precision.cpu_int8_native(amx, isa_limit="AVX2")         # ONEDNN_MAX_CPU_ISA hides VNNI
+    assert engine.precision.cpu_int8_native(amx, isa_limit="AVX2_VNNI")
+    assert not engine.precision.cpu_bf16_native(amx, "AVX512", isa_limit="AVX512_CORE_VNNI")
+    assert engine.precision.cpu_bf16_native(amx, "AVX512", isa_limit="AVX512_CORE_AMX")
+
+
+def test_bf16_below_its_isa_fails_naming_the_precision(tmp_path):
+    """OpenVINO under ``ONEDNN_MAX_CPU_ISA=AVX2`` has no bf16 Softmax kernel: an explicit bf16 request fails
+    with an error naming the precision, the limit and the way out (auto picks fp32 there, tested below)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, warnings; warnings.simplefilter('ignore'); torch.manual_seed(0)\n"
+            "from track.config import load_config, model_from_checkpoint\n"
+            "from track.tracker import InferenceNetwork\n"
+            f"model = model_from_checkpoint(load_config({str(CONFIG)!r}), None)[0].eval()\n"
+            "InferenceNetwork(model, 'bf16', backend='openvino')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "PYTHONPATH": str(REPO)})
+    if done.returncode == 0:
+        pytest.skip("this OpenVINO compiles bf16 under an AVX2 limit")
+    assert ("RuntimeError: OpenVINO cannot compile the step with bf16 inference precision on this CPU (oneDNN "
+            "limited to AVX2 by ONEDNN_MAX_CPU_ISA); use --dtype fp32") in done.stderr, done.stderr[-2000:]
+
+
+def test_auto_follows_the_onednn_isa_limit(monkeypatch):
+    """Under ``ONEDNN_MAX_CPU_ISA=AVX2`` (an AVX2-only CPU emulated: OpenVINO there has no bf16 Softmax and
+    int8 ran 0.64x fp32) ``auto`` picks fp32, bf16 is said to be emulated and int8 warns, whatever the
+    CPU's flags; without the limit, auto on an AMX / AVX512-BF16 CPU picks bf16."""
+    cpu = torch.device("cpu")
+    amx = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
+    monkeypatch.setattr(engine.precision, "cpu_flags", lambda path="/proc/cpuinfo": amx)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert resolve_dtype("auto", cpu, "openvino") == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert resolve_dtype("auto", cpu, "openvino") == "fp32" and resolve_dtype("auto", cpu, "torch") == "fp32"
+    assert "ISA is limited to AVX2 (ONEDNN_MAX_CPU_ISA)" in engine.precision.bf16_unsupported_reason(cpu)
+    with pytest.warns(RuntimeWarning, match="without VNNI or AMX-INT8"):
+        resolve_dtype("int8", cpu, "openvino")
 
 
 # ---------------------------------------------------------------------------- the quantized step
@@ -254,6 +297,113 @@ def test_calibration_folder_errors(tmp_path, model):
     (flat / "groundtruth.txt").write_text("1,1,10,10\n")
     with pytest.raises(ValueError, match=f"calibration folder {flat} holds no LaSOT-layout sequence"):
         calibration_set(flat, *sizes)
+
+
+# ---------------------------------------------------------------------------- the tools
+
+def _tool(tool: str, *args: str, cache: Path, calibration_env: str | None = None):
+    """A tool run through its real entry point (a fresh process), with its own cache folder."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LITEVIT_INT8_CALIBRATION"}
+    env.update(LITEVIT_CACHE=str(cache), OMP_NUM_THREADS="1", **({"LITEVIT_INT8_CALIBRATION": calibration_env}
+                                                                   if calibration_env else {}))
+    return subprocess.run([sys.executable, f"tools/{tool}", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def _tool_main(name: str):
+    """A tool's ``main(argv)`` (its command-line entry point), loaded from tools/ in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.slow
+def test_track_test_tool_int8_calibration(tmp_path):
+    """``tools/track_test.py --dtype int8`` in its own process: calibrated on the generated demo sequences
+    when no folder is given, on ``--int8-calibration DIR`` when one is; results written both times."""
+    from benchmarks.demo_data.lasot import make_lasot_dataset
+
+    root = tmp_path / "lasot"
+    names = make_lasot_dataset(root, classes=("car",), seqs_per_class=2, num_frames=5, size=(160, 120),
+                               test_per_class=2, write_training_set=False)
+    cache = tmp_path / "cache"
+    common = [str(CONFIG), "none", "--lasot-root", str(root), "--dtype", "int8", "--backend", "openvino",
+              "--threads", "1", "--decode-threads", "1"]
+    demo = _tool("track_test.py", *common, "--out", str(tmp_path / "demo"), cache=cache)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    said = demo.stdout + demo.stderr
+    assert "(int8, openvino)" in said and f"quantized on 32 pairs from {cache / 'int8_calibration_demo'}," in said
+    given = _tool("track_test.py", *common, "--out", str(tmp_path / "given"), "--int8-calibration", str(root),
+                  cache=cache)
+    assert given.returncode == 0, given.stderr[-3000:]
+    assert f"quantized on 8 pairs from {root.resolve()}," in given.stdout + given.stderr
+    for name in names:
+        assert np.loadtxt(tmp_path / "given" / f"{name}.txt", delimiter=",").shape == (5, 4)
+        assert np.loadtxt(tmp_path / "demo" / f"{name}.txt", delimiter=",").shape == (5, 4)
+
+
+def test_track_test_tool_int8_calibration_errors(tmp_path, monkeypatch):
+    """An empty, flat (no class folder) or missing ``--int8-calibration`` folder, or such a folder in
+    ``LITEVIT_INT8_CALIBRATION``, stops ``tools/track_test.py`` before any work with an error naming it."""
+    from benchmarks.demo_data.lasot import make_lasot_dataset
+
+    main = _tool_main("track_test")
+    root = tmp_path / "lasot"
+    make_lasot_dataset(root, classes=("car",), seqs_per_class=1, num_frames=3, size=(96, 72), test_per_class=1,
+                       write_training_set=False)
+    common = [str(CONFIG), "none", "--lasot-root", str(root), "--dtype", "int8", "--backend", "openvino"]
+    (tmp_path / "empty").mkdir()
+    flat = tmp_path / "flat"
+    (flat / "img").mkdir(parents=True)
+    (flat / "groundtruth.txt").write_text("1,1,10,10\n")
+    monkeypatch.delenv("LITEVIT_INT8_CALIBRATION", raising=False)
+    for folder, message in ((tmp_path / "empty", f"calibration folder {tmp_path / 'empty'} holds no LaSOT-layout"),
+                            (flat, f"calibration folder {flat} holds no LaSOT-layout sequence"),
+                            (tmp_path / "missing", f"calibration folder not found: {tmp_path / 'missing'}")):
+        out = tmp_path / f"out_{folder.name}"
+        with pytest.raises(SystemExit, match=f"error: {message}"):
+            main([*common, "--out", str(out), "--int8-calibration", str(folder)])
+        assert not out.exists()                                                  # stopped before any work
+    monkeypatch.setenv("LITEVIT_INT8_CALIBRATION", str(flat))
+    with pytest.raises(SystemExit, match=f"error: calibration folder {flat} holds no"):
+        main([*common, "--out", str(tmp_path / "out_env")])
+    assert not (tmp_path / "out_env").exists()
+
+
+def test_track_video_tool_int8_calibration(tmp_path):
+    import cv2
+
+    from benchmarks.demo_data.lasot import make_lasot_dataset
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    for i in range(4):
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        cv2.rectangle(frame, (30 + 5 * i, 40), (60 + 5 * i, 70), (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+    root = tmp_path / "lasot"
+    make_lasot_dataset(root, classes=("dog",), seqs_per_class=1, num_frames=5, size=(160, 120), test_per_class=1,
+                       write_training_set=False)
+    common = [str(video), "--init", "30,40,31,31", "--config", str(CONFIG), "--dtype", "int8", "--backend",
+              "openvino", "--threads", "1", "--quiet"]
+    done = _tool("track_video.py", *common, "--out", str(tmp_path / "out.mp4"), "--int8-calibration", str(root),
+                 cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"(int8, openvino); int8 model quantized on 4 pairs from {root.resolve()}," in done.stdout
+    assert len((tmp_path / "out.txt").read_text().splitlines()) == 5
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=f"--int8-calibration: calibration folder {tmp_path / 'empty'} holds no"):
+        _tool_main("track_video")([*common, "--out", str(tmp_path / "bad.mp4"), "--int8-calibration",
+                                   str(tmp_path / "empty")])
+    assert not (tmp_path / "bad.mp4").exists()
 
 
 # ---------------------------------------------------------------------------- agreement figures

@@ -84,6 +84,7 @@ def test_batched_sequences_equal_alone(model, lasot, alone, slots):
     assert stats.frames == 7 + 4 + 9 + 5 and stats.sequences == 4
     assert stats.steps < stats.frames - 4                               # frames really went together
     assert stats.network > 0 and stats.decode > 0
+    assert 0 < stats.decode_cpu < stats.cpu                             # the decoders' CPU is part of the run's
 
 
 def test_warm_up_builds_every_batch_the_run_steps(model, lasot, alone, monkeypatch):

@@ -185,6 +185,27 @@ def test_search_buffer_is_read_in_place(model):
     np.testing.assert_array_equal(in_place[0], copied[0])
 
 
+def test_openvino_batch_over_streams_equals_one_request(model):
+    """A batch split over OpenVINO's parallel streams gives the boxes of the one request that runs it
+    whole, in the same order (5 crops over the streams: uneven chunks)."""
+    pytest.importorskip("openvino")
+    from track.runtime import OpenVinoStep
+
+    torch.set_num_threads(2)                               # the fixture restores one thread
+    network = InferenceNetwork(model, "fp32", backend="openvino")
+    rng = np.random.default_rng(5)
+    tokens = network.template_tokens(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).numpy()
+    crops = rng.integers(0, 256, (5, 256, 256, 3), dtype=np.uint8)
+    streamed = network.runtime(np.repeat(tokens, 5, 0), crops)[0]
+    if len(network.runtime._parallel) < 2:
+        pytest.skip("OpenVINO gives one stream on this machine")
+    whole = OpenVinoStep(network.runtime.model, ["template_tokens", "search"], "fp32", streams=False)
+    np.testing.assert_allclose(streamed, whole(np.repeat(tokens, 5, 0), crops)[0], rtol=1e-5, atol=1e-5)
+    alone = np.concatenate([whole(tokens, crop[None])[0] for crop in crops])
+    np.testing.assert_allclose(streamed, alone, rtol=1e-4, atol=1e-4)
+    assert np.ptp(streamed[:, :4], axis=0).max() > 1e-3                   # the crops give different boxes
+
+
 # ---------------------------------------------------------------------------- CUDA (skip without a GPU)
 
 @needs_cuda

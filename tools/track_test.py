@@ -2,13 +2,17 @@
 
     python tools/track_test.py configs/track/<config>.py work_dirs/<run>/best.pth \
         --lasot-root data/lasot --out results/<run> [--device auto] [--dtype auto] [--backend auto] \
-        [--batch-sequences 16] [--workers 2]
+        [--batch-sequences 16] [--workers 2] [--int8-calibration DIR]
 
 Writes ``<out>/<seq>.txt`` (x,y,w,h floats a line, comma-separated, frame 1 = the GT box) and
 ``<out>/<seq>_time.txt`` (seconds a frame), each atomically once the sequence is done;
 sequences whose two files exist are skipped, so a killed run continues where it stopped.
 The work is :func:`track.runner.run_lasot` (the library function the main job's study calls).
 Score the folder with ``tools/eval_lasot.py --results <out> --annos <lasot root or toolkit annos>``.
+
+``--dtype int8`` (``--backend openvino``) quantizes the network once per checkpoint (NNCF, cached
+under ``$LITEVIT_CACHE/track_int8``), calibrated on ``--int8-calibration DIR`` (a LaSOT-layout
+folder), else on ``$LITEVIT_INT8_CALIBRATION``, else on generated demo sequences.
 
 ``--batch-sequences N`` tracks N sequences in lock-step with one network call per step (a
 finished sequence's slot takes the next one); frames are decoded ahead by ``--decode-threads``
@@ -67,12 +71,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     try:
         out = args.out or Path("results") / args.config.stem
+        calibration = None
+        if args.dtype == "int8":  # the user's folder, else $LITEVIT_INT8_CALIBRATION, else generated demo sequences
+            from benchmarks.track_speed import int8_calibration_folder
+
+            calibration = int8_calibration_folder(args.int8_calibration)
         summary = run_lasot(args.config, args.checkpoint, args.lasot_root, out,
                             split=None if args.split == "all" else args.split, sequences=args.sequences,
                             device=args.device, dtype=args.dtype, backend=args.backend, compile=args.compile,
                             cuda_graph=not args.no_cuda_graph, batch_sequences=args.batch_sequences,
                             workers=args.workers, threads=args.threads, decode_threads=args.decode_threads,
-                            lost_threshold=args.lost_threshold)
+                            lost_threshold=args.lost_threshold, calibration=calibration)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise SystemExit(f"error: {error}") from None
     if args.stats_json and summary["stats"] is not None:

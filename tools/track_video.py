@@ -7,6 +7,8 @@ Reads any video OpenCV can open, draws the box and its score on every frame (red
 when the score-map peak is below the lost threshold), writes the video with the mp4v codec and
 ``<out>.txt`` next to it (``frame,x,y,w,h,score,lost`` a line). Both files are written under a
 temporary name and renamed when done. Without ``--checkpoint`` the network is untrained.
+``--dtype int8`` (``--backend openvino``) calibrates on ``--int8-calibration DIR`` (LaSOT layout),
+else on ``$LITEVIT_INT8_CALIBRATION``, else on generated demo sequences.
 """
 from __future__ import annotations
 
@@ -70,6 +72,15 @@ def main(argv: list[str] | None = None) -> Path:
     if not args.video.is_file():
         raise SystemExit(f"error: video not found: {args.video}")
     device, dtype, backend = resolve_runtime(args.device, args.dtype, args.backend, args.compile)
+    calibration = None
+    if dtype == "int8":  # the user's folder, else $LITEVIT_INT8_CALIBRATION, else generated demo sequences
+        from benchmarks.track_speed import int8_calibration_folder
+        from track.quantize import calibration_sequences
+
+        try:
+            calibration = str(calibration_sequences(int8_calibration_folder(args.int8_calibration))[0])
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"error: --int8-calibration: {error}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -79,8 +90,8 @@ def main(argv: list[str] | None = None) -> Path:
     if args.lost_threshold is not None:
         kwargs["lost_threshold"] = args.lost_threshold
     tracker = Tracker(model, dtype=dtype, backend=backend, compile=args.compile or False, device=device,
-                      cuda_graph=not args.no_cuda_graph, **kwargs)
-    print(f"tracking on {device} ({dtype}, {backend})")
+                      cuda_graph=not args.no_cuda_graph, calibration=calibration, **kwargs)
+    print(f"tracking on {device} ({dtype}, {backend})" + (f"; {tracker.network.int8_source}" if calibration else ""))
 
     capture = cv2.VideoCapture(str(args.video))
     if not capture.isOpened():

@@ -59,6 +59,9 @@ class RunStats:
     ``decode``: summed over the decoding threads (it overlaps the rest); ``decode_wait``: the
     time the tracking loop waited for a frame that was not decoded yet (decoding the network
     could not hide); ``crop`` / ``network``: the batched steps; ``initialize``: first frames.
+    ``cpu``: the process's CPU seconds over the run (every thread); ``decode_cpu``: the decoding
+    threads' own CPU seconds, so ``decode_cpu / cpu`` is decoding's share of the work even where
+    it hides behind the network in wall time.
     """
 
     frames: int = 0
@@ -70,6 +73,8 @@ class RunStats:
     crop: float = 0.0
     network: float = 0.0
     initialize: float = 0.0
+    cpu: float = 0.0
+    decode_cpu: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -77,12 +82,14 @@ class RunStats:
         return self.frames / self.wall if self.wall > 0 else float("nan")
 
     def as_dict(self) -> dict[str, Any]:
-        keys = ("frames", "sequences", "steps", "wall", "decode", "decode_wait", "crop", "network", "initialize")
+        keys = ("frames", "sequences", "steps", "wall", "decode", "decode_wait", "crop", "network", "initialize",
+                "cpu", "decode_cpu")
         return {**{k: getattr(self, k) for k in keys}, "fps": self.fps, "errors": dict(self.errors)}
 
     def merge(self, other: dict[str, Any]) -> None:
         """Add another run's ``as_dict()`` (a worker process) to this one; wall times take the longest."""
-        for key in ("frames", "sequences", "steps", "decode", "decode_wait", "crop", "network", "initialize"):
+        for key in ("frames", "sequences", "steps", "decode", "decode_wait", "crop", "network", "initialize", "cpu",
+                    "decode_cpu"):
             setattr(self, key, getattr(self, key) + other[key])
         self.wall = max(self.wall, other["wall"])
         self.errors.update(other["errors"])
@@ -120,12 +127,13 @@ def track_sequences(tracker: BatchedTracker, jobs: Iterable[SequenceJob],
     lock = threading.Lock()
 
     def decode(job: SequenceJob, index: int) -> np.ndarray:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         frame = job.frames[index]
         image = frame if job.read_frame is None else job.read_frame(frame)
         image = check_image(image, f"frame {index + 1} of {job.name}")
         with lock:
             stats.decode += time.perf_counter() - start
+            stats.decode_cpu += time.thread_time() - start_cpu
         return image
 
     def fail(name: str, message: str) -> None:
@@ -167,7 +175,7 @@ def track_sequences(tracker: BatchedTracker, jobs: Iterable[SequenceJob],
                 return run
         return None
 
-    start_wall = time.perf_counter()
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
     timings_before = dict(tracker.timings)
     try:
         while True:
@@ -236,6 +244,7 @@ def track_sequences(tracker: BatchedTracker, jobs: Iterable[SequenceJob],
                 stop(slot)
         pool.shutdown(wait=True, cancel_futures=True)
     stats.wall = time.perf_counter() - start_wall
+    stats.cpu = time.process_time() - start_cpu
     stats.crop = tracker.timings["crop"] - timings_before["crop"]
     stats.network = tracker.timings["network"] - timings_before["network"]
     return stats

@@ -35,8 +35,8 @@ from fileio import atomic_dir
 
 from .processing import crop_and_resize
 
-__all__ = ["KEEP_FLOAT", "CalibrationSet", "calibration_set", "check_int8_packages", "default_cache_dir",
-           "quantized_step", "weights_digest"]
+__all__ = ["KEEP_FLOAT", "CalibrationSet", "calibration_sequences", "calibration_set", "check_int8_packages",
+           "default_cache_dir", "quantized_step", "weights_digest"]
 
 RECIPE = 1   # bump when the quantization recipe below changes (invalidates every cached model)
 # Groups of layers that may stay in floating point, as regular expressions over the node names of the
@@ -56,6 +56,10 @@ KEEP_FLOAT: dict[str, tuple[str, ...]] = {
 # same-input box IoU against OpenVINO fp32): nothing kept float 0.827 mean IoU (62% of crops below 0.9),
 # heads_last 0.938 (15%), every head convolution 0.990 (0.7%, peak error 10x smaller); ce_scores and
 # attn_scores change nothing measurable (0.827). So the heads stay float (bf16 where native).
+# Speed (2-core AMX Xeon, ViT-Tiny step, OpenVINO profile): the transformer preset already quantizes the
+# query-key product (both inputs), which OpenVINO fuses with softmax and the value product into one int8
+# attention subgraph (35% of the int8 step; the softmax, not the products, bounds it); keeping it float
+# (attn_scores) ran within noise of it (33.6 vs 35.2 CPU-ms per frame), so it stays quantized.
 DEFAULT_KEEP = ("heads",)
 _KEY_FIELDS = ("weights", "export", "calibration", "ignored_scope", "openvino", "nncf", "recipe")
 
@@ -128,25 +132,18 @@ def _pairs_from_sequence(frames: Callable[[int], np.ndarray], boxes: np.ndarray,
     return [template] * len(searches), searches, [first, *picks]
 
 
-def calibration_set(root: str | Path | None, template_size: int, search_size: int, template_factor: float = 2.0,
-                    search_factor: float = 4.0, sequences: int = 4, pairs_per_sequence: int = 8) -> CalibrationSet:
-    """Calibration pairs from ``sequences`` sequences of a LaSOT-layout folder (spread over its sorted
-    sequence list); ``root`` None reads the folder from ``LITEVIT_INT8_CALIBRATION``.
+def calibration_sequences(root: str | Path | None) -> tuple[Path, list[str]]:
+    """The calibration folder (``root``, else ``LITEVIT_INT8_CALIBRATION``) and its sequence names, checked
+    before any work: raises FileNotFoundError / ValueError naming the folder when none is given, it is
+    missing, or it holds no ``<class>/<class>-<id>/groundtruth.txt`` sequence."""
+    from .datasets.lasot import list_sequences
 
-    Raises FileNotFoundError / ValueError naming the folder when it is missing, holds no
-    ``<class>/<class>-<id>/groundtruth.txt`` sequence, or no sequence with two visible frames."""
-    sizes, factors = (template_size, search_size), (template_factor, search_factor)
-    templates: list[np.ndarray] = []
-    searches: list[np.ndarray] = []
-    files: list[tuple[str, str]] = []
     if root is None:
         root = os.environ.get("LITEVIT_INT8_CALIBRATION") or None
     if root is None:
         raise ValueError("int8 quantization needs calibration sequences: calibration=<LaSOT-layout folder> or the "
                          "LITEVIT_INT8_CALIBRATION environment variable (python tools/make_lasot_demo.py --out DIR "
                          "writes a small generated one)")
-    from .datasets.lasot import list_sequences, load_sequence, sequence_class
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"calibration folder not found: {root}")
@@ -154,6 +151,23 @@ def calibration_set(root: str | Path | None, template_size: int, search_size: in
     if not names:
         raise ValueError(f"calibration folder {root} holds no LaSOT-layout sequence: expected "
                          "<class>/<class>-<id>/groundtruth.txt with img/00000001.jpg ... beside it")
+    return root, names
+
+
+def calibration_set(root: str | Path | None, template_size: int, search_size: int, template_factor: float = 2.0,
+                    search_factor: float = 4.0, sequences: int = 4, pairs_per_sequence: int = 8) -> CalibrationSet:
+    """Calibration pairs from ``sequences`` sequences of a LaSOT-layout folder (spread over its sorted
+    sequence list); ``root`` None reads the folder from ``LITEVIT_INT8_CALIBRATION``.
+
+    Raises FileNotFoundError / ValueError naming the folder when it is missing, holds no
+    ``<class>/<class>-<id>/groundtruth.txt`` sequence, or no sequence with two visible frames."""
+    from .datasets.lasot import load_sequence, sequence_class
+
+    sizes, factors = (template_size, search_size), (template_factor, search_factor)
+    templates: list[np.ndarray] = []
+    searches: list[np.ndarray] = []
+    files: list[tuple[str, str]] = []
+    root, names = calibration_sequences(root)
     chosen = [names[int(i)] for i in np.unique(np.linspace(0, len(names) - 1, min(sequences, len(names))).round())]
     for name in chosen:
         sequence = load_sequence(root / sequence_class(name) / name)

@@ -75,8 +75,10 @@ def _run_worker(index: int, settings: dict[str, Any], names: Iterator[str], repo
         torch.cuda.set_device(torch.device(device))
     tracker = BatchedTracker(model, settings["batch_sequences"], dtype=settings["dtype"], backend=settings["backend"],
                              compile=settings["compile"] or False, device=device,
-                             cuda_graph=settings["cuda_graph"], crop_threads=settings["crop_threads"], **kwargs)
-    report(("weights", f"worker {index} on {device} ({tracker.dtype}, {settings['backend']}): {source}"))
+                             cuda_graph=settings["cuda_graph"], crop_threads=settings["crop_threads"],
+                             calibration=settings["calibration"], **kwargs)
+    int8 = f"; {tracker.network.int8_source}" if tracker.network.int8_source else ""
+    report(("weights", f"worker {index} on {device} ({tracker.dtype}, {settings['backend']}): {source}{int8}"))
     tracker.warm_up()  # compile / capture before the first sequence, so that _time.txt holds tracking times
     out = Path(settings["out"])
 
@@ -108,14 +110,16 @@ def run_lasot(config: str | os.PathLike, checkpoint: str | os.PathLike, lasot_ro
               device: str = "auto", dtype: str = "auto", backend: str = "auto", compile: str | None = None,
               cuda_graph: bool = True, batch_sequences: int = 1, workers: int = 1, threads: int | None = None,
               decode_threads: int | None = None, lost_threshold: float | None = None,
-              show_progress: bool = True) -> dict[str, Any]:
+              calibration: str | os.PathLike | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Track the sequences of ``split`` (``None``: all) of a LaSOT-layout root and write their result
     files into ``out``; the sequences already finished there are skipped.
 
     Every argument is checked before any work (nothing, not even ``out``, is created when one is
     wrong): a missing config / checkpoint raises FileNotFoundError, a sequence not in the split or a
     count below 1 ValueError, a runtime the machine cannot run SystemExit naming the option
-    (:func:`track.runtime.resolve_runtime`). ``checkpoint`` may be the literal ``"none"``.
+    (:func:`track.runtime.resolve_runtime`), an int8 calibration folder (``calibration``, else
+    ``LITEVIT_INT8_CALIBRATION``) that is missing or not in LaSOT layout an error naming it
+    (:func:`track.quantize.calibration_sequences`). ``checkpoint`` may be the literal ``"none"``.
 
     Returns ``{"done": [names], "errors": {name: message}, "stats": {...}, "device", "dtype",
     "backend", "workers", "out", "todo"}``; ``stats`` holds the run's timings (decode, crop, network,
@@ -140,6 +144,10 @@ def run_lasot(config: str | os.PathLike, checkpoint: str | os.PathLike, lasot_ro
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     asked = device
     device, dtype, backend = resolve_runtime(device, dtype, backend, compile)
+    if dtype == "int8":
+        from .quantize import calibration_sequences
+
+        calibration = str(calibration_sequences(calibration)[0])
     out.mkdir(parents=True, exist_ok=True)
     todo = [n for n in names if not is_finished(out, n)]
     print(f"{len(names)} sequences, {len(names) - len(todo)} already finished in {out}, {len(todo)} to run",
@@ -160,6 +168,7 @@ def run_lasot(config: str | os.PathLike, checkpoint: str | os.PathLike, lasot_ro
     settings = {"config": str(config), "checkpoint": str(checkpoint), "root": str(lasot_root), "out": str(out),
                 "dtype": dtype, "backend": backend, "compile": compile, "devices": devices, "cuda_graph": cuda_graph,
                 "lost_threshold": lost_threshold, "batch_sequences": batch_sequences,
+                "calibration": calibration if dtype == "int8" else None,
                 "threads": threads or max(1, cores // workers),
                 "decode_threads": decode_threads or max(1, cores // workers),
                 "crop_threads": min(4, max(0, cores // workers - 1)) if device.startswith("cuda") else 0}

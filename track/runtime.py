@@ -9,8 +9,11 @@ Options are checked here, before any work, with errors that name the option:
   fp32); on a CPU bf16 only where it runs natively (AMX or AVX512-BF16), else fp32. What a device
   runs natively is :mod:`engine.precision`'s call.
   ``"int8"``: the OpenVINO backend only, the step quantized by NNCF (:mod:`track.quantize`); ``auto``
-  never picks it (quantizing needs calibration sequences and minutes, and whether int8 keeps the
-  boxes is a property of the checkpoint, measured by ``benchmarks.track_speed --agreement``).
+  never picks it: on a 2-core AMX Xeon it ran at the speed of OpenVINO bf16 (0.9-1.0x per CPU-second,
+  batch 1 and 8), under ``ONEDNN_MAX_CPU_ISA=AVX2`` at 0.65x fp32; only with VNNI and no native bf16
+  (emulated by ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI``) was it faster (1.4-1.55x fp32), and there
+  whether int8 keeps the boxes is a property of the checkpoint, measured by
+  ``benchmarks.track_speed --dtype int8 --agreement``, so it stays an explicit choice.
 * ``backend``: ``"torch"`` (any device), ``"onnxruntime"`` (CPU, fp32) or ``"openvino"`` (CPU, f32 or
   bf16 inference precision, or int8). The two CPU runtimes are imported only when asked for.
 
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 
 from engine import PRECISIONS, cpu_bf16_native, resolve_device, resolve_precision
-from engine.precision import DTYPES, QUANTIZED, check_quantized, cpu_int8_native
+from engine.precision import DTYPES, QUANTIZED, check_quantized, cpu_int8_native, onednn_isa_limit
 
 __all__ = ["BACKENDS", "OnnxRuntimeStep", "OpenVinoStep", "StaticStep", "add_runtime_arguments",
            "ieee_fp32", "resolve_backend", "resolve_dtype", "resolve_runtime"]
@@ -75,8 +78,10 @@ def resolve_dtype(dtype: str, device: torch.device, backend: str = "torch",
 
         check_int8_packages()
         if not cpu_int8_native():
-            warnings.warn("dtype='int8' on a CPU without VNNI or AMX-INT8 (no 8-bit dot products): the int8 step "
-                          "is emulated and likely slower than fp32", RuntimeWarning, stacklevel=2)
+            limit = onednn_isa_limit()
+            warnings.warn("dtype='int8' on a CPU without VNNI or AMX-INT8 (no 8-bit dot products"
+                          + (f"; oneDNN limited to {limit} by ONEDNN_MAX_CPU_ISA" if limit else "")
+                          + "): the int8 step is emulated and likely slower than fp32", RuntimeWarning, stacklevel=2)
         return dtype
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype={dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
@@ -92,8 +97,11 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
     parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
                         help="auto: fp16 on CUDA, bf16 on CPUs with AMX / AVX512-BF16, else fp32; "
-                             "fp16 is CUDA only; int8: --backend openvino, quantized by NNCF on the embedded "
-                             "demo sequences (cached under $LITEVIT_CACHE/track_int8)")
+                             "fp16 is CUDA only; int8: --backend openvino, quantized by NNCF (cached under "
+                             "$LITEVIT_CACHE/track_int8), calibrated on --int8-calibration")
+    parser.add_argument("--int8-calibration", default=None, metavar="DIR",
+                        help="--dtype int8: LaSOT-layout folder of sequences to calibrate on (default: "
+                             "$LITEVIT_INT8_CALIBRATION, else generated demo sequences)")
     parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
                         help="network runtime; auto: openvino on a CPU when installed (the fastest there), "
                              "else torch; onnxruntime: CPU fp32")
@@ -246,23 +254,58 @@ class OpenVinoStep:
     softmax, the attention-weighted sum, the layers kept in floating point) in ``int8_float``:
     "bf16" or "fp32"; None: bf16 where the CPU runs it natively (measured 1.1-1.5x faster than f32
     there), else f32).
+
+    One crop runs as one request on all threads (latency). A batch runs, when ``streams`` is True and
+    OpenVINO's throughput mode gives more than one stream for the threads, split over that many
+    requests in parallel (each stream on its own cores; compiled on the first batched call): on a 2-core
+    Xeon (AMX) the batch-8 step ran 1.1-1.2x faster in int8 and bf16 than one request of 8 on both threads
+    (same boxes), and end to end at 8 sequences 1.4x.
     """
 
     def __init__(self, graph: Any, input_names: Sequence[str], precision: str = "fp32",
-                 int8_float: str | None = None) -> None:
+                 int8_float: str | None = None, streams: bool = True) -> None:
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"backend='openvino' runs fp32, bf16 or int8, got dtype={precision!r}")
         core = _openvino_core()
-        model = core.read_model(graph) if isinstance(graph, bytes) else graph
+        self.model = core.read_model(graph) if isinstance(graph, bytes) else graph
         if precision == "int8":
             precision = int8_float or ("bf16" if cpu_bf16_native() else "fp32")
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                  "INFERENCE_NUM_THREADS": _threads(), "PERFORMANCE_HINT": "LATENCY",
-                  "NUM_STREAMS": 1}
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                       "INFERENCE_NUM_THREADS": _threads()}
+        try:
+            self.compiled = core.compile_model(self.model, "CPU", {**self.config, "PERFORMANCE_HINT": "LATENCY",
+                                                                   "NUM_STREAMS": 1})
+        except RuntimeError as error:  # e.g. no bf16 Softmax kernel below AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX2)
+            limit = onednn_isa_limit()
+            raise RuntimeError(f"OpenVINO cannot compile the step with {self.config['INFERENCE_PRECISION_HINT']} "
+                               f"inference precision on this CPU"
+                               + (f" (oneDNN limited to {limit} by ONEDNN_MAX_CPU_ISA)" if limit else "")
+                               + f"; use --dtype fp32. OpenVINO said: {str(error).strip().splitlines()[-1]}") from error
         self.request = self.compiled.create_infer_request()
         self.input_names = list(input_names)
+        self.streams = streams and _threads() > 1
+        self._parallel: list[Any] | None = None   # one request per stream, compiled on the first batch
+
+    def _stream_requests(self) -> list[Any]:
+        if self._parallel is None:
+            compiled = _openvino_core().compile_model(self.model, "CPU",
+                                                      {**self.config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            count = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._parallel = [compiled.create_infer_request() for _ in range(count)] if count > 1 else []
+        return self._parallel
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        results = self.request.infer(dict(zip(self.input_names, inputs)), share_inputs=True)
-        return [results[output] for output in self.compiled.outputs]
+        batch = len(inputs[0]) if inputs and np.ndim(inputs[0]) else 1
+        requests = self._stream_requests()[:batch] if self.streams and batch > 1 else []
+        if len(requests) < 2:
+            results = self.request.infer(dict(zip(self.input_names, inputs)), share_inputs=True)
+            return [results[output] for output in self.compiled.outputs]
+        bounds = np.linspace(0, batch, len(requests) + 1).round().astype(int)
+        chunks = [{name: np.ascontiguousarray(x[start:stop]) for name, x in zip(self.input_names, inputs)}
+                  for start, stop in zip(bounds[:-1], bounds[1:])]   # alive until the requests are done
+        for request, chunk in zip(requests, chunks):
+            request.start_async(chunk, share_inputs=True)
+        for request in requests:
+            request.wait()
+        return [np.concatenate([request.get_output_tensor(index).data for request in requests])
+                for index in range(len(self.compiled.outputs))]
