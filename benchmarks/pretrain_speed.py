@@ -239,7 +239,7 @@ def mocov3_step_ours(task: nn.Module, optimizer: torch.optim.Optimizer, images: 
     model = task.student
     task.before_update(update, SCHEDULE_UPDATES)
     lap("momentum update")
-    with _autocast(images.device.type, dtype):
+    with autocast(images.device.type, PRECISIONS[dtype]):
         views = torch.cat([images[:, 0], images[:, 1]])
         features = model._features(model.encoder, views)
         lap("encoder forward")
@@ -266,7 +266,7 @@ def mocov3_step_maelite(peers: Any, model: nn.Module, optimizer: torch.optim.Opt
     forward's calls made one by one so that ``lap`` can time them; returns the loss."""
     encoder = model.base_encoder
     x1, x2 = images[:, 0], images[:, 1]
-    with _autocast(images.device.type, dtype), peers.single_process():
+    with autocast(images.device.type, PRECISIONS[dtype]), peers.single_process():
         f1, f2 = (encoder.forward_head(encoder.forward_features(x), pre_logits=True) for x in (x1, x2))
         lap("encoder forward")
         q1, q2 = model.predictor(encoder.head(f1)), model.predictor(encoder.head(f2))
