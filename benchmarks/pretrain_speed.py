@@ -376,8 +376,9 @@ def run(models: tuple[str, ...] = MODELS, dtypes: tuple[str, ...] = DTYPES, batc
     """Every (model, precision) row; a row that cannot run says why (``skipped``).
 
     MoCo-v3 rows take ``batch // 4`` image pairs (each encoder sees ``batch // 2`` images), and at most
-    2 timed steps, 1 warm-up and 1 profiled step: a step costs several MAE steps (MAE-Lite's fp32 step
-    alone about 20 s at 32 pairs on 2 cores), and the main job has a time budget."""
+    3 timed steps (the median resists one slow step: with two, a slow MAE-Lite step once read as 1.53x
+    where six steps give 1.16x), 1 warm-up and 1 profiled step: a step costs several MAE steps
+    (MAE-Lite's fp32 step alone about 20 s at 32 pairs on 2 cores), and the main job has a time budget."""
     peers = load_peers() if with_peers else None
     peer_reason = (unavailable_reason() if with_peers else "not asked for (--no-peers)") if peers is None else None
     bf16_reason = bf16_unsupported_reason(device)
@@ -388,7 +389,7 @@ def run(models: tuple[str, ...] = MODELS, dtypes: tuple[str, ...] = DTYPES, batc
                 rows.append({"model": model_name, "dtype": dtype, "skipped": bf16_reason})
                 continue
             if model_name in TWO_VIEWS:
-                row = compare_throughput(model_name, max(2, batch // 4), dtype, min(steps, 2), min(warmup, 1), device,
+                row = compare_throughput(model_name, max(2, batch // 4), dtype, min(steps, 3), min(warmup, 1), device,
                                          breakdown, peers, breakdown_steps=1)
             else:
                 row = compare_throughput(model_name, batch, dtype, steps, warmup, device, breakdown, peers,
