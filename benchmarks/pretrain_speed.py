@@ -229,6 +229,17 @@ class _Laps:
         self.last = now
 
 
+def _backward_and_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                         lap: Callable[[str], None]) -> torch.Tensor:
+    """The end of a timed step: backward, optimizer step, gradients cleared; returns the loss."""
+    loss.backward()
+    lap("backward")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    lap("optimizer")
+    return loss.detach()
+
+
 def mocov3_step_ours(task: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, update: int,
                      dtype: str = "fp32", lap: Callable[[str], None] = lambda part: None) -> torch.Tensor:
     """One training step of our MoCo-v3 task (what ``build_ours``'s loss function, backward and the
@@ -252,12 +263,7 @@ def mocov3_step_ours(task: nn.Module, optimizer: torch.optim.Optimizer, images: 
         loss = (contrastive_loss(q1, k2, model.temperature, task.batch_size)
                 + contrastive_loss(q2, k1, model.temperature, task.batch_size))
     lap("loss")
-    loss.backward()
-    lap("backward")
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    lap("optimizer")
-    return loss.detach()
+    return _backward_and_update(loss, optimizer, lap)
 
 
 def mocov3_step_maelite(peers: Any, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
@@ -279,12 +285,7 @@ def mocov3_step_maelite(peers: Any, model: nn.Module, optimizer: torch.optim.Opt
         model.current_train_iter += 1
         loss = model.contrastive_loss(q1, k2) + model.contrastive_loss(q2, k1)
     lap("loss")
-    loss.backward()
-    lap("backward")
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    lap("optimizer")
-    return loss.detach()
+    return _backward_and_update(loss, optimizer, lap)
 
 
 def mocov3_parts(batch: int = 16, dtype: str = "fp32", steps: int = 3, peers: Any = None, img_size: int = 224,

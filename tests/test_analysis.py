@@ -25,18 +25,12 @@ from backbones import build_backbone, save_backbone
 from benchmarks.peers import peers_dir, unavailable_reason
 from benchmarks.demo_data.imagenet import make_imagenet_folder
 from pretrain.data import eval_transform
+from conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("analyze_tool", REPO / "tools" / "analyze.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-analyze = _tool()
+analyze = load_tool("analyze")
 
 
 # --- an independent numpy reference: Song et al. (2012) HSIC_1 written out term by term -----------------

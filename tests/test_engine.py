@@ -9,9 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import random
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -28,6 +26,7 @@ from backbones import CheckpointError, read_checkpoint  # noqa: E402
 from engine import (CHECKPOINT_NAME, PRECISIONS, DistInfo, Engine, LoopSettings, WorldSizeChangeError,  # noqa: E402
                     bf16_unsupported_reason, capture_rng, close_distributed, cuda_bf16_native, init_distributed, plot_log, rank_seed,
                     read_log, resolve_device, resolve_precision, restore_rng, seed_rank, torch_dtype)
+from conftest import torchrun  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 W_TRUE = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
@@ -262,10 +261,7 @@ def _ddp_worker(work: Path) -> None:
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, str(work)]
-    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    torchrun(__file__, work)
     return work
 
 

@@ -25,6 +25,7 @@ from benchmarks.track_speed import demo_calibration  # noqa: E402
 from track.quantize import calibration_set, quantize, quantized_step, weights_digest  # noqa: E402
 from track.runtime import OpenVinoStep, resolve_dtype, resolve_runtime  # noqa: E402
 from track.tracker import InferenceNetwork  # noqa: E402
+from conftest import load_tool, write_square_video  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/track/vit_tiny_ce_tiny_synthetic.py"
@@ -314,16 +315,6 @@ def _tool(tool: str, *args: str, cache: Path, calibration_env: str | None = None
                           timeout=600, env=env)
 
 
-def _tool_main(name: str):
-    """A tool's ``main(argv)`` (its command-line entry point), loaded from tools/ in this process."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 @pytest.mark.slow
 def test_track_test_tool_int8_calibration(tmp_path):
     """``tools/track_test.py --dtype int8`` in its own process: calibrated on the generated demo sequences
@@ -354,7 +345,7 @@ def test_track_test_tool_int8_calibration_errors(tmp_path, monkeypatch):
     ``LITEVIT_INT8_CALIBRATION``, stops ``tools/track_test.py`` before any work with an error naming it."""
     from benchmarks.demo_data.lasot import make_lasot_dataset
 
-    main = _tool_main("track_test")
+    main = load_tool("track_test").main
     root = tmp_path / "lasot"
     make_lasot_dataset(root, classes=("car",), seqs_per_class=1, num_frames=3, size=(96, 72), test_per_class=1,
                        write_training_set=False)
@@ -378,17 +369,9 @@ def test_track_test_tool_int8_calibration_errors(tmp_path, monkeypatch):
 
 
 def test_track_video_tool_int8_calibration(tmp_path):
-    import cv2
-
     from benchmarks.demo_data.lasot import make_lasot_dataset
 
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
-    for i in range(4):
-        frame = np.full((120, 160, 3), 90, np.uint8)
-        cv2.rectangle(frame, (30 + 5 * i, 40), (60 + 5 * i, 70), (0, 0, 255), -1)
-        writer.write(frame)
-    writer.release()
+    video = write_square_video(tmp_path / "clip.mp4", 4)
     root = tmp_path / "lasot"
     make_lasot_dataset(root, classes=("dog",), seqs_per_class=1, num_frames=5, size=(160, 120), test_per_class=1,
                        write_training_set=False)
@@ -401,7 +384,7 @@ def test_track_video_tool_int8_calibration(tmp_path):
     assert len((tmp_path / "out.txt").read_text().splitlines()) == 5
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match=f"--int8-calibration: calibration folder {tmp_path / 'empty'} holds no"):
-        _tool_main("track_video")([*common, "--out", str(tmp_path / "bad.mp4"), "--int8-calibration",
+        load_tool("track_video").main([*common, "--out", str(tmp_path / "bad.mp4"), "--int8-calibration",
                                    str(tmp_path / "empty")])
     assert not (tmp_path / "bad.mp4").exists()
 

@@ -1,7 +1,6 @@
 """mIoU evaluation: hand-computed values, parity with mmseg's IoUMetric, the CLI, bad input."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -15,16 +14,9 @@ from PIL import Image
 
 from evaluation.miou import (apply_reduce_zero_label, evaluate_folders, intersect_and_union,
                             read_label_map, summarize)
+from conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def import_tool(name: str):
-    """Import a script of tools/ as a module (to call its ``main`` in this process)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:
@@ -193,7 +185,7 @@ def test_ade20k_class_names_are_mmsegs():
 
 
 def test_cli_ade20k_class_names(tmp_path, capsys):
-    eval_miou = import_tool("eval_miou")
+    eval_miou = load_tool("eval_miou")
     gt = np.array([[0, 1, 150], [2, 2, 255]], dtype=np.uint8)
     pred = np.array([[0, 0, 149], [1, 0, 0]], dtype=np.uint8)
     write_png(tmp_path / "gt" / "a.png", gt)
@@ -306,6 +298,6 @@ def test_error_class_names_count(tmp_path):
 
 def test_cli_error_exits_with_message(tmp_path):
     pred, gt = make_folders(tmp_path, [], ["a"])
-    eval_miou = import_tool("eval_miou")
+    eval_miou = load_tool("eval_miou")
     with pytest.raises(SystemExit, match=r"error: 1 GT file\(s\).*no prediction.*: a"):
         eval_miou.main(["--pred", str(pred), "--gt", str(gt), "--num-classes", "3"])

@@ -3,11 +3,7 @@
 decay, linear probing."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +13,7 @@ from mmengine.config import Config
 from backbones import build_backbone, load_pretrained, read_checkpoint
 from benchmarks.demo_data.imagenet import make_imagenet_folder
 from pretrain.engine import Trainer, read_log, run
+from conftest import load_tool, torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "pretrain" / "demo"
@@ -103,13 +100,6 @@ def test_old_keys_and_the_old_checkpoint_name_train_the_same_run(tmp_path):
         assert summary["checkpoint"] == str(Path(summary["checkpoint"]).parent / "latest.pth")
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("pretrain_tool", REPO / "tools" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_torchrun_two_ranks_learn_stay_in_sync_and_resume_on_one(tmp_path):
     data = tmp_path / "data"
     make_imagenet_folder(data, classes=4, per_class=16, size=72, seed=0)  # 64 images
@@ -119,12 +109,8 @@ def test_torchrun_two_ranks_learn_stay_in_sync_and_resume_on_one(tmp_path):
     work = tmp_path / "work"
     options = ["runtime.progress_bar=False", "optim.base_lr=0.02", "optim.total_batch=32", "schedule.epochs=4",
                "runtime.device=cpu"]  # gloo, also where there is a GPU
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tools" / "pretrain.py"), str(DEMO / "d2mae_vit_tiny_demo.py"), "--data", str(data),
-           "--work-dir", str(work), "--cfg-options", *options, "runtime.max_updates=7"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = torchrun(REPO / "tools" / "pretrain.py", DEMO / "d2mae_vit_tiny_demo.py", "--data", data, "--work-dir", work,
+             "--cfg-options", *options, "runtime.max_updates=7", timeout=240)
     log = read_log(work / "log.jsonl")
     start, end = log[0], log[-1]
     assert start["world_size"] == 2 and start["accum_iter"] == 2 and start["effective_batch"] == 32
@@ -141,7 +127,7 @@ def test_torchrun_two_ranks_learn_stay_in_sync_and_resume_on_one(tmp_path):
     assert "skipped unreadable image" in proc.stderr
 
     # one process: refused, then resumed with the override at the same update and epoch fraction
-    tool = _load_tool()
+    tool = load_tool("pretrain")
     argv = [str(DEMO / "d2mae_vit_tiny_demo.py"), "--data", str(data), "--work-dir", str(work), "--resume",
             "--cfg-options", *options]
     with pytest.raises(ValueError, match=r"written by 2 process\(es\), resumed by 1.*"

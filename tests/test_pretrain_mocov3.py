@@ -7,10 +7,7 @@ Run as a script under torchrun, this file is the 2-rank worker of the distribute
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from pretrain.data import mocov3_train_transform  # noqa: E402
 from pretrain.engine import build_optimizer, read_log  # noqa: E402
 from pretrain import mocov3  # noqa: E402
 from pretrain.mocov3 import MoCoTask, MoCoV3, contrastive_loss, momentum_at, mocov3_vit_tiny  # noqa: E402
+from conftest import load_tool, torchrun  # noqa: E402
 
 DEMO = REPO / "configs" / "pretrain" / "demo" / "mocov3_vit_tiny_demo.py"
 RECIPE = REPO / "configs" / "pretrain" / "mocov3_vit_tiny_400e_in1k.py"
@@ -415,10 +413,7 @@ def _ddp_worker(work: Path) -> None:
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("moco_ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, str(work)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    torchrun(__file__, work, OMP_NUM_THREADS="1")
     return work
 
 
@@ -462,20 +457,13 @@ def test_a_rank_with_fewer_images_keeps_every_key_in_place(two_rank_run):
 
 
 # ------------------------------------------------------------------------------ the recipe end to end
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("pretrain_tool", REPO / "tools" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_demo_runs_exports_and_resumes_exactly(tmp_path):
     """tools/pretrain.py on the demo config: 2 epochs of 3 updates uninterrupted, and stopped after
     4 then resumed: the same weights (momentum encoder and running statistics included), optimizer
     state, losses and momenta; the export is a plain vit_tiny computing the base encoder's features."""
     data = tmp_path / "data"
     make_imagenet_folder(data, classes=2, per_class=12, size=72, seed=0)  # 24 images: 3 batches of 8
-    tool = _load_tool()
+    tool = load_tool("pretrain")
     options = ["runtime.progress_bar=False", "runtime.deterministic=True", "runtime.device=cpu",
                "model.drop_path_rate=0.1", "optim.base_lr=0.05", "schedule.warmup_epochs=1"]
 
@@ -521,7 +509,7 @@ def test_one_image_per_process_is_refused_before_anything_is_written(tmp_path):
     data = tmp_path / "data"
     make_imagenet_folder(data, classes=2, per_class=4, size=72, seed=0)
     work = tmp_path / "work"
-    tool = _load_tool()
+    tool = load_tool("pretrain")
     with pytest.raises(ValueError, match=r"data\.batch_size=1: MoCo-v3 needs at least 2 images per process"):
         tool.main([str(DEMO), "--data", str(data), "--work-dir", str(work), "--cfg-options", "data.batch_size=1",
                    "runtime.progress_bar=False", "runtime.device=cpu"])

@@ -1,7 +1,6 @@
 """Tracking losses, schedules and the training loop (exact resume, checkpoints, tiny run)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -19,6 +18,7 @@ from benchmarks.demo_data.lasot import fill_generated_lasot_roots, make_lasot_da
 from track.config import build_model
 from track.sampler import TrackingPairDataset
 from track.train import ce_keep_ratio, param_groups, read_log, train
+from conftest import load_tool, torchrun
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -26,13 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "track" / "vit_tiny_ce_tiny_synthetic.py"
 PROBE_CONFIG = REPO / "configs" / "study" / "track" / "vit_tiny-d4_probe_photos.py"
 RECIPE_CONFIG = REPO / "configs" / "track" / "vit_tiny_ce_4xb32_300ep_lasot_got10k_coco_trackingnet.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("track_train_tool", REPO / "tools" / "track_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------------- losses
@@ -215,7 +208,7 @@ def test_resume_is_bit_identical(small_lasot, tmp_path, device):
     assert all(math.isfinite(r["total"]) for r in steps)
 
     # interrupted after step 1 (mid-epoch) and after step 2 (epoch end), resumed with the CLI
-    tool = _load_tool()
+    tool = load_tool("track_train")
     for stop in (1, 2):
         work = tmp_path / f"stop{stop}"
         partial = train(_small_cfg(small_lasot, **device, **{"runtime.max_updates": stop}), work)
@@ -370,7 +363,7 @@ def test_bf16_step_with_pretrained_backbone(small_lasot, tmp_path):
 
 
 def test_tool_reports_missing_root(tmp_path):
-    tool = _load_tool()
+    tool = load_tool("track_train")
     with pytest.raises(SystemExit, match="'lasot' has no root"):
         tool.main([str(RECIPE_CONFIG), "--work-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="no checkpoint to resume from"):
@@ -382,25 +375,20 @@ def test_tool_reports_missing_root(tmp_path):
 def test_ddp_two_processes_gloo_then_one(small_lasot, tmp_path):
     """torchrun with two CPU processes (gloo): each rank takes half of every batch. Stopped after
     3 steps, the run is refused on one process, then resumed there with the override."""
-    import subprocess
-    import sys
-
+        
     work = tmp_path / "ddp"
     options = [f"{k}={json.dumps(v) if isinstance(v, list) else v}"
                for k, v in _small_overrides().items()] + ["train.batch_size=4", "data.samples_per_epoch=8",
                                                           "runtime.device=cpu"]  # gloo, also where there is a GPU
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               "2", str(REPO / "tools" / "track_train.py"), str(TINY_CONFIG), "--work-dir",
-               str(work), "--lasot-root", str(small_lasot), "--cfg-options", *options, "runtime.max_updates=3"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(REPO / "tools" / "track_train.py", TINY_CONFIG, "--work-dir", work, "--lasot-root", small_lasot,
+             "--cfg-options", *options, "runtime.max_updates=3", timeout=600)
     steps = [r for r in read_log(work / "log.jsonl") if r["event"] == "train"]
     assert [r["update"] for r in steps] == [1, 2, 3]
     state = read_checkpoint(work / "latest.pth")
     assert len(state["rng"]) == 2 and state["meta"]["world_size"] == 2 and state["world_size"] == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
 
-    tool = _load_tool()
+    tool = load_tool("track_train")
     argv = [str(TINY_CONFIG), "--work-dir", str(work), "--resume", "--lasot-root", str(small_lasot),
             "--cfg-options", *options]
     with pytest.raises(SystemExit, match=r"latest.pth: written by 2 process\(es\), resumed by 1.*"

@@ -19,6 +19,7 @@ from track.processing import (CropBox, box_cxcywh_to_xywh, box_cxcywh_to_xyxy, b
                               crop_visible_fraction, crop_window, hann_window, hann_window_2d, jittered_box,
                               map_box_to_crop, map_crop_box_to_image, normalise)
 from track.tracker import InferenceNetwork, Tracker
+from conftest import write_square_video
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -522,14 +523,7 @@ def test_track_test_tool_writes_scorable_results(tmp_path):
 
 
 def test_track_video_tool(tmp_path):
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
-    assert writer.isOpened()
-    for i in range(7):
-        frame = np.full((120, 160, 3), 90, np.uint8)
-        cv2.rectangle(frame, (30 + 5 * i, 40), (60 + 5 * i, 70), (0, 0, 255), -1)
-        writer.write(frame)
-    writer.release()
+    video = write_square_video(tmp_path / "clip.mp4", 7)
     out = tmp_path / "tracked.mp4"
     result = _run_tool("tools/track_video.py", str(video), "--init", "30,40,31,31", "--out", str(out),
                        "--threads", "1", "--quiet")
