@@ -131,8 +131,10 @@ class Attention(nn.Module):
             qkv = F.linear(x, self.qkv.weight, bias)
         else:
             qkv = self.qkv(x)
-        qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv.unbind(0)  # each [B, heads, N, head_dim]
+        # split before the head reshape: the same strided views as a 5-D permute, but exported as
+        # 4-D transposes that OpenVINO folds into its fused attention (8% of the CPU step)
+        return tuple(t.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)   # each [B, heads, N, head_dim]
+                     for t in qkv.split(C, dim=-1))
 
     def _bias(self, grid: Grid | None, n: int, dtype: torch.dtype) -> torch.Tensor | None:
         if self.rel_pos_window is None:

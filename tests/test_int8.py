@@ -275,16 +275,22 @@ def test_cache_key_follows_checkpoint_and_calibration(model, tmp_path, monkeypat
         warnings.simplefilter("error")
         _, source = quantized_step(graph, digest, {"x": 1}, b, samples(b), cache_dir=cache)
     assert "from the cache" in source and len(calls) == 1
-    with pytest.warns(RuntimeWarning, match="quantized for another the calibration set: quantizing again"):
+    with pytest.warns(RuntimeWarning, match=r"stale \(the calibration set changed\): quantizing again"):
         _, source = quantized_step(graph, digest, {"x": 1}, c, samples(c), cache_dir=cache)
     assert "re-quantized" in source and calls[-1] == c.digest
     slot = next(cache.iterdir())
     key = json.loads((slot / "key.json").read_text())
     key["weights"] = weights_digest(moved)                                       # a slot of another checkpoint
     (slot / "key.json").write_text(json.dumps(key))
-    with pytest.warns(RuntimeWarning, match="another the checkpoint"):
+    with pytest.warns(RuntimeWarning, match=r"stale \(the checkpoint changed\)"):
         quantized_step(graph, digest, {"x": 1}, c, samples(c), cache_dir=cache)
-    assert len(calls) == 3 and not list(cache.glob(".*"))                        # no temporary left behind
+    assert len(calls) == 3
+    with torch.no_grad():                                                        # same weights, other code
+        other = export_module_bytes(Small(), (torch.zeros(1, 4, 8), torch.zeros(1, 16, 16, 3, dtype=torch.uint8)),
+                                    ["template_tokens", "search"], ["packed"], dynamic_batch=False)
+    with pytest.warns(RuntimeWarning, match=r"stale \(the exported graph \(the tracker's code or the exporter\) changed\)"):
+        _, source = quantized_step(other, digest, {"x": 1}, c, samples(c), cache_dir=cache)
+    assert "re-quantized" in source and len(calls) == 4 and not list(cache.glob(".*"))   # no temporary left
 
 
 def test_calibration_folder_errors(tmp_path, model):

@@ -197,13 +197,36 @@ def test_openvino_batch_over_streams_equals_one_request(model):
     tokens = network.template_tokens(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).numpy()
     crops = rng.integers(0, 256, (5, 256, 256, 3), dtype=np.uint8)
     streamed = network.runtime(np.repeat(tokens, 5, 0), crops)[0]
-    if len(network.runtime._parallel) < 2:
+    if network.runtime.streams_count() < 2:
         pytest.skip("OpenVINO gives one stream on this machine")
     whole = OpenVinoStep(network.runtime.model, ["template_tokens", "search"], "fp32", streams=False)
     np.testing.assert_allclose(streamed, whole(np.repeat(tokens, 5, 0), crops)[0], rtol=1e-5, atol=1e-5)
     alone = np.concatenate([whole(tokens, crop[None])[0] for crop in crops])
     np.testing.assert_allclose(streamed, alone, rtol=1e-4, atol=1e-4)
     assert np.ptp(streamed[:, :4], axis=0).max() > 1e-3                   # the crops give different boxes
+
+
+def test_openvino_static_shapes_equal_the_dynamic_model(model):
+    """Each batch size runs a copy of the model compiled for its static shape: the same maps as the
+    dynamic-batch model compiled as it is, and only the most recently used shapes are kept."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    network = InferenceNetwork(model, "fp32", backend="openvino")
+    step = network.runtime
+    step.MAX_SHAPES, step.streams = 2, False                            # every batch as one request
+    dynamic = ov.Core().compile_model(step.model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    rng = np.random.default_rng(6)
+    tokens = network.template_tokens(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).numpy()
+    for batch in (1, 3, 2):
+        crops = rng.integers(0, 256, (batch, 256, 256, 3), dtype=np.uint8)
+        inputs = [np.repeat(tokens, batch, 0), crops]
+        expected = dynamic.create_infer_request().infer(inputs)[dynamic.outputs[0]]
+        np.testing.assert_allclose(step(*inputs)[0], expected, rtol=1e-5, atol=1e-5)
+        compiled, _ = step._compiled[("latency", batch)]
+        assert [list(input.get_partial_shape()) for input in compiled.inputs] == \
+            [[batch, *tokens.shape[1:]], [batch, 256, 256, 3]]
+    assert list(step._compiled) == [("latency", 3), ("latency", 2)]      # batch 1 dropped: least recently used
 
 
 # ---------------------------------------------------------------------------- CUDA (skip without a GPU)

@@ -12,7 +12,8 @@ cut from a few sequences:
 * :data:`KEEP_FLOAT`: groups of layers that may stay in floating point (NNCF's ignored scope);
   :data:`DEFAULT_KEEP` (the box heads) chosen by measurement (``benchmarks.track_speed --int8-scopes``).
 * :func:`quantized_step`: the quantized OpenVINO model, read from the cache when its key matches
-  (checkpoint digest, export settings, calibration digest, ignored scope, openvino and nncf versions)
+  (checkpoint digest, exported graph digest, export settings, calibration digest, ignored scope,
+  openvino and nncf versions)
   and re-quantized otherwise, with a warning naming what changed; never a model from another key.
   The cache lives under ``$LITEVIT_CACHE/track_int8/<checkpoint digest>/`` and is written atomically.
 """
@@ -61,7 +62,7 @@ KEEP_FLOAT: dict[str, tuple[str, ...]] = {
 # attention subgraph (35% of the int8 step; the softmax, not the products, bounds it); keeping it float
 # (attn_scores) ran within noise of it (33.6 vs 35.2 CPU-ms per frame), so it stays quantized.
 DEFAULT_KEEP = ("heads",)
-_KEY_FIELDS = ("weights", "export", "calibration", "ignored_scope", "openvino", "nncf", "recipe")
+_KEY_FIELDS = ("weights", "graph", "export", "calibration", "ignored_scope", "openvino", "nncf", "recipe")
 
 
 def check_int8_packages() -> None:
@@ -212,7 +213,8 @@ def _stale_reason(found: Mapping[str, Any], key: Mapping[str, Any]) -> str | Non
     changed = [name for name in _KEY_FIELDS if found.get(name) != key[name]]
     if not changed:
         return None
-    what = {"weights": "the checkpoint", "export": "the export settings", "calibration": "the calibration set",
+    what = {"weights": "the checkpoint", "graph": "the exported graph (the tracker's code or the exporter)",
+            "export": "the export settings", "calibration": "the calibration set",
             "ignored_scope": "the layers kept in floating point", "openvino": "the openvino version",
             "nncf": "the nncf version", "recipe": "the quantization recipe"}
     return ", ".join(f"{what[name]} ({found.get(name)!r} -> {key[name]!r})" if name in ("openvino", "nncf") else what[name]
@@ -226,12 +228,14 @@ def quantized_step(graph: bytes, weights: str, export: Mapping[str, Any], calibr
 
     ``weights``: :func:`weights_digest` of the checkpoint; ``export``: the settings that shape the graph;
     ``samples``: builds the calibration inputs (called only when quantizing). The cache slot is
-    ``cache_dir/<weights[:16]>``; its ``key.json`` must equal this key in full, else the model is
+    ``cache_dir/<weights[:16]>``; its ``key.json`` (which also holds the SHA-256 of ``graph``, so a change
+    of the tracker's code re-quantizes) must equal this key in full, else the model is
     quantized again (a RuntimeWarning names what changed) and the slot replaced atomically."""
     import openvino as ov
 
     check_int8_packages()
-    key = {"weights": weights, "export": dict(export), "calibration": calibration.digest,
+    key = {"weights": weights, "graph": hashlib.sha256(graph).hexdigest(), "export": dict(export),
+           "calibration": calibration.digest,
            "calibration_files": len(calibration.files), "ignored_scope": list(keep), **_versions(), "recipe": RECIPE}
     key = json.loads(json.dumps(key))
     slot = Path(cache_dir or default_cache_dir()) / weights[:16]
@@ -246,7 +250,7 @@ def quantized_step(graph: bytes, weights: str, export: Mapping[str, Any], calibr
         reason = _stale_reason(found, key)
         if reason is None and (slot / "model.xml").is_file() and (slot / "model.bin").is_file():
             return ov.Core().read_model(slot / "model.xml"), f"int8 model from the cache {slot}"
-        warnings.warn(f"int8 cache {slot} was quantized for another {reason or 'model (files missing)'}: "
+        warnings.warn(f"int8 cache {slot} is stale ({reason + ' changed' if reason else 'its files are missing'}): "
                       "quantizing again", RuntimeWarning, stacklevel=2)
     model = quantize(graph, samples(), keep)
     with atomic_dir(slot) as temp:
