@@ -59,7 +59,7 @@ from evaluation.boxes import box_iou
 from track.model import OneStreamTracker, build_tracker
 from engine import PRECISIONS, autocast, bf16_unsupported_reason, resolve_device, torch_dtype
 from engine.precision import DTYPES, QUANTIZED, cpu_int8_native
-from track.runtime import ieee_fp32
+from track.runtime import ieee_fp32, resolve_dtype
 from track.tracker import COMPILE_MODES, InferenceNetwork, Tracker
 
 __all__ = ["LASOT_TEST_FRAMES", "PUBLISHED", "agreement_from_boxes", "agreement_line", "bf16_agreement",
@@ -212,12 +212,13 @@ def default_runs(where: torch.device) -> tuple[list[tuple[str, str]], list[str]]
 
 def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tuple[str, str]] | None = None,
                batches: Sequence[int] = (1, 8), frames: int = 30, full_step: bool = True,
-               compile: Sequence[str] = ()) -> dict[str, Any]:
+               compile: Sequence[str] = (), calibration: str | Path | None = None) -> dict[str, Any]:
     """Network rows (per runtime, precision and batch), full-step rows (batch 1) and the matching
     OSTrack rows on ``device``, with FLOP/s as a fraction of the measured matmul peak.
 
     ``runs``: (backend, dtype) pairs (default: ``default_runs``, everything this device runs
-    natively). ``compile``: CPU ``torch.compile`` modes to add (tens of seconds each). On CUDA every
+    natively). ``compile``: CPU ``torch.compile`` modes to add (tens of seconds each). ``calibration``: the
+    int8 rows' calibration folder (default: ``int8_calibration_folder``). On CUDA every
     torch run is timed with CUDA graphs and eagerly. Returns ``{"rows": [...], "peaks":
     {dtype: FLOP/s}, "flops": {...}, "skipped": [reasons]}``.
     """
@@ -256,7 +257,7 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
     rows, calls, meta = [], {}, {}
     for backend, dtype, compiled, graph in variants:
         network = InferenceNetwork(model, dtype, compiled, backend, device=where, cuda_graph=graph,
-                                   **_calibration(dtype))
+                                   **_calibration(dtype, calibration))
         network.max_batch = max(batches)
         tokens = network.template_tokens(template)
         for batch in batches:
@@ -286,7 +287,7 @@ def speed_rows(model: OneStreamTracker, device: str = "cpu", runs: Sequence[tupl
                               "cuda_graph": False if where.type == "cuda" else None, "batch": batch,
                               "flops": flops["ostrack"]}
     if full_step:  # timed in the batch-1 group, beside the network rows they are compared with
-        step_calls, step_meta = _full_step_calls(model, where, variants, frames, flops["ours"])
+        step_calls, step_meta = _full_step_calls(model, where, variants, frames, flops["ours"], calibration)
         calls, meta = {**calls, **step_calls}, {**meta, **step_meta}
     timed = {}
     for batch in sorted({m["batch"] for m in meta.values()}):  # runners of one batch size take turns;
@@ -325,14 +326,15 @@ def _row(kind: str, name: str, where: torch.device, info: dict, wall: list[float
 
 
 def _full_step_calls(model: OneStreamTracker, where: torch.device, variants: list, frames: int,
-                     flops: int) -> tuple[dict[str, Callable[[], None]], dict[str, dict]]:
+                     flops: int, calibration: str | Path | None = None
+                     ) -> tuple[dict[str, Callable[[], None]], dict[str, dict]]:
     """``Tracker.track`` per frame (batch 1) for every variant, over the same synthetic frames:
     the calls to time and their row metadata."""
     images, boxes = demo_frames(frames + WARMUP + 1, FRAME_SIZE)
     calls, meta = {}, {}
     for backend, dtype, compiled, graph in variants:
         tracker = Tracker(model, dtype=dtype, compile=compiled, backend=backend, device=where, cuda_graph=graph,
-                          **_calibration(dtype))
+                          **_calibration(dtype, calibration))
         tracker.initialize(images[0], boxes[0])
         position = [1]
 
@@ -604,9 +606,9 @@ def int8_calibration_folder(folder: str | Path | None = None) -> str:
     return str(folder or os.environ.get("LITEVIT_INT8_CALIBRATION") or demo_calibration())
 
 
-def _calibration(dtype: str) -> dict[str, Any]:
-    """The calibration argument a quantized precision needs (the user's folder, else the demo one)."""
-    return {"calibration": int8_calibration_folder()} if dtype in QUANTIZED else {}
+def _calibration(dtype: str, folder: str | Path | None = None) -> dict[str, Any]:
+    """The calibration argument a quantized precision needs (``folder``, else ``int8_calibration_folder``'s)."""
+    return {"calibration": int8_calibration_folder(folder)} if dtype in QUANTIZED else {}
 
 
 def demo_sequences(count: int = 4, frames: int = 40, size: tuple[int, int] = (320, 240)) -> list[tuple]:
@@ -642,6 +644,32 @@ def lasot_agreement(model: OneStreamTracker, lasot_root: str, split: str = "test
         sequence = load_sequence(root / sequence_class(name) / name)
         sequences.append(([sequence.image(i) for i in range(len(sequence))], sequence.gt_boxes[0], sequence.gt_boxes))
     return {"sequences": len(sequences), **bf16_agreement(model, sequences, **kwargs)}
+
+
+def int8_verdict(model: OneStreamTracker, speed: dict[str, Any], agreements: Sequence[dict]) -> dict[str, Any] | None:
+    """Record for ``--dtype auto`` (:func:`track.quantize.record_verdict`) whether int8 kept the boxes in
+    every int8 agreement and beat every floating-point step timed in ``speed`` (full step at batch 1, else
+    the batch-1 network rows); None, with a line saying why, when the run lacks the rows to decide."""
+    from track.quantize import record_verdict, weights_digest
+
+    kind = "full step" if any(r["kind"] == "full step" for r in speed["rows"]) else "network"
+    rows = [r for r in speed["rows"] if r["path"] == "ours" and r["kind"] == kind and r["batch"] == 1]
+    fps = {f"{r['backend']} {r['dtype']}" + (f" compiled ({r['compile']})" if r["compile"] else ""):
+           r["full_fps" if kind == "full step" else "network_fps"] for r in rows}
+    int8 = fps.pop("openvino int8", None)
+    agreements = [a for a in agreements if a.get("dtype") == "int8"]
+    if int8 is None or not fps or not agreements:
+        print("int8 verdict not recorded: needs the int8 and a floating-point batch-1 row and an int8 agreement")
+        return None
+    return {"kind": kind, **record_verdict(weights_digest(model), agreements, int8, fps)}
+
+
+def verdict_line(verdict: dict[str, Any]) -> str:
+    return (f"int8 verdict for --dtype auto ({verdict['kind']}, this CPU, {verdict['cpu']['threads']} threads): "
+            f"{'usable' if verdict['usable'] else 'NOT usable'} (mean IoU {verdict['mean_iou_per_frame']:.3f}, "
+            f"AUC {verdict['auc_diff_points']:+.2f} points), {verdict['int8_fps']:.1f} frames/s against "
+            f"{verdict['best_float']} {verdict['best_float_fps']:.1f}: auto "
+            + ("runs int8" if verdict["usable"] and verdict["faster"] else "keeps floating point"))
 
 
 # ---------------------------------------------------------------------------- output
@@ -856,8 +884,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 and not (d == "fp16" and where.type != "cuda") and not (b == "openvino" and d == "fp16")
                 and not (d in QUANTIZED and b != QUANTIZED[d])]
     compile_modes = [] if args.compile is None else (args.compile or ["default"])
+    verdict_wanted = args.agreement is not None and "int8" in (args.dtype or []) and where.type == "cpu"
+    if verdict_wanted and runs is not None:   # the float step auto would run otherwise, timed beside int8
+        auto_float = ("openvino", resolve_dtype("auto", where, "openvino"))
+        runs = runs if auto_float in runs else [*runs, auto_float]
     speed = speed_rows(model, str(where), runs=runs, batches=args.batch, frames=args.frames,
-                       full_step=not args.no_full_step, compile=compile_modes)
+                       full_step=not args.no_full_step, compile=compile_modes, calibration=args.calibration)
     for row in speed["rows"]:
         print(json.dumps(row), flush=True)
     e2e = []
@@ -876,16 +908,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         agreement = []
         for low, root in [(low, root) for low in lows for root in ["demo", *args.agreement]]:
             backend = QUANTIZED.get(low, args.agreement_backend)
-            extra = {"calibration": args.calibration or demo_calibration()} if low in QUANTIZED else {}
+            extra = _calibration(low, args.calibration)
             agreement.append(lasot_agreement(model, root, demo_count=args.demo_sequences, dtype=low, backend=backend,
                                              device=str(where),
                                              compile=compile_modes[0] if compile_modes and low not in QUANTIZED
                                              else False, **extra, **tracker_kwargs(cfg)))
             print(json.dumps({"agreement": agreement[-1]}), flush=True)
+    verdict = int8_verdict(model, speed, agreement or []) if verdict_wanted else None
     text = "\n\n".join([speed_table(speed)] + ([e2e_table(e2e)] if e2e else [])
-                         + [agreement_line(a) for a in agreement or []])
+                         + [agreement_line(a) for a in agreement or []] + ([verdict_line(verdict)] if verdict else []))
     print(text)
-    result = {"speed": speed, "end_to_end": e2e, **({"agreement": agreement} if agreement else {})}
+    result = {"speed": speed, "end_to_end": e2e, **({"agreement": agreement} if agreement else {}),
+              **({"int8_verdict": verdict} if verdict else {})}
     if args.json:
         from fileio import atomic_write_json
 

@@ -7,6 +7,7 @@ Skips where openvino or nncf is not installed.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from engine.precision import DTYPES, resolve_precision  # noqa: E402
 from track import quantize as quantize_module  # noqa: E402
 from track import runtime  # noqa: E402
 from benchmarks.track_speed import demo_calibration  # noqa: E402
-from track.quantize import calibration_set, quantize, quantized_step, weights_digest  # noqa: E402
+from track.quantize import calibration_set, quantize, quantized_step, record_verdict, weights_digest  # noqa: E402
 from track.runtime import OpenVinoStep, resolve_dtype, resolve_runtime  # noqa: E402
 from track.tracker import InferenceNetwork  # noqa: E402
 from conftest import load_tool, write_square_video  # noqa: E402
@@ -291,6 +292,84 @@ def test_cache_key_follows_checkpoint_and_calibration(model, tmp_path, monkeypat
     with pytest.warns(RuntimeWarning, match=r"stale \(the exported graph \(the tracker's code or the exporter\) changed\)"):
         _, source = quantized_step(other, digest, {"x": 1}, c, samples(c), cache_dir=cache)
     assert "re-quantized" in source and len(calls) == 4 and not list(cache.glob(".*"))   # no temporary left
+
+
+def test_auto_runs_int8_only_where_measured_usable_and_faster(model, tmp_path, monkeypatch):
+    """``--dtype auto`` on OpenVINO runs the cached int8 model only when its verdict, measured on this CPU at
+    these threads for the model now in the cache slot, says it kept the boxes and was faster than every
+    floating-point step; otherwise the floating-point step auto always ran. The LaSOT runner (what
+    ``tools/track_test.py`` runs) reports what ran."""
+    from benchmarks.demo_data.lasot import make_lasot_dataset
+    from track.model import save_tracker_checkpoint
+    from track.runner import run_lasot
+
+    monkeypatch.setenv("LITEVIT_CACHE", str(tmp_path))
+    cache, calibration = tmp_path / "track_int8", demo_calibration(tmp_path / "calibration")
+    int8 = InferenceNetwork(model, "int8", backend="openvino", int8_cache=cache, calibration=calibration)
+    auto_float = InferenceNetwork(model, "auto", backend="openvino", int8_cache=cache)
+    assert auto_float.dtype in ("bf16", "fp32") and auto_float.int8_source is None     # no verdict yet
+    digest = weights_digest(model)
+    good = {"source": "demo", "usable": True, "mean_iou_per_frame": 0.99, "auc_diff_points": -0.2}
+    with pytest.raises(ValueError, match="agreements against ground truth"):
+        record_verdict(digest, [{"source": "demo"}], 50.0, {"openvino bf16": 40.0}, cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match="no int8 model cached"):
+        record_verdict("0" * 64, [good], 50.0, {"openvino bf16": 40.0}, cache_dir=cache)
+    verdict = record_verdict(digest, [good, {**good, "auc_diff_points": 0.4}], 50.0,
+                             {"openvino bf16": 40.0, "torch fp32": 20.0}, cache_dir=cache)
+    assert verdict["usable"] and verdict["faster"] and verdict["best_float"] == "openvino bf16"
+    assert verdict["auc_diff_points"] == 0.4                                     # the larger difference
+    auto = InferenceNetwork(model, "auto", backend="openvino", int8_cache=cache)
+    assert auto.dtype == "int8" and "chosen by --dtype auto" in auto.int8_source
+    template, crops = _crops(model, 3)
+    tokens = int8.template_tokens(template)
+    np.testing.assert_array_equal(auto.locate(tokens, crops)[0], int8.locate(tokens, crops)[0])
+    assert InferenceNetwork(model, "auto", backend="torch").dtype == auto_float.dtype   # OpenVINO only
+    root = tmp_path / "lasot"
+    make_lasot_dataset(root, ("car",), seqs_per_class=1, num_frames=3, size=(160, 120), test_per_class=1,
+                       write_training_set=False)
+    save_tracker_checkpoint(model, str(tmp_path / "tracker.pth"))
+    common = dict(device="cpu", backend="openvino", threads=1, decode_threads=1, show_progress=False)
+    assert run_lasot(CONFIG, tmp_path / "tracker.pth", root, tmp_path / "auto", **common)["dtype"] == "int8"
+    assert run_lasot(CONFIG, tmp_path / "tracker.pth", root, tmp_path / "bf16", dtype=auto_float.dtype,
+                     **common)["dtype"] == auto_float.dtype
+
+    def auto_dtype(**kwargs) -> str:
+        return InferenceNetwork(model, "auto", backend="openvino", int8_cache=cache, **kwargs).dtype
+
+    assert auto_dtype(ce_keep_ratio=0.5) == auto_float.dtype                     # another graph was measured
+    torch.set_num_threads(2)                                                     # the fixture restores one
+    assert auto_dtype() == auto_float.dtype                                      # measured at other threads
+    torch.set_num_threads(1)
+    for agreements, int8_fps in (([{**good, "usable": False}], 50.0), ([good], 39.0)):
+        record_verdict(digest, agreements, int8_fps, {"openvino bf16": 40.0}, cache_dir=cache)
+        assert auto_dtype() == auto_float.dtype                                  # boxes moved / not faster
+    record_verdict(digest, [good], 50.0, {"openvino bf16": 40.0}, cache_dir=cache)
+    assert auto_dtype() == "int8"
+    other = tmp_path / "other"                                                  # re-quantized: verdict gone
+    shutil.copytree(calibration, other)
+    next(other.glob("*/*/img/00000002.jpg")).write_bytes(next(other.glob("*/*/img/00000002.jpg")).read_bytes() + b"\0")
+    with pytest.warns(RuntimeWarning, match="calibration set changed"):
+        InferenceNetwork(model, "int8", backend="openvino", int8_cache=cache, calibration=other)
+    assert auto_dtype() == auto_float.dtype
+
+
+def test_speed_benchmark_records_the_int8_verdict(tmp_path, monkeypatch):
+    """``benchmarks.track_speed --dtype int8 --agreement`` times the float step auto would run beside int8
+    and writes the verdict that auto reads, from the figures it printed."""
+    from benchmarks.track_speed import main
+
+    monkeypatch.setenv("LITEVIT_CACHE", str(tmp_path / "cache"))
+    result = main(["--config", str(CONFIG), "--dtype", "int8", "--backend", "openvino", "--batch", "1", "--frames", "2",
+                   "--threads", "1", "--agreement", "--demo-sequences", "1",
+                   "--calibration", str(demo_calibration(tmp_path / "calibration"))])
+    verdict, (agreement,) = result["int8_verdict"], result["agreement"]
+    rows = {(r["dtype"], r["kind"]): r for r in result["speed"]["rows"]}
+    float_dtype = resolve_dtype("auto", torch.device("cpu"), "openvino")
+    assert verdict["int8_fps"] == rows["int8", "full step"]["full_fps"]
+    assert verdict["best_float_fps"] == rows[float_dtype, "full step"]["full_fps"]
+    assert verdict["usable"] == agreement["usable"] and verdict["faster"] == (verdict["int8_fps"] > verdict["best_float_fps"])
+    (slot,) = (tmp_path / "cache" / "track_int8").iterdir()                     # the benchmark's random weights
+    assert json.loads((slot / "verdict.json").read_text()) == {k: v for k, v in verdict.items() if k != "kind"}
 
 
 def test_calibration_folder_errors(tmp_path, model):

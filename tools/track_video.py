@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> Path:
     kwargs = tracker_kwargs(cfg)
     if args.lost_threshold is not None:
         kwargs["lost_threshold"] = args.lost_threshold
-    tracker = Tracker(model, dtype=dtype, backend=backend, compile=args.compile or False, device=device,
+    tracker = Tracker(model, dtype="auto" if args.dtype == "auto" else dtype, backend=backend, compile=args.compile or False, device=device,
                       cuda_graph=not args.no_cuda_graph, calibration=calibration, **kwargs)
-    print(f"tracking on {device} ({dtype}, {backend})" + (f"; {tracker.network.int8_source}" if calibration else ""))
+    source = tracker.network.int8_source
+    print(f"tracking on {device} ({tracker.dtype}, {backend})" + (f"; {source}" if source else ""))
 
     capture = cv2.VideoCapture(str(args.video))
     if not capture.isOpened():

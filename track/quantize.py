@@ -11,6 +11,10 @@ cut from a few sequences:
   its file list and the SHA-256 of every file it read (or of every generated frame).
 * :data:`KEEP_FLOAT`: groups of layers that may stay in floating point (NNCF's ignored scope);
   :data:`DEFAULT_KEEP` (the box heads) chosen by measurement (``benchmarks.track_speed --int8-scopes``).
+* :func:`record_verdict` / :func:`measured_int8`: what ``--dtype auto`` reads. The speed benchmark's
+  agreement mode writes, next to the cached model it measured, whether int8 kept the boxes (the
+  agreement rule) and ran faster than every floating-point step timed beside it on this CPU;
+  ``auto`` runs that cached model only when both hold for this CPU, these threads and this graph.
 * :func:`quantized_step`: the quantized OpenVINO model, read from the cache when its key matches
   (checkpoint digest, exported graph digest, export settings, calibration digest, ignored scope,
   openvino and nncf versions)
@@ -32,12 +36,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from fileio import atomic_dir
+from fileio import atomic_dir, atomic_write_json
 
 from .processing import crop_and_resize
 
 __all__ = ["KEEP_FLOAT", "CalibrationSet", "calibration_sequences", "calibration_set", "check_int8_packages",
-           "default_cache_dir", "quantized_step", "weights_digest"]
+           "cpu_identity", "default_cache_dir", "measured_int8", "quantized_step", "record_verdict", "weights_digest"]
 
 RECIPE = 1   # bump when the quantization recipe below changes (invalidates every cached model)
 # Groups of layers that may stay in floating point, as regular expressions over the node names of the
@@ -62,6 +66,7 @@ KEEP_FLOAT: dict[str, tuple[str, ...]] = {
 # attention subgraph (35% of the int8 step; the softmax, not the products, bounds it); keeping it float
 # (attn_scores) ran within noise of it (33.6 vs 35.2 CPU-ms per frame), so it stays quantized.
 DEFAULT_KEEP = ("heads",)
+VERDICT_FILE = "verdict.json"
 _KEY_FIELDS = ("weights", "graph", "export", "calibration", "ignored_scope", "openvino", "nncf", "recipe")
 
 
@@ -258,3 +263,61 @@ def quantized_step(graph: bytes, weights: str, export: Mapping[str, Any], calibr
         (temp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
     why = "re-quantized" if found is not None else "quantized"
     return model, f"int8 model {why} on {len(calibration)} pairs from {calibration.source}, cached in {slot}"
+
+
+def cpu_identity() -> dict[str, Any]:
+    """What a measured speed ranking holds for: the CPU's instruction-set flags (digest), oneDNN's ISA
+    limit and torch's thread count (OpenVINO's threads follow it)."""
+    from engine.precision import cpu_flags, onednn_isa_limit
+
+    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
+    return {"cpu_flags": flags, "isa_limit": onednn_isa_limit(), "threads": torch.get_num_threads()}
+
+
+def record_verdict(weights: str, agreements: Sequence[Mapping[str, Any]], int8_fps: float,
+                   float_fps: Mapping[str, float], cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Write ``verdict.json`` next to the cached int8 model of ``weights`` (which must be there: it is the
+    model measured): ``usable`` when every agreement (``benchmarks.track_speed.agreement_from_boxes`` with
+    ground truth) meets the rule, ``faster`` when ``int8_fps`` beats every ``float_fps`` (name -> frames/s
+    timed in the same run), for :func:`cpu_identity`. A re-quantization replaces the slot, verdict included."""
+    slot = Path(cache_dir or default_cache_dir()) / weights[:16]
+    if not (slot / "key.json").is_file():
+        raise FileNotFoundError(f"no int8 model cached in {slot}: measure with --dtype int8 first")
+    missing = [a.get("source", "?") for a in agreements if "usable" not in a]
+    if not agreements or missing:
+        raise ValueError(f"an int8 verdict needs agreements against ground truth (none for {missing or 'any'})")
+    best = max(float_fps, key=float_fps.get)
+    verdict = {"key": json.loads((slot / "key.json").read_text()), "cpu": cpu_identity(),
+               "usable": all(bool(a["usable"]) for a in agreements),
+               "mean_iou_per_frame": min(float(a["mean_iou_per_frame"]) for a in agreements),
+               "auc_diff_points": max((float(a["auc_diff_points"]) for a in agreements), key=abs),
+               "int8_fps": float(int8_fps), "best_float": best, "best_float_fps": float(float_fps[best]),
+               "faster": bool(int8_fps > float_fps[best])}
+    atomic_write_json(slot / VERDICT_FILE, verdict)
+    return verdict
+
+
+def measured_int8(graph: bytes, weights: str, export: Mapping[str, Any],
+                  cache_dir: str | Path | None = None) -> tuple[Any, str] | None:
+    """The cached int8 model for ``--dtype auto``, with a line saying why, or None: only when its verdict
+    (:func:`record_verdict`) was measured on this CPU (:func:`cpu_identity`) for the model now in the slot,
+    that model was quantized from this ``graph`` / ``weights`` / ``export`` with this OpenVINO, and it
+    was both usable and faster."""
+    slot = Path(cache_dir or default_cache_dir()) / weights[:16]
+    try:
+        key = json.loads((slot / "key.json").read_text())
+        verdict = json.loads((slot / VERDICT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    import openvino as ov
+
+    current = {"weights": weights, "graph": hashlib.sha256(graph).hexdigest(), "export": json.loads(json.dumps(export)),
+               "openvino": importlib.metadata.version("openvino"), "recipe": RECIPE}
+    if (verdict.get("key") != key or any(key.get(name) != value for name, value in current.items())
+            or verdict.get("cpu") != cpu_identity() or not (verdict.get("usable") and verdict.get("faster"))
+            or not (slot / "model.xml").is_file()):
+        return None
+    return ov.Core().read_model(slot / "model.xml"), (
+        f"int8 chosen by --dtype auto: measured on this CPU at {verdict['int8_fps']:.1f} frames/s against "
+        f"{verdict['best_float']} {verdict['best_float_fps']:.1f}, boxes kept (mean IoU "
+        f"{verdict['mean_iou_per_frame']:.3f}, AUC {verdict['auc_diff_points']:+.2f} points); model {slot}")

@@ -78,7 +78,8 @@ def _run_worker(index: int, settings: dict[str, Any], names: Iterator[str], repo
                              cuda_graph=settings["cuda_graph"], crop_threads=settings["crop_threads"],
                              calibration=settings["calibration"], **kwargs)
     int8 = f"; {tracker.network.int8_source}" if tracker.network.int8_source else ""
-    report(("weights", f"worker {index} on {device} ({tracker.dtype}, {settings['backend']}): {source}{int8}"))
+    report(("weights", f"worker {index} on {device} ({tracker.dtype}, {settings['backend']}): {source}{int8}",
+            tracker.dtype))
     tracker.warm_up()  # compile / capture before the first sequence, so that _time.txt holds tracking times
     out = Path(settings["out"])
 
@@ -142,7 +143,7 @@ def run_lasot(config: str | os.PathLike, checkpoint: str | os.PathLike, lasot_ro
     for option, value in (("batch_sequences", batch_sequences), ("workers", workers)):
         if value < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
-    asked = device
+    asked, asked_dtype = device, dtype
     device, dtype, backend = resolve_runtime(device, dtype, backend, compile)
     if dtype == "int8":
         from .quantize import calibration_sequences
@@ -166,7 +167,9 @@ def run_lasot(config: str | os.PathLike, checkpoint: str | os.PathLike, lasot_ro
     else:
         devices = [device]
     settings = {"config": str(config), "checkpoint": str(checkpoint), "root": str(lasot_root), "out": str(out),
-                "dtype": dtype, "backend": backend, "compile": compile, "devices": devices, "cuda_graph": cuda_graph,
+                # auto on OpenVINO stays auto: the worker may run a cached int8 model measured faster here
+                "dtype": "auto" if asked_dtype == "auto" and backend == "openvino" else dtype,
+                "backend": backend, "compile": compile, "devices": devices, "cuda_graph": cuda_graph,
                 "lost_threshold": lost_threshold, "batch_sequences": batch_sequences,
                 "calibration": calibration if dtype == "int8" else None,
                 "threads": threads or max(1, cores // workers),
@@ -182,6 +185,7 @@ def run_lasot(config: str | os.PathLike, checkpoint: str | os.PathLike, lasot_ro
         kind = event[0]
         if kind == "weights":
             bar.write(event[1])
+            summary["dtype"] = event[2]   # what runs (auto may pick a measured int8 model)
         elif kind == "frames":
             frames.update(event[1])
         elif kind == "done":

@@ -110,7 +110,9 @@ class InferenceNetwork(nn.Module):
     Inputs are uint8 RGB crops, (H, W, 3) or (B, H, W, 3), as ``crop_and_resize`` writes them.
 
     Args:
-        dtype: "fp32", "bf16", "fp16" (CUDA only) or "auto" (``track.runtime.resolve_dtype``).
+        dtype: "fp32", "bf16", "fp16" (CUDA only), "int8" (OpenVINO) or "auto" (``track.runtime.resolve_dtype``;
+            on OpenVINO, the cached int8 model where its verdict says it was measured usable and faster on
+            this CPU, :func:`track.quantize.measured_int8`; ``dtype`` and ``int8_source`` say what ran).
         device: "auto", "cpu", "cuda" or "cuda:<i>".
         compile: CPU only: ``torch.compile`` the per-frame step with frozen weights. True or
             "default"; "max-autotune" also lets inductor time its own GEMM kernels against
@@ -142,7 +144,9 @@ class InferenceNetwork(nn.Module):
         if compile and (self.backend != "torch" or self.device.type != "cpu"):
             raise ValueError(f"compile={compile!r} is for backend='torch' on a CPU (got backend={self.backend!r}, "
                              f"device={str(self.device)!r}); on CUDA the step runs as a CUDA graph")
-        self.weights = weights_digest(model) if self.dtype == "int8" else None
+        # auto on OpenVINO runs a cached int8 model where it was measured usable and faster on this CPU
+        self.auto_int8 = dtype == "auto" and self.backend == "openvino"
+        self.weights = weights_digest(model) if self.dtype == "int8" or self.auto_int8 else None
         net = copy.deepcopy(model).float().eval().requires_grad_(False)
         net.fast_ce = True
         proj = net.backbone.patch_embed.proj
@@ -197,12 +201,22 @@ class InferenceNetwork(nn.Module):
                                         dynamic_batch=True)
         if self.backend == "onnxruntime":
             return OnnxRuntimeStep(graph, ["template_tokens", "search"])
-        if self.dtype == "int8":
-            graph = self._quantized(graph, *int8)
+        calibration, cache, factors, window = int8
+        export = {"template_size": self.template_size, "search_size": self.search_size, "window": window,
+                  "ce_keep_ratio": self.ce_keep_ratio, "factors": list(factors)}
+        if self.auto_int8:
+            from .quantize import measured_int8
+
+            measured = measured_int8(graph, self.weights, export, cache_dir=cache)
+            if measured is not None:
+                graph, self.int8_source = measured
+                self.dtype = "int8"
+        elif self.dtype == "int8":
+            graph = self._quantized(graph, calibration, cache, factors, export)
         return OpenVinoStep(graph, ["template_tokens", "search"], self.dtype)
 
     def _quantized(self, graph: bytes, calibration: str | Path | None, cache: str | Path | None,
-                   factors: tuple[float, float], window: bool) -> Any:
+                   factors: tuple[float, float], export: dict[str, Any]) -> Any:
         from .quantize import calibration_set, quantized_step
 
         pairs = calibration_set(calibration, self.template_size, self.search_size, *factors)
@@ -211,8 +225,6 @@ class InferenceNetwork(nn.Module):
             return [{"template_tokens": self.template_tokens(t).cpu().numpy(), "search": s[None]}
                     for t, s in zip(pairs.templates, pairs.searches)]
 
-        export = {"template_size": self.template_size, "search_size": self.search_size, "window": window,
-                  "ce_keep_ratio": self.ce_keep_ratio, "factors": list(factors)}
         model, self.int8_source = quantized_step(graph, self.weights, export, pairs, samples, cache_dir=cache)
         return model
 
