@@ -206,6 +206,20 @@ def test_openvino_batch_over_streams_equals_one_request(model):
     assert np.ptp(streamed[:, :4], axis=0).max() > 1e-3                   # the crops give different boxes
 
 
+def test_patch_tokens_equal_the_patch_convolution(model):
+    """The inference step's patch tokens (one matrix product over channels-last patches of the uint8
+    crops) equal the backbone's patch convolution on the same pixels; other convolutions are refused."""
+    from track.tracker import PatchTokens
+
+    conv = model.backbone.patch_embed.proj
+    crops = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8))
+    expected = conv(crops.permute(0, 3, 1, 2).float()).flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(PatchTokens(conv)(crops), expected, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="stride = kernel"):
+        PatchTokens(torch.nn.Conv2d(3, 8, 16, stride=8))
+
+
 def test_openvino_static_shapes_equal_the_dynamic_model(model):
     """Each batch size runs a copy of the model compiled for its static shape: the same maps as the
     dynamic-batch model compiled as it is, and only the most recently used shapes are kept."""

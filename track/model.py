@@ -340,9 +340,12 @@ class OneStreamTracker(nn.Module):
                          ce_keep_ratio: float | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Backbone with CE: (search feature map [B, C, H, W] with zeros at eliminated positions,
-        final keep_index [B, k], per-stage keep indices, per-stage CE scores)."""
+        final keep_index [B, k], per-stage keep indices, per-stage CE scores).
+
+        ``search``: images [B, 3, Hx, Wx], or their tokens with position [B, Nx, C] (``embed_search``'s
+        output, as the inference step computes them from uint8 crops)."""
         keep_ratio = self.ce_keep_ratio if ce_keep_ratio is None else float(ce_keep_ratio)
-        x = self.embed_search(search)
+        x = search if search.ndim == 3 else self.embed_search(search)
         B, num_search, C = x.shape
         num_template = template_tokens.shape[1]
         if template_tokens.shape[0] != B:
