@@ -8,12 +8,13 @@ Options are checked here, before any work, with errors that name the option:
   run fp16 and bf16 at the same rate, and fp16 keeps 3 more mantissa bits, so it stays closer to
   fp32); on a CPU bf16 only where it runs natively (AMX or AVX512-BF16), else fp32. What a device
   runs natively is :mod:`engine.precision`'s call.
-  ``"int8"``: the OpenVINO backend only, the step quantized by NNCF (:mod:`track.quantize`); ``auto``
-  never picks it: on a 2-core AMX Xeon it ran at the speed of OpenVINO bf16 (0.9-1.0x per CPU-second,
-  batch 1 and 8), under ``ONEDNN_MAX_CPU_ISA=AVX2`` at 0.65x fp32; only with VNNI and no native bf16
-  (emulated by ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI``) was it faster (1.4-1.55x fp32), and there
-  whether int8 keeps the boxes is a property of the checkpoint, measured by
-  ``benchmarks.track_speed --dtype int8 --agreement``, so it stays an explicit choice.
+  ``"int8"``: the OpenVINO backend only, the step quantized by NNCF (:mod:`track.quantize`). ``auto``
+  resolves here to a floating-point precision; on OpenVINO, ``InferenceNetwork`` then runs the cached
+  int8 model instead where ``benchmarks.track_speed --dtype int8 --agreement`` measured it, on this
+  CPU, usable and faster (:func:`track.quantize.measured_int8`): on a 2-core AMX Xeon int8 ran at
+  0.95x OpenVINO bf16, under ``ONEDNN_MAX_CPU_ISA=AVX2`` at 0.74x fp32, and only with VNNI and no
+  native bf16 (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI``) faster (1.49x fp32), where whether int8 keeps
+  the boxes is a property of the checkpoint.
 * ``backend``: ``"torch"`` (any device), ``"onnxruntime"`` (CPU, fp32) or ``"openvino"`` (CPU, f32 or
   bf16 inference precision, or int8). The two CPU runtimes are imported only when asked for.
 
@@ -96,7 +97,9 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """The tools' ``--device``, ``--dtype``, ``--backend``, ``--compile`` and ``--no-cuda-graph``."""
     parser.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda or cuda:<i>")
     parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                        help="auto: fp16 on CUDA, bf16 on CPUs with AMX / AVX512-BF16, else fp32; "
+                        help="auto: fp16 on CUDA, bf16 on CPUs with AMX / AVX512-BF16, else fp32 (on OpenVINO: "
+                             "int8 where benchmarks.track_speed --dtype int8 --agreement measured it usable and "
+                             "faster on this CPU); "
                              "fp16 is CUDA only; int8: --backend openvino, quantized by NNCF (cached under "
                              "$LITEVIT_CACHE/track_int8), calibrated on --int8-calibration")
     parser.add_argument("--int8-calibration", default=None, metavar="DIR",
