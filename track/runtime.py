@@ -260,7 +260,7 @@ class OpenVinoStep:
 
     The model keeps its dynamic batch axis, but every batch size runs a copy compiled for that static
     shape (compiled on first use, about 0.4 s, the last ``MAX_SHAPES`` kept): OpenVINO plans memory
-    and fuses more with static shapes (2-core AMX Xeon, ViT-Tiny step: batch 1 1.2x, batch 32 1.2x
+    and fuses more with static shapes (2-core AMX Xeon, ViT-Tiny step: batch 1 1.22x, batch 32 1.13x
     faster than the dynamic model, same maps). One crop runs as one request on all threads (latency).
     A batch runs, when ``streams`` is True and OpenVINO's throughput mode gives more than one stream
     for the threads, as equal chunks over that many requests in parallel (each stream on its own cores;
