@@ -294,11 +294,11 @@ def test_cache_key_follows_checkpoint_and_calibration(model, tmp_path, monkeypat
     assert "re-quantized" in source and len(calls) == 4 and not list(cache.glob(".*"))   # no temporary left
 
 
-def test_auto_runs_int8_only_where_measured_usable_and_faster(model, tmp_path, monkeypatch):
+def test_auto_runs_int8_only_where_measured_usable_and_faster(model, tmp_path, monkeypatch, capsys):
     """``--dtype auto`` on OpenVINO runs the cached int8 model only when its verdict, measured on this CPU at
     these threads for the model now in the cache slot, says it kept the boxes and was faster than every
     floating-point step; otherwise the floating-point step auto always ran. The LaSOT runner (what
-    ``tools/track_test.py`` runs) reports what ran."""
+    ``tools/track_test.py`` runs) and ``tools/track_video.py`` report what ran."""
     from benchmarks.demo_data.lasot import make_lasot_dataset
     from track.model import save_tracker_checkpoint
     from track.runner import run_lasot
@@ -332,6 +332,12 @@ def test_auto_runs_int8_only_where_measured_usable_and_faster(model, tmp_path, m
     assert run_lasot(CONFIG, tmp_path / "tracker.pth", root, tmp_path / "auto", **common)["dtype"] == "int8"
     assert run_lasot(CONFIG, tmp_path / "tracker.pth", root, tmp_path / "bf16", dtype=auto_float.dtype,
                      **common)["dtype"] == auto_float.dtype
+    capsys.readouterr()
+    load_tool("track_video").main([str(write_square_video(tmp_path / "clip.mp4", 3)), "--init", "30,40,31,31",
+                                   "--config", str(CONFIG), "--checkpoint", str(tmp_path / "tracker.pth"),
+                                   "--backend", "openvino", "--device", "cpu", "--threads", "1", "--quiet",
+                                   "--out", str(tmp_path / "auto.mp4")])
+    assert "(int8, openvino); int8 chosen by --dtype auto" in capsys.readouterr().out
 
     def auto_dtype(**kwargs) -> str:
         return InferenceNetwork(model, "auto", backend="openvino", int8_cache=cache, **kwargs).dtype

@@ -89,9 +89,8 @@ def main(argv: list[str] | None = None) -> Path:
     kwargs = tracker_kwargs(cfg)
     if args.lost_threshold is not None:
         kwargs["lost_threshold"] = args.lost_threshold
-    tracker = Tracker(model, dtype="auto" if args.dtype == "auto" else dtype, backend=backend,   # auto: maybe int8
-                      compile=args.compile or False, device=device, cuda_graph=not args.no_cuda_graph,
-                      calibration=calibration, **kwargs)
+    tracker = Tracker(model, dtype=args.dtype, backend=backend, compile=args.compile or False, device=device,
+                      cuda_graph=not args.no_cuda_graph, calibration=calibration, **kwargs)
     source = tracker.network.int8_source
     print(f"tracking on {device} ({tracker.dtype}, {backend})" + (f"; {source}" if source else ""))
 

@@ -40,8 +40,9 @@ from fileio import atomic_dir, atomic_write_json
 
 from .processing import crop_and_resize
 
-__all__ = ["KEEP_FLOAT", "CalibrationSet", "calibration_sequences", "calibration_set", "check_int8_packages",
-           "cpu_identity", "default_cache_dir", "measured_int8", "quantized_step", "record_verdict", "weights_digest"]
+__all__ = ["KEEP_FLOAT", "CalibrationSet", "any_verdict", "calibration_sequences", "calibration_set",
+           "check_int8_packages", "cpu_identity", "default_cache_dir", "measured_int8", "quantized_step",
+           "record_verdict", "weights_digest"]
 
 RECIPE = 1   # bump when the quantization recipe below changes (invalidates every cached model)
 # Groups of layers that may stay in floating point, as regular expressions over the node names of the
@@ -295,6 +296,12 @@ def record_verdict(weights: str, agreements: Sequence[Mapping[str, Any]], int8_f
                "faster": bool(int8_fps > float_fps[best])}
     atomic_write_json(slot / VERDICT_FILE, verdict)
     return verdict
+
+
+def any_verdict(cache_dir: str | Path | None = None) -> bool:
+    """Whether any cached int8 model has a verdict (a glob, so that ``auto`` skips hashing the checkpoint
+    where nothing was ever measured)."""
+    return any(Path(cache_dir or default_cache_dir()).glob(f"*/{VERDICT_FILE}"))
 
 
 def measured_int8(graph: bytes, weights: str, export: Mapping[str, Any],

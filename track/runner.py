@@ -167,9 +167,9 @@ def run_lasot(config: str | os.PathLike, checkpoint: str | os.PathLike, lasot_ro
     else:
         devices = [device]
     settings = {"config": str(config), "checkpoint": str(checkpoint), "root": str(lasot_root), "out": str(out),
-                # auto on OpenVINO stays auto: the worker may run a cached int8 model measured faster here
-                "dtype": "auto" if asked_dtype == "auto" and backend == "openvino" else dtype,
-                "backend": backend, "compile": compile, "devices": devices, "cuda_graph": cuda_graph,
+                # as asked: the tracker resolves it as resolve_runtime did, and auto on OpenVINO may run a
+                # cached int8 model measured faster here (the worker reports what ran)
+                "dtype": asked_dtype, "backend": backend, "compile": compile, "devices": devices, "cuda_graph": cuda_graph,
                 "lost_threshold": lost_threshold, "batch_sequences": batch_sequences,
                 "calibration": calibration if dtype == "int8" else None,
                 "threads": threads or max(1, cores // workers),

@@ -49,7 +49,7 @@ from engine import PRECISIONS, autocast, resolve_device
 
 from .model import OneStreamTracker
 from .processing import CropBox, _as_rgb, clip_box, crop_and_resize, hann_window_2d, map_crop_box_to_image
-from .quantize import weights_digest
+from .quantize import any_verdict, weights_digest
 from .runtime import OnnxRuntimeStep, OpenVinoStep, StaticStep, ieee_fp32, resolve_backend, resolve_dtype
 
 __all__ = ["COMPILE_MODES", "BatchedTracker", "InferenceNetwork", "LocateStep", "Tracker", "check_box", "check_image"]
@@ -171,7 +171,7 @@ class InferenceNetwork(nn.Module):
             raise ValueError(f"compile={compile!r} is for backend='torch' on a CPU (got backend={self.backend!r}, "
                              f"device={str(self.device)!r}); on CUDA the step runs as a CUDA graph")
         # auto on OpenVINO runs a cached int8 model where it was measured usable and faster on this CPU
-        self.auto_int8 = dtype == "auto" and self.backend == "openvino"
+        self.auto_int8 = dtype == "auto" and self.backend == "openvino" and any_verdict(int8_cache)
         self.weights = weights_digest(model) if self.dtype == "int8" or self.auto_int8 else None
         net = copy.deepcopy(model).float().eval().requires_grad_(False)
         net.fast_ce = True
